@@ -1,0 +1,168 @@
+import type { ConnectionOptions } from 'mysql2'
+import { FST_FORK_SAFE_DB_INVALID_CONNECTION, FST_FORK_SAFE_DB_UNSAFE_OPTION } from './errors'
+import { describeUrl } from './redact'
+import { describeValue, expectInteger, isPlainObject } from './validate'
+
+/** The dangerous driver features a user can opt into, one flag each. */
+export interface UnsafeOptIns {
+  /** Allow `multipleStatements: true`, which turns any SQL injection into arbitrary SQL. */
+  multipleStatements?: boolean
+}
+
+/** A validated mysql2 connection object, with what the plugin needs to keep secret. */
+export interface CheckedConnection {
+  /** A private copy for the driver; the caller's object is never mutated. */
+  settings: ConnectionOptions
+  /** Every secret value the settings hold, for scrubbing text. */
+  secrets: string[]
+  /** `user@host:port/database`, safe for logs. */
+  description: string
+}
+
+// mysql2 writes a console warning for any key outside its list, so we check against the same
+// list up front and fail with a coded error instead.
+const DRIVER_KEYS = [
+  'authPlugins', 'authSwitchHandler', 'bigNumberStrings', 'charset', 'charsetNumber', 'compress',
+  'connectAttributes', 'connectTimeout', 'database', 'dateStrings', 'decimalNumbers', 'disableEval',
+  'enableCleartextPlugin', 'enableKeepAlive', 'flags', 'gracefulEnd', 'host', 'infileStreamFactory',
+  'insecureAuth', 'jsonStrings', 'keepAliveInitialDelay', 'localAddress', 'maxPreparedStatements',
+  'multipleStatements', 'namedPlaceholders', 'nestTables', 'password', 'password1', 'password2',
+  'password3', 'passwordSha1', 'port', 'queryFormat', 'rowsAsArray', 'socketPath', 'ssl', 'stream',
+  'stringifyObjects', 'supportBigNumbers', 'timezone', 'trace', 'typeCast', 'user'
+] as const
+
+// Keys mysql2 accepts but that make no sense (or harm) under a knex-managed pool.
+const REFUSED_KEYS: Record<string, string> = {
+  uri: 'pass the URL as `connection` itself',
+  debug: 'it prints packets and statements with their values to the console; use the Fastify log level instead',
+  isServer: 'it is for writing a MySQL server, not a client',
+  pool: 'the plugin owns the pool',
+  connectionLimit: 'it configures mysql2\'s own pool; set pool.max instead',
+  maxIdle: 'it configures mysql2\'s own pool; set pool.min instead',
+  idleTimeout: 'it configures mysql2\'s own pool; set pool.idleTimeoutMillis instead',
+  queueLimit: 'it configures mysql2\'s own pool, which the plugin does not use',
+  waitForConnections: 'it configures mysql2\'s own pool, which the plugin does not use',
+  resetOnRelease: 'it configures mysql2\'s own pool, which the plugin does not use',
+  Promise: 'it configures mysql2\'s promise wrapper, which the plugin does not use'
+}
+
+const SECRET_KEYS = ['password', 'password1', 'password2', 'password3', 'passwordSha1'] as const
+const STRING_KEYS = ['host', 'user', 'database', 'socketPath', 'charset', 'localAddress', ...SECRET_KEYS] as const
+const MILLISECOND_KEYS = ['connectTimeout', 'keepAliveInitialDelay'] as const
+// The formats mysql2 accepts; anything else it replaces with UTC after a console warning.
+const TIMEZONE = /^(?:local|Z|[ +-]\d\d:\d\d)$/
+
+const invalid = (message: string) => new FST_FORK_SAFE_DB_INVALID_CONNECTION(message)
+
+/** Validates `connection` (a URL or a mysql2 object) and returns a private, checked copy. */
+export function checkConnection (connection: unknown, unsafe: UnsafeOptIns): CheckedConnection {
+  if (typeof connection === 'string') return checkObject(parseConnectionUrl(connection), unsafe, [connection])
+  if (isPlainObject(connection)) return checkObject({ ...connection }, unsafe, [])
+  throw invalid(
+    `connection must be a URL like mysql://user:password@host:3306/database or a mysql2 connection object, got ${describeValue(connection)}`
+  )
+}
+
+function parseConnectionUrl (text: string): Record<string, unknown> {
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    // The text itself is not echoed: a malformed URL is exactly where a password hides in plain sight.
+    throw invalid('connection must be a URL like mysql://user:password@host:3306/database, got a string that is not a valid URL (percent-encode special characters in the user and password)')
+  }
+  const shown = describeUrl(url)
+  if (url.protocol !== 'mysql:' && url.protocol !== 'mariadb:') {
+    throw invalid(`connection URL must start with mysql:// or mariadb://, got ${shown}`)
+  }
+  if (url.hostname === '') throw invalid(`connection URL must name a host, got ${shown}`)
+  if (url.username === '') {
+    // mysql2 would connect as the empty user and report a misleading "Access denied for user ''".
+    throw invalid(`connection URL must name a user (mysql://user:password@host/database), got ${shown}`)
+  }
+  const database = decode(url.pathname.replace(/^\//, ''), shown)
+  if (database.includes('/')) throw invalid(`connection URL path must be a single database name, got ${shown}`)
+
+  const settings: Record<string, unknown> = {
+    host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+    user: decode(url.username, shown)
+  }
+  if (url.password !== '') settings.password = decode(url.password, shown)
+  if (url.port !== '') settings.port = Number(url.port)
+  if (database !== '') settings.database = database
+  for (const [key, value] of url.searchParams) {
+    if (key in settings) throw invalid(`connection URL query must not repeat ${key}, which the URL already sets`)
+    settings[key] = parseQueryValue(value)
+  }
+  return settings
+}
+
+function decode (value: string, shown: string): string {
+  try {
+    return decodeURIComponent(value)
+  } catch {
+    throw invalid(`connection URL has a malformed percent-encoding in ${shown}`)
+  }
+}
+
+// Same rule as mysql2's own URL parser: JSON where it parses (numbers, booleans, ssl objects), else text.
+function parseQueryValue (value: string): unknown {
+  try {
+    return JSON.parse(value)
+  } catch {
+    return value
+  }
+}
+
+function checkObject (settings: Record<string, unknown>, unsafe: UnsafeOptIns, secrets: string[]): CheckedConnection {
+  for (const key of Object.keys(settings)) {
+    if (key in REFUSED_KEYS) throw invalid(`connection.${key} is not supported: ${REFUSED_KEYS[key]}`)
+    if (!(DRIVER_KEYS as readonly string[]).includes(key)) {
+      throw invalid(`connection.${key} is not a mysql2 connection option; expected one of: ${DRIVER_KEYS.join(', ')}`)
+    }
+  }
+  for (const key of STRING_KEYS) {
+    const value = settings[key]
+    if (value !== undefined && typeof value !== 'string') {
+      const secret = (SECRET_KEYS as readonly string[]).includes(key)
+      throw invalid(`connection.${key} must be a string, got ${describeValue(value, secret)}`)
+    }
+  }
+  const hasTransport = settings.socketPath !== undefined || settings.stream !== undefined
+  if (!hasTransport && (settings.host === undefined || settings.host === '')) {
+    throw invalid('connection.host must be a non-empty string (or set connection.socketPath), got ' + describeValue(settings.host))
+  }
+  if (settings.user === undefined || settings.user === '') {
+    throw invalid(`connection.user must be a non-empty string, got ${describeValue(settings.user)}`)
+  }
+  if (settings.port !== undefined) expectInteger(FST_FORK_SAFE_DB_INVALID_CONNECTION, 'connection.port', settings.port, 1, 65535)
+  for (const key of MILLISECOND_KEYS) {
+    if (settings[key] !== undefined) {
+      expectInteger(FST_FORK_SAFE_DB_INVALID_CONNECTION, `connection.${key}`, settings[key], 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer (milliseconds)')
+    }
+  }
+  if (settings.timezone !== undefined && (typeof settings.timezone !== 'string' || !TIMEZONE.test(settings.timezone))) {
+    throw invalid(`connection.timezone must be 'local', 'Z' or an offset like '+02:00', got ${describeValue(settings.timezone)}`)
+  }
+  if (settings.multipleStatements !== undefined && settings.multipleStatements !== false) {
+    if (unsafe.multipleStatements !== true) {
+      throw new FST_FORK_SAFE_DB_UNSAFE_OPTION(
+        `connection.multipleStatements turns any SQL injection into arbitrary SQL; set allowUnsafe.multipleStatements: true to opt in, got ${describeValue(settings.multipleStatements)}`
+      )
+    }
+  }
+
+  for (const key of SECRET_KEYS) {
+    const value = settings[key]
+    if (typeof value === 'string' && value !== '') secrets.push(value)
+  }
+  return { settings: settings as ConnectionOptions, secrets, description: describeSettings(settings) }
+}
+
+function describeSettings (settings: Record<string, unknown>): string {
+  const where = settings.socketPath !== undefined
+    ? String(settings.socketPath)
+    : `${String(settings.host ?? 'localhost')}:${String(settings.port ?? 3306)}`
+  const database = settings.database === undefined ? '' : `/${String(settings.database)}`
+  return `${String(settings.user)}@${where}${database}`
+}

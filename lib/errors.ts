@@ -1,0 +1,49 @@
+import createError from '@fastify/error'
+
+// Every error the plugin raises has a stable code, so callers can match on `err.code`
+// (or `instanceof` these constructors) instead of parsing messages.
+
+/** An option is missing, has the wrong type or is out of range. Raised at registration. */
+export const FST_FORK_SAFE_DB_INVALID_OPTION = createError(
+  'FST_FORK_SAFE_DB_INVALID_OPTION',
+  'fastify-fork-safe-db: %s',
+  500,
+  TypeError
+)
+
+/** The connection URL or object cannot be used. Raised at registration. */
+export const FST_FORK_SAFE_DB_INVALID_CONNECTION = createError(
+  'FST_FORK_SAFE_DB_INVALID_CONNECTION',
+  'fastify-fork-safe-db: %s',
+  500,
+  TypeError
+)
+
+/** An option that is dangerous by default was set without its explicit opt-in. */
+export const FST_FORK_SAFE_DB_UNSAFE_OPTION = createError(
+  'FST_FORK_SAFE_DB_UNSAFE_OPTION',
+  'fastify-fork-safe-db: %s',
+  500,
+  TypeError
+)
+
+/** A second registration tried to use a decorator name that is already taken. */
+export const FST_FORK_SAFE_DB_ALREADY_REGISTERED = createError(
+  'FST_FORK_SAFE_DB_ALREADY_REGISTERED',
+  'fastify-fork-safe-db: the decorator "%s" is already registered; pass a different `decorator` option to register a second pool',
+  500
+)
+
+/** Warm-up could not open or verify a connection; `cause` is the driver error. */
+export const FST_FORK_SAFE_DB_WARMUP_FAILED = createError(
+  'FST_FORK_SAFE_DB_WARMUP_FAILED',
+  'fastify-fork-safe-db: could not warm the "%s" pool: %s',
+  503
+)
+
+/** The pool was used after the Fastify instance closed. */
+export const FST_FORK_SAFE_DB_CLOSED = createError(
+  'FST_FORK_SAFE_DB_CLOSED',
+  'fastify-fork-safe-db: the "%s" pool is closed',
+  503
+)

@@ -1,0 +1,110 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { Knex } from 'knex'
+import { ping } from './borrow-check'
+import { FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from './errors'
+import { createKnex } from './knex-factory'
+import type { ResolvedOptions } from './options'
+import { scrubError } from './redact'
+
+/**
+ * Owns the knex instance of one registration and makes sure it belongs to the current process.
+ *
+ * - Lazy: nothing is built until first access, so importing or registering opens no socket.
+ * - PID-checked: an instance built under another pid (a fork, a snapshot restore) is abandoned,
+ *   never closed: closing would send COM_QUIT on sockets the parent still uses.
+ * - Warm: `warm()` opens and verifies connections before the server accepts requests.
+ * - Disposed: `close()` destroys only the instance this process built, after in-flight queries.
+ */
+export class ForkSafePool {
+  readonly #options: ResolvedOptions
+  readonly #log: FastifyBaseLogger
+  #instance: Knex | undefined
+  #pid = 0
+  #closed = false
+
+  constructor (options: ResolvedOptions, log: FastifyBaseLogger) {
+    this.#options = options
+    this.#log = log
+  }
+
+  /** The knex instance for this process, built on first access and rebuilt after a pid change. */
+  get knex (): Knex {
+    // Building is synchronous, so concurrent first accesses cannot race: one build per pid.
+    const pid = process.pid
+    if (this.#instance !== undefined && this.#pid === pid) return this.#instance
+    return this.#build(pid)
+  }
+
+  #build (pid: number): Knex {
+    if (this.#closed) throw new FST_FORK_SAFE_DB_CLOSED(this.#options.decorator)
+    if (this.#instance !== undefined) {
+      this.#log.warn(
+        { previousPid: this.#pid, pid },
+        'process id changed: abandoning the pool inherited from the parent process (its connections are left open for the parent) and building a fresh one'
+      )
+    }
+    this.#instance = createKnex(this.#options, this.#log)
+    this.#pid = pid
+    this.#log.debug({ pid, connection: this.#options.connectionDescription }, 'built the connection pool')
+    return this.#instance
+  }
+
+  /**
+   * Opens `warmup` connections in parallel and verifies each with a round trip. Rejects with
+   * FST_FORK_SAFE_DB_WARMUP_FAILED (driver error as `cause`) unless a cold start is allowed.
+   */
+  async warm (): Promise<void> {
+    const count = this.#options.warmup
+    if (count === 0) return
+    const started = performance.now()
+    try {
+      await this.#openAndVerify(count)
+    } catch (driverError) {
+      const cause = scrubError(driverError, this.#options.secrets)
+      const error = new FST_FORK_SAFE_DB_WARMUP_FAILED(this.#options.decorator, describeError(cause), { cause })
+      if (!this.#options.allowColdStart) throw error
+      this.#log.warn({ err: error }, 'warm-up failed; starting with a cold pool because allowColdStart is set')
+      return
+    }
+    this.#log.info(
+      { connections: count, ms: Math.round(performance.now() - started), connection: this.#options.connectionDescription },
+      'connection pool warmed'
+    )
+  }
+
+  async #openAndVerify (count: number): Promise<void> {
+    const { client } = this.knex
+    const acquired = await Promise.allSettled(Array.from({ length: count }, () => client.acquireConnection()))
+    const connections = acquired.flatMap((result) => result.status === 'fulfilled' ? [result.value] : [])
+    try {
+      const failed = acquired.find((result) => result.status === 'rejected')
+      if (failed !== undefined) throw failed.reason
+      await Promise.all(connections.map((connection) => ping(connection, this.#options.pool.acquireTimeoutMillis)))
+    } finally {
+      // Released connections stay open as the idle floor (tarn keeps `pool.min` of them).
+      for (const connection of connections) await client.releaseConnection(connection)
+    }
+  }
+
+  /** Destroys the instance this process built, waiting for in-flight queries; abandons any other. */
+  async close (): Promise<void> {
+    this.#closed = true
+    const instance = this.#instance
+    this.#instance = undefined
+    if (instance === undefined) return
+    if (this.#pid !== process.pid) {
+      this.#log.debug({ ownerPid: this.#pid, pid: process.pid }, 'leaving the pool of another process untouched')
+      return
+    }
+    await instance.destroy()
+    this.#log.debug('connection pool closed')
+  }
+}
+
+function describeError (error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code
+    return typeof code === 'string' ? `${code}: ${error.message}` : error.message
+  }
+  return String(error)
+}

@@ -1,0 +1,52 @@
+import type { FastifyPluginAsync } from 'fastify'
+import fp from 'fastify-plugin'
+import type { Knex } from 'knex'
+import * as errors from './errors'
+import { ForkSafePool } from './fork-safe-pool'
+import { resolveOptions, type ForkSafeDbOptions } from './options'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** This process's knex instance (fork-safe, lazily built). Renamed by the `decorator` option. */
+    db: Knex
+  }
+  interface FastifyRequest {
+    /** This process's knex instance (fork-safe, lazily built). Renamed by the `decorator` option. */
+    db: Knex
+  }
+}
+
+const PLUGIN_NAME = 'fastify-fork-safe-db'
+
+const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, rawOptions) => {
+  // Validate before anything else: a bad option must fail registration, before any socket opens.
+  const options = resolveOptions(rawOptions)
+  const { decorator } = options
+  if (fastify.hasDecorator(decorator) || fastify.hasRequestDecorator(decorator)) {
+    throw new errors.FST_FORK_SAFE_DB_ALREADY_REGISTERED(decorator)
+  }
+
+  const log = fastify.log.child({ plugin: PLUGIN_NAME, decorator })
+  const pool = new ForkSafePool(options, log)
+
+  // Getters, not values: every access re-checks the pid, and a knex instance (a function)
+  // given as a request decorator value would be bound as a method.
+  fastify.decorate(decorator, { getter: () => pool.knex })
+  fastify.decorateRequest(decorator, { getter: () => pool.knex })
+
+  fastify.addHook('onReady', async () => pool.warm())
+  // Fastify runs onClose after in-flight requests have ended; destroy() also waits for used connections.
+  fastify.addHook('onClose', async () => pool.close())
+}
+
+/** The plugin: `fastify.register(forkSafeDb, { connection })`. */
+export const forkSafeDb = fp(forkSafeDbPlugin, { fastify: '5.x', name: PLUGIN_NAME })
+export default forkSafeDb
+
+export * from './errors'
+export type { ForkSafeDbOptions, ForkSafeDbPoolOptions } from './options'
+export type { UnsafeOptIns } from './connection-options'
+
+// `require('fastify-fork-safe-db')` returns the plugin itself, like every Fastify plugin, with the
+// named exports hanging off it so destructuring `require` keeps working.
+module.exports = Object.assign(forkSafeDb, { default: forkSafeDb, forkSafeDb }, errors)

@@ -1,0 +1,46 @@
+import type { FastifyBaseLogger } from 'fastify'
+import knex, { type Knex } from 'knex'
+import { createBorrowCheck } from './borrow-check'
+import { forwardDriverWarnings, knexLogBridge, tarnLogBridge } from './logging'
+import type { ResolvedOptions } from './options'
+import { hideProperties } from './redact'
+
+// mysql2 keeps every password it was given on `connection.config`; knex hides only `password`.
+const SECRET_KEYS = ['password', 'password1', 'password2', 'password3', 'passwordSha1']
+const MAX_PING_TIMEOUT_MILLIS = 2000
+
+/**
+ * Builds a knex instance for the current process. Constructing it opens nothing: tarn creates
+ * connections on the first acquire (and never pre-creates `pool.min` by itself).
+ */
+export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): Knex {
+  const { secrets } = options
+  const borrowCheck = createBorrowCheck(
+    options.pingAfterIdleMillis,
+    Math.min(MAX_PING_TIMEOUT_MILLIS, options.pool.acquireTimeoutMillis)
+  )
+
+  const instance = knex({
+    client: 'mysql2',
+    connection: { ...options.connection } as Knex.MySql2ConnectionConfig,
+    log: knexLogBridge(log, secrets),
+    pool: {
+      ...options.pool,
+      // Fail fast on a wrong password or an unreachable server instead of retrying until the acquire timeout.
+      propagateCreateError: true,
+      log: tarnLogBridge(log, secrets),
+      afterCreate (connection: NodeJS.EventEmitter & { config: object }, done: (error: Error | null, connection: unknown) => void) {
+        hideProperties(connection.config, SECRET_KEYS)
+        forwardDriverWarnings(connection, log, secrets)
+        borrowCheck.markIdle(connection)
+        done(null, connection)
+      },
+      validate: borrowCheck.validate
+    } as Knex.PoolConfig
+  })
+
+  hideProperties(instance.client.config.connection, SECRET_KEYS)
+  hideProperties(instance.client.connectionSettings, SECRET_KEYS)
+  instance.client.pool.on('release', borrowCheck.markIdle)
+  return instance
+}

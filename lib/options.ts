@@ -1,0 +1,139 @@
+import type { ConnectionOptions } from 'mysql2'
+import { checkConnection, type UnsafeOptIns } from './connection-options'
+import { FST_FORK_SAFE_DB_INVALID_OPTION } from './errors'
+import { describeValue, expectInteger, expectKnownKeys, isPlainObject } from './validate'
+
+/** Pool sizing and timing, passed to knex and tarn. */
+export interface ForkSafeDbPoolOptions {
+  /** Connections kept open while idle, and opened by warm-up. Default 2. */
+  min?: number
+  /** Upper bound on open connections in this process. Default 10. */
+  max?: number
+  /** How long a query waits for a free connection before failing. Default 5000. */
+  acquireTimeoutMillis?: number
+  /** How long opening one connection may take. Default 30000 (tarn's). */
+  createTimeoutMillis?: number
+  /** How long closing one connection may take. Default 5000 (tarn's). */
+  destroyTimeoutMillis?: number
+  /** Idle connections above `min` are closed after this long. Default 30000 (tarn's). */
+  idleTimeoutMillis?: number
+  /** How often idle connections are checked. Default 1000 (tarn's). */
+  reapIntervalMillis?: number
+  /** Pause between failed connection attempts. Default 200 (tarn's). */
+  createRetryIntervalMillis?: number
+  /** Connections older than this are replaced when next borrowed. Default: none. */
+  maxConnectionLifetimeMillis?: number
+  /** Random spread added to `maxConnectionLifetimeMillis`, so connections do not expire together. */
+  maxConnectionLifetimeJitterMillis?: number
+}
+
+export interface ForkSafeDbOptions {
+  /** `mysql://user:password@host:3306/database` or a mysql2 connection object. */
+  connection: string | ConnectionOptions
+  pool?: ForkSafeDbPoolOptions
+  /** Connections to open and verify on `onReady`: `true` for `pool.min`, `false` for none, or a count. */
+  warmup?: boolean | number
+  /** Let `ready()` resolve with a cold pool (and a logged warning) when warm-up fails. Default false. */
+  allowColdStart?: boolean
+  /** The name of the `fastify` and `request` decorators. Default `db`. */
+  decorator?: string
+  /** A borrowed connection idle at least this long is pinged before use. Default 500; 0 pings always. */
+  pingAfterIdleMillis?: number
+  /** Explicit opt-ins for driver features that are dangerous by default. */
+  allowUnsafe?: UnsafeOptIns
+}
+
+/** Options after validation and defaults; what the pool manager works from. */
+export interface ResolvedOptions {
+  decorator: string
+  connection: ConnectionOptions
+  connectionDescription: string
+  secrets: readonly string[]
+  pool: Required<Pick<ForkSafeDbPoolOptions, 'min' | 'max' | 'acquireTimeoutMillis'>> & ForkSafeDbPoolOptions
+  warmup: number
+  allowColdStart: boolean
+  pingAfterIdleMillis: number
+}
+
+const PLUGIN_KEYS = ['connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'pingAfterIdleMillis', 'allowUnsafe'] as const
+const POOL_MILLISECOND_KEYS = [
+  'acquireTimeoutMillis', 'createTimeoutMillis', 'destroyTimeoutMillis', 'idleTimeoutMillis',
+  'reapIntervalMillis', 'createRetryIntervalMillis', 'maxConnectionLifetimeMillis', 'maxConnectionLifetimeJitterMillis'
+] as const
+const POOL_KEYS = ['min', 'max', ...POOL_MILLISECOND_KEYS] as const
+const UNSAFE_KEYS = ['multipleStatements'] as const
+const IDENTIFIER = /^[A-Za-z_$][\w$]*$/
+
+export const DEFAULTS = {
+  decorator: 'db',
+  pool: { min: 2, max: 10, acquireTimeoutMillis: 5000 },
+  pingAfterIdleMillis: 500
+} as const
+
+const invalid = (message: string) => new FST_FORK_SAFE_DB_INVALID_OPTION(message)
+
+/** Validates the plugin's options synchronously; throws a coded error on the first problem. */
+export function resolveOptions (options: unknown): ResolvedOptions {
+  if (!isPlainObject(options)) throw invalid(`options must be an object, got ${describeValue(options)}`)
+  expectKnownKeys(FST_FORK_SAFE_DB_INVALID_OPTION, 'options', options, PLUGIN_KEYS)
+
+  const decorator = options.decorator ?? DEFAULTS.decorator
+  if (typeof decorator !== 'string' || !IDENTIFIER.test(decorator)) {
+    throw invalid(`decorator must be an identifier such as "db" or "replica", got ${describeValue(decorator)}`)
+  }
+  const allowUnsafe = resolveAllowUnsafe(options.allowUnsafe)
+  const pool = resolvePool(options.pool)
+  const warmup = resolveWarmup(options.warmup, pool)
+  const allowColdStart = options.allowColdStart ?? false
+  if (typeof allowColdStart !== 'boolean') throw invalid(`allowColdStart must be a boolean, got ${describeValue(allowColdStart)}`)
+  const pingAfterIdleMillis = options.pingAfterIdleMillis ?? DEFAULTS.pingAfterIdleMillis
+  expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'pingAfterIdleMillis', pingAfterIdleMillis, 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer (milliseconds)')
+
+  if (options.connection === undefined) {
+    throw invalid('connection is required: a URL like mysql://user:password@host:3306/database or a mysql2 connection object')
+  }
+  const connection = checkConnection(options.connection, allowUnsafe)
+
+  return {
+    decorator,
+    connection: connection.settings,
+    connectionDescription: connection.description,
+    secrets: connection.secrets,
+    pool,
+    warmup,
+    allowColdStart,
+    pingAfterIdleMillis
+  }
+}
+
+function resolvePool (pool: unknown): ResolvedOptions['pool'] {
+  if (pool === undefined) return { ...DEFAULTS.pool }
+  if (!isPlainObject(pool)) throw invalid(`pool must be an object, got ${describeValue(pool)}`)
+  expectKnownKeys(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool', pool, POOL_KEYS)
+  const resolved = { ...DEFAULTS.pool, ...pool } as ResolvedOptions['pool']
+  expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool.max', resolved.max, 1)
+  expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool.min', resolved.min, 0, resolved.max, `an integer from 0 to pool.max (${resolved.max})`)
+  for (const key of POOL_MILLISECOND_KEYS) {
+    if (resolved[key] !== undefined) {
+      expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, `pool.${key}`, resolved[key], 1, Number.MAX_SAFE_INTEGER, 'a positive integer (milliseconds)')
+    }
+  }
+  return resolved
+}
+
+function resolveWarmup (warmup: unknown, pool: ResolvedOptions['pool']): number {
+  if (warmup === undefined || warmup === true) return pool.min
+  if (warmup === false) return 0
+  expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'warmup', warmup, 0, pool.max, `a boolean or an integer from 0 to pool.max (${pool.max})`)
+  return warmup
+}
+
+function resolveAllowUnsafe (allowUnsafe: unknown): UnsafeOptIns {
+  if (allowUnsafe === undefined) return {}
+  if (!isPlainObject(allowUnsafe)) throw invalid(`allowUnsafe must be an object, got ${describeValue(allowUnsafe)}`)
+  expectKnownKeys(FST_FORK_SAFE_DB_INVALID_OPTION, 'allowUnsafe', allowUnsafe, UNSAFE_KEYS)
+  for (const [key, value] of Object.entries(allowUnsafe)) {
+    if (typeof value !== 'boolean') throw invalid(`allowUnsafe.${key} must be a boolean, got ${describeValue(value)}`)
+  }
+  return { ...allowUnsafe }
+}
