@@ -1,0 +1,109 @@
+import { randomBytes } from 'node:crypto'
+import { createConnection, type Connection, type RowDataPacket } from 'mysql2/promise'
+
+// Each test gets its own database user, so `information_schema.PROCESSLIST` filtered by that
+// user counts exactly the connections of the pool under test, even with test files in parallel.
+
+const SETTLE_TIMEOUT_MILLIS = 3000
+const SETTLE_POLL_MILLIS = 20
+
+export function adminUrl (): string {
+  const url = process.env.FORK_SAFE_DB_TEST_ADMIN_URL ?? process.env.MYSQL_URL
+  if (url === undefined) throw new Error('FORK_SAFE_DB_TEST_ADMIN_URL is not set: run the tests through jest (see jest.config.js)')
+  return url
+}
+
+export interface TestUser {
+  user: string
+  password: string
+  /** `mysql://user:password@host:port/database` */
+  url: string
+  connection: { host: string, port: number, user: string, password: string, database: string }
+}
+
+export interface ServerProcess {
+  id: number
+  command: string
+  info: string | null
+}
+
+export class TestDatabase {
+  readonly admin: Connection
+  readonly #host: string
+  readonly #port: number
+  readonly database: string
+  readonly #users: string[] = []
+
+  private constructor (admin: Connection, url: URL) {
+    this.admin = admin
+    this.#host = url.hostname
+    this.#port = url.port === '' ? 3306 : Number(url.port)
+    this.database = decodeURIComponent(url.pathname.replace(/^\//, '')) || 'test'
+  }
+
+  static async open (): Promise<TestDatabase> {
+    const url = adminUrl()
+    const admin = await createConnection({ uri: url })
+    return new TestDatabase(admin, new URL(url))
+  }
+
+  /** Creates a user with a random, distinctive password and full rights on the test database. */
+  async createUser (): Promise<TestUser> {
+    const suffix = randomBytes(5).toString('hex')
+    const user = `ffsdb_${suffix}`
+    const password = `pw-${randomBytes(9).toString('hex')}`
+    await this.admin.query('CREATE USER ?@\'%\' IDENTIFIED BY ?', [user, password])
+    await this.admin.query(`GRANT ALL PRIVILEGES ON \`${this.database}\`.* TO ?@'%'`, [user])
+    // PROCESS lets the pool's own connections see each other in the process list (KILL tests).
+    await this.admin.query('GRANT PROCESS ON *.* TO ?@\'%\'', [user])
+    this.#users.push(user)
+    const connection = { host: this.#host, port: this.#port, user, password, database: this.database }
+    const url = `mysql://${user}:${encodeURIComponent(password)}@${this.#host}:${this.#port}/${this.database}`
+    return { user, password, url, connection }
+  }
+
+  /** The server's connections of `user`, oldest first. */
+  async processes (user: string): Promise<ServerProcess[]> {
+    const [rows] = await this.admin.query<RowDataPacket[]>(
+      'SELECT ID AS id, COMMAND AS command, INFO AS info FROM information_schema.PROCESSLIST WHERE USER = ? ORDER BY ID',
+      [user]
+    )
+    return rows.map((row) => ({ id: Number(row.id), command: String(row.command), info: row.info as string | null }))
+  }
+
+  async connectionIds (user: string): Promise<number[]> {
+    return (await this.processes(user)).map((process) => process.id)
+  }
+
+  async countConnections (user: string): Promise<number> {
+    return (await this.processes(user)).length
+  }
+
+  /**
+   * The connection count once it reaches `expected`, or the last count seen after a timeout.
+   * The server drops a thread from the process list shortly after the client's socket closes;
+   * polling the server is the only way to observe that.
+   */
+  async settledCount (user: string, expected: number): Promise<number> {
+    const deadline = performance.now() + SETTLE_TIMEOUT_MILLIS
+    let count = await this.countConnections(user)
+    while (count !== expected && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_POLL_MILLIS))
+      count = await this.countConnections(user)
+    }
+    return count
+  }
+
+  async kill (id: number): Promise<void> {
+    await this.admin.query(`KILL CONNECTION ${Number(id)}`)
+  }
+
+  /** Drops the users this instance created (killing leftovers) and closes the admin connection. */
+  async close (): Promise<void> {
+    for (const user of this.#users) {
+      for (const id of await this.connectionIds(user)) await this.kill(id).catch(() => {})
+      await this.admin.query('DROP USER IF EXISTS ?@\'%\'', [user])
+    }
+    await this.admin.end()
+  }
+}

@@ -1,0 +1,6 @@
+import type { PrivateServer } from './private-server'
+
+export default async function globalTeardown (): Promise<void> {
+  const server = (globalThis as { forkSafeDbPrivateServer?: PrivateServer }).forkSafeDbPrivateServer
+  await server?.destroy()
+}
