@@ -71,11 +71,13 @@ function parseConnectionUrl (text: string): Record<string, unknown> {
     // The text itself is not echoed: a malformed URL is exactly where a password hides in plain sight.
     throw invalid('connection must be a URL like mysql://user:password@host:3306/database, got a string that is not a valid URL (percent-encode special characters in the user and password)')
   }
-  const shown = describeUrl(url)
+  // Only the scheme is echoed until the URL is known to have an authority part: without one
+  // (`app:secret@host`, `mysql:user:secret@host`) the credentials end up in the path.
   if (url.protocol !== 'mysql:' && url.protocol !== 'mariadb:') {
-    throw invalid(`connection URL must start with mysql:// or mariadb://, got ${shown}`)
+    throw invalid(`connection URL must start with mysql:// or mariadb://, got a URL with the scheme ${url.protocol}`)
   }
-  if (url.hostname === '') throw invalid(`connection URL must name a host, got ${shown}`)
+  if (url.hostname === '') throw invalid(`connection URL must name a host (mysql://user:password@host:3306/database), got a ${url.protocol} URL without one`)
+  const shown = describeUrl(url)
   if (url.username === '') {
     // mysql2 would connect as the empty user and report a misleading "Access denied for user ''".
     throw invalid(`connection URL must name a user (mysql://user:password@host/database), got ${shown}`)

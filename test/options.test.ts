@@ -1,0 +1,93 @@
+import Fastify from 'fastify'
+import forkSafeDb, { type ForkSafeDbOptions } from '../lib'
+
+// Every rejection happens at registration (inside register/ready), before any socket opens,
+// with a stable code and a message that names the option, the expectation and the value.
+
+const connection = { host: '127.0.0.1', port: 3306, user: 'app', password: 'hunter2-secret', database: 'shop' }
+
+const cases: Array<[title: string, options: unknown, code: string, message: RegExp]> = [
+  ['a missing connection', {}, 'FST_FORK_SAFE_DB_INVALID_OPTION', /connection is required/],
+  ['a connection that is a number', { connection: 3306 }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection must be a URL .* got `3306` \(number\)/],
+  ['a string that is not a URL', { connection: 'app@127.0.0.1:3306/shop' }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /not a valid URL/],
+  ['a URL without its scheme', { connection: 'app:hunter2-secret@127.0.0.1/shop' }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /must start with mysql:\/\/ or mariadb:\/\/, got a URL with the scheme app:/],
+  ['a URL with another scheme', { connection: 'postgres://app:hunter2-secret@127.0.0.1/shop' }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /got a URL with the scheme postgres:/],
+  ['a URL without the slashes after the scheme', { connection: 'mysql:app:hunter2-secret@127.0.0.1/shop' }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /must name a host/],
+  ['a URL without a user', { connection: 'mysql://127.0.0.1:3306/shop' }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /must name a user/],
+  ['a URL with a bad percent-encoding', { connection: 'mysql://app:%E0%A4%A@127.0.0.1/shop' }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /malformed percent-encoding/],
+  ['a URL with a nested path', { connection: 'mysql://app@127.0.0.1/shop/extra' }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /single database name/],
+  ['a URL with an unknown query option', { connection: 'mysql://app@127.0.0.1/shop?colour=blue' }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection\.colour is not a mysql2 connection option/],
+  ['a connection object without a host', { connection: { user: 'app' } }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection\.host must be a non-empty string/],
+  ['a connection object without a user', { connection: { host: '127.0.0.1' } }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection\.user must be a non-empty string, got undefined/],
+  ['a port out of range', { connection: { ...connection, port: 70000 } }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection\.port must be an integer from 1 to 65535, got `70000` \(number\)/],
+  ['a password that is not a string', { connection: { ...connection, password: 1234 } }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection\.password must be a string, got a value of type number/],
+  ['an unknown connection key', { connection: { ...connection, hots: 'x' } }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection\.hots is not a mysql2 connection option/],
+  ['mysql2 pool settings in the connection', { connection: { ...connection, connectionLimit: 5 } }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection\.connectionLimit is not supported: .*set pool\.max instead/],
+  ['driver debug output', { connection: { ...connection, debug: true } }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection\.debug is not supported/],
+  ['an invalid timezone', { connection: { ...connection, timezone: 'Europe/Paris' } }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection\.timezone must be/],
+  ['a negative connectTimeout', { connection: { ...connection, connectTimeout: -1 } }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection\.connectTimeout must be a non-negative integer \(milliseconds\), got `-1` \(number\)/],
+  ['multipleStatements without the opt-in', { connection: { ...connection, multipleStatements: true } }, 'FST_FORK_SAFE_DB_UNSAFE_OPTION', /allowUnsafe\.multipleStatements: true/],
+  ['multipleStatements in a URL without the opt-in', { connection: 'mysql://app@127.0.0.1/shop?multipleStatements=true' }, 'FST_FORK_SAFE_DB_UNSAFE_OPTION', /connection\.multipleStatements/],
+  ['pool.max below 1', { connection, pool: { max: 0 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.max must be an integer >= 1, got `0` \(number\)/],
+  ['pool.min above pool.max', { connection, pool: { min: 12, max: 10 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.min must be an integer from 0 to pool\.max \(10\), got `12` \(number\)/],
+  ['a fractional pool.min', { connection, pool: { min: 1.5 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.min must be an integer/],
+  ['a non-integer timeout', { connection, pool: { acquireTimeoutMillis: 2.5 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.acquireTimeoutMillis must be a positive integer \(milliseconds\), got `2\.5` \(number\)/],
+  ['a negative timeout', { connection, pool: { idleTimeoutMillis: -100 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.idleTimeoutMillis must be a positive integer/],
+  ['a timeout given as a string', { connection, pool: { createTimeoutMillis: '1000' } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.createTimeoutMillis .* got `1000` \(string\)/],
+  ['a negative pingAfterIdleMillis', { connection, pingAfterIdleMillis: -1 }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pingAfterIdleMillis must be a non-negative integer/],
+  ['an unknown pool key', { connection, pool: { maxx: 3 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.maxx is not a known option/],
+  ['a pool.validate of its own', { connection, pool: { validate: () => true } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.validate is not a known option/],
+  ['an unknown plugin option', { connection, warmUp: true }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /options\.warmUp is not a known option/],
+  ['warmup above pool.max', { connection, pool: { max: 4 }, warmup: 5 }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /warmup must be a boolean or an integer from 0 to pool\.max \(4\), got `5` \(number\)/],
+  ['a decorator that is not an identifier', { connection, decorator: 'my db' }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /decorator must be an identifier/],
+  ['allowColdStart that is not a boolean', { connection, allowColdStart: 'yes' }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /allowColdStart must be a boolean, got `yes` \(string\)/],
+  ['an unknown allowUnsafe key', { connection, allowUnsafe: { everything: true } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /allowUnsafe\.everything is not a known option/]
+]
+
+test.each(cases)('rejects %s with its code at registration', async (_title, options, code, message) => {
+  const app = Fastify()
+  app.register(forkSafeDb, options as ForkSafeDbOptions)
+  const error = await app.ready().then(() => undefined, (error: unknown) => error)
+  await app.close()
+  expect(error).toMatchObject({ code })
+  expect((error as Error).message).toMatch(message)
+  expect((error as Error).message).not.toContain('hunter2-secret')
+})
+
+test('accepts multipleStatements when allowUnsafe.multipleStatements opts in', async () => {
+  const app = Fastify()
+  app.register(forkSafeDb, { connection: { ...connection, multipleStatements: true }, allowUnsafe: { multipleStatements: true }, warmup: false })
+  await expect(app.ready()).resolves.toBe(app)
+  await app.close()
+})
+
+test('never mutates the options object it is given', async () => {
+  const options = { connection: { ...connection }, pool: { min: 1, max: 3 }, warmup: false }
+  const snapshot = structuredClone(options)
+  const app = Fastify()
+  app.register(forkSafeDb, options)
+  await app.ready()
+  expect(typeof app.db).toBe('function')
+  await app.close()
+  expect(options).toEqual(snapshot)
+  expect(Object.keys(options.connection)).toContain('password')
+})
+
+test('fails a second registration under the same decorator with FST_FORK_SAFE_DB_ALREADY_REGISTERED', async () => {
+  const app = Fastify()
+  app.register(forkSafeDb, { connection, warmup: false })
+  app.register(forkSafeDb, { connection, warmup: false })
+  await expect(app.ready()).rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_ALREADY_REGISTERED', message: /"db" is already registered/ })
+  await app.close()
+})
+
+test('registers a primary and a replica side by side under different decorators', async () => {
+  const app = Fastify()
+  app.register(forkSafeDb, { connection, warmup: false })
+  app.register(forkSafeDb, { connection: { ...connection, host: '127.0.0.2' }, decorator: 'replica', warmup: false })
+  await app.ready()
+  const replica = (app as unknown as { replica: typeof app.db }).replica
+  expect(replica.client.config.connection.host).toBe('127.0.0.2')
+  expect(app.db).not.toBe(replica)
+  await app.close()
+})
