@@ -1,0 +1,36 @@
+import type { FastifyInstance } from 'fastify'
+import forkSafeDb from '../lib'
+import { buildApp } from './helpers/app'
+import { TestDatabase, type TestUser } from './helpers/database'
+
+let database: TestDatabase
+let user: TestUser
+let app: FastifyInstance
+
+beforeAll(async () => { database = await TestDatabase.open() })
+afterAll(async () => { await database.close() })
+beforeEach(async () => {
+  user = await database.createUser()
+  app = buildApp().app
+  app.get('/whoami', async (request) => {
+    const [rows] = await request.db.raw('SELECT CONNECTION_ID() AS id')
+    return { id: Number(rows[0].id) }
+  })
+})
+afterEach(async () => { await app.close() })
+
+test('never hands a connection killed by the server to a handler', async () => {
+  // pingAfterIdleMillis: 0 makes the borrow check deterministic; the default skips the ping
+  // for connections used in the last 500 ms, as HikariCP's alive-bypass window does.
+  await app.register(forkSafeDb, { connection: user.url, pool: { min: 3, max: 3 }, pingAfterIdleMillis: 0 })
+  await app.ready()
+  const killed = await database.connectionIds(user.user)
+  expect(killed).toHaveLength(3)
+  for (const id of killed) await database.kill(id)
+
+  const responses = await Promise.all(Array.from({ length: 20 }, () => app.inject('/whoami')))
+  expect(responses.map((response) => response.statusCode)).toEqual(Array(20).fill(200))
+  const used = new Set(responses.map((response) => response.json().id as number))
+  for (const id of killed) expect(used.has(id)).toBe(false)
+  expect(await database.settledCount(user.user, 3)).toBe(3)
+})

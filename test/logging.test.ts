@@ -1,0 +1,76 @@
+import { inspect } from 'node:util'
+import forkSafeDb from '../lib'
+import { buildApp, simulatePid, type LoggedApp } from './helpers/app'
+import { TestDatabase, type TestUser } from './helpers/database'
+
+let database: TestDatabase
+let user: TestUser
+let logged: LoggedApp
+
+beforeAll(async () => { database = await TestDatabase.open() })
+afterAll(async () => { await database.close() })
+beforeEach(async () => {
+  user = await database.createUser()
+  logged = buildApp()
+})
+afterEach(async () => { await logged.app.close() })
+
+test('writes nothing to the console through a whole lifecycle, warnings included', async () => {
+  const written: string[] = []
+  const spies = [
+    ...(['log', 'info', 'warn', 'error', 'debug', 'trace'] as const).map((method) =>
+      jest.spyOn(console, method).mockImplementation((...args: unknown[]) => { written.push(args.join(' ')) })),
+    jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => { written.push(String(chunk)); return true }),
+    jest.spyOn(process.stderr, 'write').mockImplementation((chunk) => { written.push(String(chunk)); return true })
+  ]
+  try {
+    const app = logged.app
+    app.get('/broken', async (request) => request.db.raw('SELEC 1'))
+    // A server that refuses the first warm-up makes knex and the plugin warn; allowColdStart carries on.
+    await app.register(forkSafeDb, { connection: { ...user.connection, password: 'wrong' }, allowColdStart: true })
+    await app.ready()
+    expect((await app.inject('/broken')).statusCode).toBe(500)
+
+    const restorePid = simulatePid(process.pid + 100_000)
+    try {
+      await expect(app.db.raw('SELECT 1')).rejects.toMatchObject({ code: 'ER_ACCESS_DENIED_ERROR' })
+      await app.close()
+    } finally {
+      restorePid()
+    }
+  } finally {
+    for (const spy of spies) spy.mockRestore()
+  }
+  expect(written).toEqual([])
+  const lines = logged.lines()
+  // knex's own warning about the refused connection arrived as a pino line of the plugin's child logger.
+  expect(lines.find((line) => line.source === 'knex')).toMatchObject({ plugin: 'fastify-fork-safe-db', level: 40, msg: expect.stringContaining('Acquire connection error') })
+  expect(lines.some((line) => String(line.msg).startsWith('process id changed'))).toBe(true)
+})
+
+test('keeps every password out of util.inspect of the decorators and their connections', async () => {
+  const app = logged.app
+  app.get('/', async (request) => inspect(request.db, { depth: 12 }))
+  await app.register(forkSafeDb, { connection: user.url })
+  await app.ready()
+  const shown = [
+    inspect(app.db, { depth: 12 }),
+    inspect(app.db.client.pool, { depth: 8 }),
+    (await app.inject('/')).body
+  ]
+  expect(shown.join('\n')).toContain(user.user)
+  // Deep enough to reach the pooled mysql2 connections' own configs.
+  expect(shown[0]).toContain('ConnectionConfig')
+  for (const text of shown) {
+    expect(text).not.toContain(user.password)
+    expect(text).not.toContain(encodeURIComponent(user.password))
+  }
+})
+
+test('logs the warm-up with the connection described without its password', async () => {
+  await logged.app.register(forkSafeDb, { connection: user.url })
+  await logged.app.ready()
+  const warmed = logged.lines().find((line) => line.msg === 'connection pool warmed')
+  expect(warmed).toMatchObject({ connections: 2, connection: `${user.user}@${user.connection.host}:${user.connection.port}/${user.connection.database}` })
+  expect(logged.text()).not.toContain(user.password)
+})

@@ -1,0 +1,60 @@
+import { inspect } from 'node:util'
+import forkSafeDb from '../lib'
+import { buildApp, type LoggedApp } from './helpers/app'
+import { TestDatabase, type TestUser } from './helpers/database'
+import { freePort } from './helpers/private-server'
+
+let database: TestDatabase
+let user: TestUser
+let logged: LoggedApp
+
+beforeAll(async () => { database = await TestDatabase.open() })
+afterAll(async () => { await database.close() })
+beforeEach(async () => {
+  user = await database.createUser()
+  logged = buildApp()
+})
+afterEach(async () => { await logged.app.close() })
+
+test('rejects ready() with FST_FORK_SAFE_DB_WARMUP_FAILED and the driver error as cause when the password is wrong', async () => {
+  const wrongPassword = `${user.password}-wrong`
+  await logged.app.register(forkSafeDb, { connection: { ...user.connection, password: wrongPassword } })
+  const error = await logged.app.ready().then(() => undefined, (error: unknown) => error)
+  expect(error).toMatchObject({
+    code: 'FST_FORK_SAFE_DB_WARMUP_FAILED',
+    statusCode: 503,
+    cause: expect.objectContaining({ code: 'ER_ACCESS_DENIED_ERROR' })
+  })
+  const everything = [inspect(error, { depth: 10, showHidden: true }), JSON.stringify(error), logged.text()].join('\n')
+  expect(everything).toContain('ER_ACCESS_DENIED_ERROR')
+  expect(everything).not.toContain(wrongPassword)
+})
+
+test('does not put the password of a connection URL into the error or the logs', async () => {
+  const wrongPassword = `${user.password}-url`
+  const url = user.url.replace(encodeURIComponent(user.password), encodeURIComponent(wrongPassword))
+  await logged.app.register(forkSafeDb, { connection: url })
+  const error = await logged.app.ready().then(() => undefined, (error: unknown) => error)
+  expect(error).toMatchObject({ code: 'FST_FORK_SAFE_DB_WARMUP_FAILED' })
+  const everything = [inspect(error, { depth: 10, showHidden: true }), logged.text()].join('\n')
+  expect(everything).not.toContain(wrongPassword)
+  expect(everything).not.toContain(url)
+})
+
+test('rejects ready() with the connect error as cause when nothing listens at the address', async () => {
+  const port = await freePort()
+  await logged.app.register(forkSafeDb, { connection: { ...user.connection, port } })
+  await expect(logged.app.ready()).rejects.toMatchObject({
+    code: 'FST_FORK_SAFE_DB_WARMUP_FAILED',
+    cause: expect.objectContaining({ code: 'ECONNREFUSED' })
+  })
+})
+
+test('starts with a cold pool and a logged warning when allowColdStart is set and warm-up fails', async () => {
+  const port = await freePort()
+  await logged.app.register(forkSafeDb, { connection: { ...user.connection, port }, allowColdStart: true })
+  await logged.app.ready()
+  const warning = logged.lines().find((line) => line.level === 40 && String(line.msg).startsWith('warm-up failed'))
+  expect(warning).toMatchObject({ err: expect.objectContaining({ code: 'FST_FORK_SAFE_DB_WARMUP_FAILED' }) })
+  await expect(logged.app.db.raw('SELECT 1')).rejects.toMatchObject({ code: 'ECONNREFUSED' })
+})
