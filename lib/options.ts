@@ -55,12 +55,12 @@ export interface ResolvedOptions {
   pingAfterIdleMillis: number
 }
 
-const PLUGIN_KEYS = ['connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'pingAfterIdleMillis', 'allowUnsafe'] as const
+export const PLUGIN_KEYS = ['connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'pingAfterIdleMillis', 'allowUnsafe'] as const
 const POOL_MILLISECOND_KEYS = [
   'acquireTimeoutMillis', 'createTimeoutMillis', 'destroyTimeoutMillis', 'idleTimeoutMillis',
   'reapIntervalMillis', 'createRetryIntervalMillis', 'maxConnectionLifetimeMillis', 'maxConnectionLifetimeJitterMillis'
 ] as const
-const POOL_KEYS = ['min', 'max', ...POOL_MILLISECOND_KEYS] as const
+export const POOL_KEYS = ['min', 'max', ...POOL_MILLISECOND_KEYS] as const
 const UNSAFE_KEYS = ['multipleStatements'] as const
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/
 
