@@ -1,0 +1,36 @@
+import { availableParallelism } from 'node:os'
+
+// The example's settings, all from the environment, checked once at start.
+
+export interface ExampleConfig {
+  port: number
+  host: string
+  workers: number
+  /** Responses after which a worker is replaced (uWSGI's max-requests); 0 never recycles. */
+  maxRequests: number
+  /** Unset means: the local server, else a private throw-away one (see startDatabase). */
+  mysqlUrl: string | undefined
+  /** DB_WARMUP=false keeps pools lazy, to show what a cold first query costs. */
+  warmup: boolean
+}
+
+function integer (name: string, fallback: number, min: number): number {
+  const raw = process.env[name]
+  if (raw === undefined || raw === '') return fallback
+  const value = Number(raw)
+  if (!Number.isInteger(value) || value < min) throw new Error(`${name} must be an integer >= ${min}, got "${raw}"`)
+  return value
+}
+
+export function readConfig (): ExampleConfig {
+  const warmup = process.env.DB_WARMUP ?? 'true'
+  if (warmup !== 'true' && warmup !== 'false') throw new Error(`DB_WARMUP must be true or false, got "${warmup}"`)
+  return {
+    port: integer('PORT', 3000, 0),
+    host: process.env.HOST ?? '127.0.0.1',
+    workers: integer('WORKERS', availableParallelism(), 1),
+    maxRequests: integer('MAX_REQUESTS', 0, 0),
+    mysqlUrl: process.env.MYSQL_URL === '' ? undefined : process.env.MYSQL_URL,
+    warmup: warmup === 'true'
+  }
+}
