@@ -33,6 +33,7 @@ export class TestDatabase {
   readonly #port: number
   readonly database: string
   readonly #users: string[] = []
+  readonly #databases: string[] = []
 
   private constructor (admin: Connection, url: URL) {
     this.admin = admin
@@ -47,18 +48,26 @@ export class TestDatabase {
     return new TestDatabase(admin, new URL(url))
   }
 
-  /** Creates a user with a random, distinctive password and full rights on the test database. */
-  async createUser (): Promise<TestUser> {
+  /**
+   * Creates a user with a random, distinctive password and full rights on the test database,
+   * or on a database of its own (dropped on close) when `ownDatabase` is set.
+   */
+  async createUser ({ ownDatabase = false } = {}): Promise<TestUser> {
     const suffix = randomBytes(5).toString('hex')
     const user = `ffsdb_${suffix}`
     const password = `pw-${randomBytes(9).toString('hex')}`
+    const database = ownDatabase ? user : this.database
+    if (ownDatabase) {
+      await this.admin.query(`CREATE DATABASE \`${database}\``)
+      this.#databases.push(database)
+    }
     await this.admin.query('CREATE USER ?@\'%\' IDENTIFIED BY ?', [user, password])
-    await this.admin.query(`GRANT ALL PRIVILEGES ON \`${this.database}\`.* TO ?@'%'`, [user])
+    await this.admin.query(`GRANT ALL PRIVILEGES ON \`${database}\`.* TO ?@'%'`, [user])
     // PROCESS lets the pool's own connections see each other in the process list (KILL tests).
     await this.admin.query('GRANT PROCESS ON *.* TO ?@\'%\'', [user])
     this.#users.push(user)
-    const connection = { host: this.#host, port: this.#port, user, password, database: this.database }
-    const url = `mysql://${user}:${encodeURIComponent(password)}@${this.#host}:${this.#port}/${this.database}`
+    const connection = { host: this.#host, port: this.#port, user, password, database }
+    const url = `mysql://${user}:${encodeURIComponent(password)}@${this.#host}:${this.#port}/${database}`
     return { user, password, url, connection }
   }
 
@@ -104,6 +113,7 @@ export class TestDatabase {
       for (const id of await this.connectionIds(user)) await this.kill(id).catch(() => {})
       await this.admin.query('DROP USER IF EXISTS ?@\'%\'', [user])
     }
+    for (const database of this.#databases) await this.admin.query(`DROP DATABASE IF EXISTS \`${database}\``)
     await this.admin.end()
   }
 }

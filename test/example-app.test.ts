@@ -1,0 +1,109 @@
+import { TestDatabase, type TestUser } from './helpers/database'
+import { ExampleProcess } from './helpers/example-process'
+import { failures, sendOne, startLoad, type Load, type Outcome } from './helpers/http-load'
+import { TcpProxy } from './helpers/tcp-proxy'
+
+// The cluster example, spawned for real: real workers, real signals, real MariaDB.
+
+let database: TestDatabase
+let user: TestUser
+let example: ExampleProcess | undefined
+let proxy: TcpProxy | undefined
+let load: Load | undefined
+
+beforeAll(async () => { database = await TestDatabase.open() })
+afterAll(async () => { await database.close() })
+beforeEach(async () => { user = await database.createUser({ ownDatabase: true }) })
+afterEach(async () => {
+  load?.stop()
+  await load?.done
+  load = undefined
+  await example?.kill()
+  example = undefined
+  await proxy?.close()
+  proxy = undefined
+})
+
+const userPath = (index: number) => `/users/${(index % 1000) + 1}`
+const pidsOf = (outcomes: readonly Outcome[]) => new Set(outcomes.map((outcome) => outcome.workerPid))
+
+test('serves the users API from warm workers while the primary holds no connection', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: user.url, WORKERS: '2' })
+  // Two workers with pool.min 2 each, and nothing else: the schema connection was closed before forking.
+  expect(await database.settledCount(user.user, 4)).toBe(4)
+
+  const found = await sendOne({ port: example.port, path: '/users/7', requests: 1, concurrency: 1 }, 0, false)
+  expect(found).toMatchObject({ status: 200, workerPid: expect.any(Number) })
+  expect((await sendOne({ port: example.port, path: '/users/1000000', requests: 1, concurrency: 1 }, 0, false)).status).toBe(404)
+  const created = await sendOne({ port: example.port, path: '/users', method: 'POST', body: () => ({ name: 'Ada', email: 'ada@example.com' }), requests: 1, concurrency: 1 }, 0, false)
+  expect(created.status).toBe(201)
+  expect((await sendOne({ port: example.port, path: '/health', requests: 1, concurrency: 1 }, 0, false)).status).toBe(200)
+})
+
+test('recycles workers after MAX_REQUESTS under load without a single failed request', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: user.url, WORKERS: '2', MAX_REQUESTS: '100' })
+  const outcomes = await startLoad({ port: example.port, path: userPath, requests: 2500, concurrency: 8 }).done
+  expect(failures(outcomes)).toEqual([])
+  expect(outcomes.every((outcome) => outcome.status === 200)).toBe(true)
+  // Every recycled worker was replaced by one that was listening (hence warm) first.
+  expect(example.logged('worker reached MAX_REQUESTS; recycling it').length).toBeGreaterThanOrEqual(2)
+  expect(pidsOf(outcomes).size).toBeGreaterThanOrEqual(4)
+})
+
+test('rolls every worker on SIGHUP under load without a single failed request', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: user.url, WORKERS: '2' })
+  load = startLoad({ port: example.port, path: userPath, requests: 1_000_000, concurrency: 8 })
+  await load.reached(200)
+  const before = pidsOf(load.outcomes.slice(0, 200))
+  example.child.kill('SIGHUP')
+  await example.waitFor((line) => line.msg === 'rolling restart finished')
+  await load.reached(load.outcomes.length + 200)
+  load.stop()
+  const outcomes = await load.done
+  expect(failures(outcomes)).toEqual([])
+  const after = pidsOf(outcomes.slice(-100))
+  expect(after.size).toBe(2)
+  for (const pid of after) expect(before.has(pid)).toBe(false)
+})
+
+test('drains on SIGTERM under load, exits 0 and leaves no connection on the server', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: user.url, WORKERS: '2' })
+  load = startLoad({ port: example.port, path: userPath, requests: 1_000_000, concurrency: 8 })
+  await load.reached(200)
+  example.child.kill('SIGTERM')
+  expect(await example.exited).toEqual({ code: 0, signal: null })
+  load.stop()
+  const outcomes = await load.done
+  // Once every worker has stopped accepting, new connections are refused; nothing else may fail.
+  expect(failures(outcomes).filter((outcome) => outcome.error !== 'ECONNREFUSED')).toEqual([])
+  expect(await database.settledCount(user.user, 0)).toBe(0)
+})
+
+test('drains on Ctrl-C sent to the whole process group and exits 0', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: user.url, WORKERS: '2' }, { detached: true })
+  const pid = example.child.pid
+  if (pid === undefined) throw new Error('no pid')
+  process.kill(-pid, 'SIGINT')
+  expect(await example.exited).toEqual({ code: 0, signal: null })
+  expect(await database.settledCount(user.user, 0)).toBe(0)
+})
+
+test('respawns a crashed worker, backing off while the database refuses connections', async () => {
+  proxy = await TcpProxy.start({ target: { host: user.connection.host, port: user.connection.port } })
+  example = await ExampleProcess.start({ MYSQL_URL: proxy.urlFor(user.url), WORKERS: '2' })
+  const victim = (await sendOne({ port: example.port, path: '/health', requests: 1, concurrency: 1 }, 0, false)).workerPid
+  if (victim === undefined) throw new Error('no worker pid')
+
+  proxy.refuse = true
+  process.kill(victim, 'SIGKILL')
+  const died = (count: number) => example!.waitFor((line) => line.msg === 'worker died; respawning', count)
+  await died(4)
+  expect(example.logged('worker died; respawning').map((line) => line.respawnInMs)).toEqual([0, 250, 500, 1000])
+
+  proxy.refuse = false
+  await example.waitFor((line) => line.msg === 'worker listening', 3)
+  const outcomes = await startLoad({ port: example.port, path: userPath, requests: 200, concurrency: 4 }).done
+  expect(failures(outcomes)).toEqual([])
+  expect(pidsOf(outcomes).has(victim)).toBe(false)
+  expect(pidsOf(outcomes).size).toBe(2)
+})

@@ -1,0 +1,87 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { freePort } from './private-server'
+
+// Spawns the compiled example app (`npm run build:example`) as a real process tree and follows
+// its JSON log lines, so tests can wait for events ("all workers listening") instead of sleeping.
+
+export const EXAMPLE_ENTRY = join(__dirname, '..', '..', 'build', 'example-app', 'main.js')
+const EVENT_TIMEOUT_MILLIS = 20_000
+
+export interface LogLine { msg: string, [key: string]: unknown }
+
+export class ExampleProcess {
+  readonly child: ChildProcess
+  readonly port: number
+  readonly lines: LogLine[] = []
+  readonly exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  readonly #waiters = new Set<() => void>()
+
+  private constructor (child: ChildProcess, port: number) {
+    this.child = child
+    this.port = port
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+    for (const stream of [child.stdout, child.stderr]) {
+      if (stream === null) continue
+      createInterface({ input: stream }).on('line', (text) => {
+        try {
+          this.lines.push(JSON.parse(text) as LogLine)
+        } catch {
+          this.lines.push({ msg: text })
+        }
+        for (const waiter of this.#waiters) waiter()
+      })
+    }
+  }
+
+  /** Starts the example; resolves once every worker listens. */
+  static async start (env: Record<string, string>, { detached = false } = {}): Promise<ExampleProcess> {
+    const port = await freePort()
+    const child = spawn(process.execPath, [EXAMPLE_ENTRY], {
+      env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached
+    })
+    const example = new ExampleProcess(child, port)
+    await example.waitFor((line) => line.msg === 'all workers listening')
+    return example
+  }
+
+  /** Lines whose message is `msg`. */
+  logged (msg: string): LogLine[] {
+    return this.lines.filter((line) => line.msg === msg)
+  }
+
+  /** Resolves with the first log line (past or future) that matches; rejects on timeout or exit. */
+  waitFor (match: (line: LogLine) => boolean, count = 1): Promise<LogLine> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const found = this.lines.filter(match)
+        if (found.length >= count) finish(() => resolve(found[count - 1]))
+      }
+      const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for a log line; last lines:\n${this.tail()}`))), EVENT_TIMEOUT_MILLIS)
+      const onExit = () => finish(() => reject(new Error(`example exited while waiting; last lines:\n${this.tail()}`)))
+      const finish = (settle: () => void) => {
+        clearTimeout(timer)
+        this.#waiters.delete(check)
+        this.child.off('exit', onExit)
+        settle()
+      }
+      this.#waiters.add(check)
+      this.child.once('exit', onExit)
+      check()
+    })
+  }
+
+  tail (): string {
+    return this.lines.slice(-15).map((line) => JSON.stringify(line)).join('\n')
+  }
+
+  /** Kills the whole tree if a test left it running. */
+  async kill (): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return
+    this.child.kill('SIGKILL')
+    await this.exited
+  }
+}
