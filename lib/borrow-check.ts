@@ -1,8 +1,16 @@
 // A connection sitting idle in the pool can die without the client noticing: the server's
-// `wait_timeout`, a `KILL`, a restart. knex's own validation reads only in-memory flags, which
-// are stale until the event loop has processed the close. So a connection that has been idle
-// long enough to be suspect is pinged before a handler gets it (~0.15 ms on loopback), like
-// HikariCP's alive-bypass window: recently used connections skip the ping.
+// `wait_timeout`, a `KILL`, a restart, a NAT that drops idle flows. knex's own validation reads
+// only in-memory flags, which stay stale until the event loop has processed the socket's close
+// (after an event-loop stall, the close may be sitting unread). So, by how long it sat idle:
+//
+// - under `checkAfterIdleMillis` (500 ms, like HikariCP's alive-bypass window): trust the flags;
+// - from there: a socket check with no round trip: let pending socket events run (two turns of
+//   the event loop, so a FIN or RST that already arrived is processed), then read the flags.
+//   This catches KILL, wait_timeout and restarts, which all close the socket;
+// - from `pingAfterIdleMillis` (30 s): a COM_PING round trip, which also catches peers that
+//   vanished silently. A ping costs one network round trip on the request's path: at 15 ms each
+//   way that doubled the latency of requests that found a connection idle for over 500 ms, so
+//   it is kept for connections idle long enough to have been silently dropped.
 
 /** The part of a mysql2 connection the check needs. */
 interface Pingable {
@@ -21,6 +29,20 @@ export function ping (connection: Pingable, timeoutMillis: number): Promise<void
   })
 }
 
+// setImmediate runs after the poll phase; the second one runs after the *next* poll phase,
+// so any socket event that had arrived when the check began has been handled by then.
+function socketEventsProcessed (): Promise<void> {
+  return new Promise((resolve) => setImmediate(() => setImmediate(resolve)))
+}
+
+export interface BorrowCheckOptions {
+  checkAfterIdleMillis: number
+  pingAfterIdleMillis: number
+  pingTimeoutMillis: number
+  /** The driver's in-memory liveness test (knex's, which runs after ours anyway). */
+  looksAlive: (connection: Pingable) => boolean
+}
+
 export interface BorrowCheck {
   /** Call when a connection is created or returned to the pool. */
   markIdle: (connection: object) => void
@@ -28,7 +50,7 @@ export interface BorrowCheck {
   validate: (connection: Pingable) => Promise<boolean>
 }
 
-export function createBorrowCheck (pingAfterIdleMillis: number, pingTimeoutMillis: number): BorrowCheck {
+export function createBorrowCheck (options: BorrowCheckOptions): BorrowCheck {
   const idleSince = new WeakMap<object, number>()
   return {
     markIdle (connection) {
@@ -36,14 +58,21 @@ export function createBorrowCheck (pingAfterIdleMillis: number, pingTimeoutMilli
     },
     async validate (connection) {
       const since = idleSince.get(connection)
-      if (since !== undefined && performance.now() - since < pingAfterIdleMillis) return true
-      try {
-        await ping(connection, pingTimeoutMillis)
-        return true
-      } catch {
-        // tarn destroys the connection and opens another within the same acquire deadline.
-        return false
+      const idle = since === undefined ? Number.POSITIVE_INFINITY : performance.now() - since
+      if (idle >= options.pingAfterIdleMillis) {
+        try {
+          await ping(connection, options.pingTimeoutMillis)
+          return true
+        } catch {
+          // tarn destroys the connection and opens another within the same acquire deadline.
+          return false
+        }
       }
+      if (idle >= options.checkAfterIdleMillis) {
+        await socketEventsProcessed()
+        return options.looksAlive(connection)
+      }
+      return true
     }
   }
 }

@@ -15,10 +15,12 @@ const MAX_PING_TIMEOUT_MILLIS = 2000
  */
 export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): Knex {
   const { secrets } = options
-  const borrowCheck = createBorrowCheck(
-    options.pingAfterIdleMillis,
-    Math.min(MAX_PING_TIMEOUT_MILLIS, options.pool.acquireTimeoutMillis)
-  )
+  const borrowCheck = createBorrowCheck({
+    checkAfterIdleMillis: options.checkAfterIdleMillis,
+    pingAfterIdleMillis: options.pingAfterIdleMillis,
+    pingTimeoutMillis: Math.min(MAX_PING_TIMEOUT_MILLIS, options.pool.acquireTimeoutMillis),
+    looksAlive: (connection) => instance.client.validateConnection(connection)
+  })
 
   const instance = knex({
     client: 'mysql2',

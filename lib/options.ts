@@ -37,7 +37,9 @@ export interface ForkSafeDbOptions {
   allowColdStart?: boolean
   /** The name of the `fastify` and `request` decorators. Default `db`. */
   decorator?: string
-  /** A borrowed connection idle at least this long is pinged before use. Default 500; 0 pings always. */
+  /** A borrowed connection idle at least this long gets a socket check (no round trip). Default 500. */
+  checkAfterIdleMillis?: number
+  /** A borrowed connection idle at least this long is pinged (one round trip). Default 30000; 0 pings always. */
   pingAfterIdleMillis?: number
   /** Explicit opt-ins for driver features that are dangerous by default. */
   allowUnsafe?: UnsafeOptIns
@@ -52,10 +54,11 @@ export interface ResolvedOptions {
   pool: Required<Pick<ForkSafeDbPoolOptions, 'min' | 'max' | 'acquireTimeoutMillis'>> & ForkSafeDbPoolOptions
   warmup: number
   allowColdStart: boolean
+  checkAfterIdleMillis: number
   pingAfterIdleMillis: number
 }
 
-export const PLUGIN_KEYS = ['connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'pingAfterIdleMillis', 'allowUnsafe'] as const
+export const PLUGIN_KEYS = ['connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'checkAfterIdleMillis', 'pingAfterIdleMillis', 'allowUnsafe'] as const
 const POOL_MILLISECOND_KEYS = [
   'acquireTimeoutMillis', 'createTimeoutMillis', 'destroyTimeoutMillis', 'idleTimeoutMillis',
   'reapIntervalMillis', 'createRetryIntervalMillis', 'maxConnectionLifetimeMillis', 'maxConnectionLifetimeJitterMillis'
@@ -67,7 +70,8 @@ const IDENTIFIER = /^[A-Za-z_$][\w$]*$/
 export const DEFAULTS = {
   decorator: 'db',
   pool: { min: 2, max: 10, acquireTimeoutMillis: 5000 },
-  pingAfterIdleMillis: 500
+  checkAfterIdleMillis: 500,
+  pingAfterIdleMillis: 30_000
 } as const
 
 const invalid = (message: string) => new FST_FORK_SAFE_DB_INVALID_OPTION(message)
@@ -86,6 +90,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   const warmup = resolveWarmup(options.warmup, pool)
   const allowColdStart = options.allowColdStart ?? false
   if (typeof allowColdStart !== 'boolean') throw invalid(`allowColdStart must be a boolean, got ${describeValue(allowColdStart)}`)
+  const checkAfterIdleMillis = options.checkAfterIdleMillis ?? DEFAULTS.checkAfterIdleMillis
+  expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'checkAfterIdleMillis', checkAfterIdleMillis, 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer (milliseconds)')
   const pingAfterIdleMillis = options.pingAfterIdleMillis ?? DEFAULTS.pingAfterIdleMillis
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'pingAfterIdleMillis', pingAfterIdleMillis, 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer (milliseconds)')
 
@@ -102,6 +108,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     pool,
     warmup,
     allowColdStart,
+    checkAfterIdleMillis,
     pingAfterIdleMillis
   }
 }

@@ -34,3 +34,16 @@ test('never hands a connection killed by the server to a handler', async () => {
   for (const id of killed) expect(used.has(id)).toBe(false)
   expect(await database.settledCount(user.user, 3)).toBe(3)
 })
+
+test('replaces connections the server killed without a ping, by checking their sockets before use', async () => {
+  // checkAfterIdleMillis: 0 sends every borrow through the socket check; the ping is out of reach.
+  await app.register(forkSafeDb, { connection: user.url, pool: { min: 3, max: 3 }, checkAfterIdleMillis: 0, pingAfterIdleMillis: 3_600_000 })
+  await app.ready()
+  const killed = await database.connectionIds(user.user)
+  for (const id of killed) await database.kill(id)
+
+  const responses = await Promise.all(Array.from({ length: 20 }, () => app.inject('/whoami')))
+  expect(responses.map((response) => response.statusCode)).toEqual(Array(20).fill(200))
+  const used = new Set(responses.map((response) => response.json().id as number))
+  for (const id of killed) expect(used.has(id)).toBe(false)
+})

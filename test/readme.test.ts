@@ -22,5 +22,6 @@ test('gives every option a Type line, and a Default line unless it is required',
 test('names every pool setting the code accepts, with the code\'s defaults', () => {
   for (const key of POOL_KEYS) expect(optionsSection).toContain(`\`${key}\``)
   expect(optionsSection).toContain(`{ min: ${DEFAULTS.pool.min}, max: ${DEFAULTS.pool.max}, acquireTimeoutMillis: ${DEFAULTS.pool.acquireTimeoutMillis} }`)
+  expect(optionsSection).toContain(`Default: \`${DEFAULTS.checkAfterIdleMillis}\``)
   expect(optionsSection).toContain(`Default: \`${DEFAULTS.pingAfterIdleMillis}\``)
 })
