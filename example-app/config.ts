@@ -12,6 +12,9 @@ export interface ExampleConfig {
   mysqlUrl: string | undefined
   /** DB_WARMUP=false keeps pools lazy, to show what a cold first query costs. */
   warmup: boolean
+  /** Per-worker pool size; keep `poolMin` at or above the concurrency one worker sees. */
+  poolMin: number
+  poolMax: number
 }
 
 function integer (name: string, fallback: number, min: number): number {
@@ -31,6 +34,8 @@ export function readConfig (): ExampleConfig {
     workers: integer('WORKERS', availableParallelism(), 1),
     maxRequests: integer('MAX_REQUESTS', 0, 0),
     mysqlUrl: process.env.MYSQL_URL === '' ? undefined : process.env.MYSQL_URL,
-    warmup: warmup === 'true'
+    warmup: warmup === 'true',
+    poolMin: integer('DB_POOL_MIN', 2, 0),
+    poolMax: integer('DB_POOL_MAX', 10, 1)
   }
 }

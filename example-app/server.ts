@@ -4,6 +4,7 @@ import forkSafeDb from 'fastify-fork-safe-db'
 export interface ServerOptions {
   mysqlUrl: string
   warmup: boolean
+  pool: { min: number, max: number }
   /** Called once, when the worker has sent `maxRequests` responses (0: never). */
   maxRequests: number
   onMaxRequests: () => void
@@ -22,7 +23,7 @@ export async function buildServer (options: ServerOptions): Promise<FastifyInsta
     // Idle keep-alive sockets are closed by the drain, not at once by close() (see drain.ts).
     forceCloseConnections: false
   })
-  await app.register(forkSafeDb, { connection: options.mysqlUrl, warmup: options.warmup })
+  await app.register(forkSafeDb, { connection: options.mysqlUrl, warmup: options.warmup, pool: options.pool })
 
   let responses = 0
   app.addHook('onSend', async (_request, reply) => {

@@ -87,6 +87,7 @@ export class Supervisor {
       if (replaces !== undefined) this.#retire(replaces)
     })
     worker.once('exit', (code, signal) => this.#onExit(worker, code, signal, replaces))
+    worker.on('error', (error) => this.#options.log.warn({ workerPid: worker.process.pid, err: error }, 'worker channel error'))
     return worker
   }
 
@@ -108,7 +109,13 @@ export class Supervisor {
   #retire (worker: Worker): void {
     if (this.#retiring.has(worker) || worker.isDead()) return
     this.#retiring.add(worker)
-    if (worker.isConnected()) worker.send({ type: 'retire' } satisfies PrimaryMessage)
+    // A worker told by a signal of its own (Ctrl-C reaches the whole process group) may have
+    // closed its channel already; with a callback a failed send is reported, not thrown.
+    if (worker.isConnected()) {
+      worker.send({ type: 'retire' } satisfies PrimaryMessage, (error: Error | null) => {
+        if (error !== null) this.#options.log.debug({ workerPid: worker.process.pid, err: error }, 'worker was already disconnecting')
+      })
+    }
   }
 
   #onExit (worker: Worker, code: number | null, signal: string | null, replaces: Worker | undefined): void {

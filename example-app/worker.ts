@@ -20,6 +20,7 @@ export async function runWorker (): Promise<void> {
   const app = await buildServer({
     mysqlUrl,
     warmup: config.warmup,
+    pool: { min: config.poolMin, max: config.poolMax },
     maxRequests: config.maxRequests,
     onMaxRequests: () => send({ type: 'recycle' })
   })

@@ -1,12 +1,24 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { join } from 'node:path'
+import { existsSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { freePort } from './private-server'
 
 // Spawns the compiled example app (`npm run build:example`) as a real process tree and follows
 // its JSON log lines, so tests can wait for events ("all workers listening") instead of sleeping.
 
-export const EXAMPLE_ENTRY = join(__dirname, '..', '..', 'build', 'example-app', 'main.js')
+// This file runs from source under Jest and compiled under build/ in benchmarks: find the root.
+function projectRoot (): string {
+  let directory = __dirname
+  while (!existsSync(join(directory, 'package.json'))) {
+    const parent = dirname(directory)
+    if (parent === directory) throw new Error(`no package.json above ${__dirname}`)
+    directory = parent
+  }
+  return directory
+}
+
+export const EXAMPLE_ENTRY = join(projectRoot(), 'build', 'example-app', 'main.js')
 const EVENT_TIMEOUT_MILLIS = 20_000
 
 export interface LogLine { msg: string, [key: string]: unknown }
@@ -21,7 +33,9 @@ export class ExampleProcess {
   private constructor (child: ChildProcess, port: number) {
     this.child = child
     this.port = port
-    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+    // 'close', not 'exit': the workers share the primary's stdout, and every line they wrote
+    // must have been read before a test counts them.
+    this.exited = new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal })))
     for (const stream of [child.stdout, child.stderr]) {
       if (stream === null) continue
       createInterface({ input: stream }).on('line', (text) => {
@@ -35,10 +49,10 @@ export class ExampleProcess {
     }
   }
 
-  /** Starts the example; resolves once every worker listens. */
-  static async start (env: Record<string, string>, { detached = false } = {}): Promise<ExampleProcess> {
+  /** Starts the example (or another cluster entry, for benchmarks); resolves once every worker listens. */
+  static async start (env: Record<string, string>, { detached = false, entry = EXAMPLE_ENTRY } = {}): Promise<ExampleProcess> {
     const port = await freePort()
-    const child = spawn(process.execPath, [EXAMPLE_ENTRY], {
+    const child = spawn(process.execPath, [entry], {
       env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached
