@@ -1,0 +1,66 @@
+import { join } from 'node:path'
+import { prepareSchema } from '../example-app/schema'
+import { ExampleProcess, EXAMPLE_ENTRY } from '../test/helpers/example-process'
+import { failures, startLoad } from '../test/helpers/http-load'
+import { resolveServer } from '../test/helpers/server-url'
+import { TcpProxy } from '../test/helpers/tcp-proxy'
+import { latencyPlot } from './latency-plot'
+import { fixed, median, percentile, table, writeResult } from './report'
+
+// `npm run bench:respawn`: the uWSGI max-requests story. Two workers recycled every 100
+// responses, MySQL 15 ms away each way (a loopback proxy), steady load. A request that has to
+// wait for a connection to be opened is much slower than the median: count those.
+
+const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 3000)
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4)
+const DELAY_MILLIS = Number(process.env.BENCH_DELAY_MS ?? 15)
+const COLD_FACTOR = 1.8
+
+interface Variant { name: string, slug: string, entry: string, env: Record<string, string> }
+
+const VARIANTS: Variant[] = [
+  { name: 'plugin, warmup: true (default)', slug: 'plugin-warm', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'true' } },
+  { name: 'plugin, warmup: false', slug: 'plugin-lazy', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'false' } },
+  { name: 'plain knex, lazy (baseline)', slug: 'plain-knex', entry: join(__dirname, 'plain-knex-cluster.js'), env: {} }
+]
+
+async function main (): Promise<void> {
+  const server = await resolveServer()
+  await prepareSchema(server.url)
+  const target = new URL(server.url)
+  const proxy = await TcpProxy.start({ target: { host: target.hostname, port: Number(target.port || 3306) }, delayMillis: DELAY_MILLIS })
+  const rows: Array<Array<string | number>> = []
+  const series = []
+  try {
+    for (const variant of VARIANTS) {
+      const app = await ExampleProcess.start(
+        { MYSQL_URL: proxy.urlFor(server.url), WORKERS: '2', MAX_REQUESTS: '100', DB_POOL_MIN: String(CONCURRENCY), LOG_LEVEL: 'warn', ...variant.env },
+        { entry: variant.entry }
+      )
+      const outcomes = await startLoad({ port: app.port, path: (i) => `/users/${(i % 1000) + 1}`, requests: REQUESTS, concurrency: CONCURRENCY }).done
+      app.child.kill('SIGTERM')
+      await app.exited
+      const latencies = outcomes.map((outcome) => outcome.latency)
+      const sorted = [...latencies].sort((a, b) => a - b)
+      const p50 = median(latencies)
+      const cold = latencies.filter((ms) => ms > COLD_FACTOR * p50).length
+      const respawns = app.lines.filter((line) => line.msg === 'worker started').length - 2
+      rows.push([variant.name, outcomes.length, respawns, fixed(p50), fixed(percentile(sorted, 0.99)), fixed(percentile(sorted, 0.999)), fixed(sorted[sorted.length - 1]),
+        `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`, failures(outcomes).length])
+      series.push({ name: variant.name, latencies, threshold: COLD_FACTOR * p50 })
+      await writeResult(`respawn-${variant.slug}.json`, JSON.stringify({ variant: variant.name, latencies }, null, 0))
+      process.stderr.write(`done: ${variant.name}\n`)
+    }
+  } finally {
+    await proxy.close()
+    await server.privateServer?.destroy()
+  }
+  const report = table(['variant', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, 'failed'], rows)
+  const plot = await writeResult('respawn.svg', latencyPlot(`Respawn benchmark: 2 workers, MAX_REQUESTS=100, MySQL +${DELAY_MILLIS} ms each way`, series))
+  process.stdout.write(`\nRespawn benchmark: ${REQUESTS} requests per variant, ${CONCURRENCY} concurrent clients, 2 workers (pool.min ${CONCURRENCY}), MAX_REQUESTS=100, proxy delay ${DELAY_MILLIS} ms each way\n\n${report}\n\nplot: ${plot}\n`)
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${String((error as Error)?.stack ?? error)}\n`)
+  process.exit(1)
+})
