@@ -1,16 +1,13 @@
 import type { FastifyInstance } from 'fastify'
 import forkSafeDb from '../lib'
 import { buildApp } from './helpers/app'
-import { TestDatabase, type TestUser } from './helpers/database'
+import { perTestUser } from './helpers/database'
 
-let database: TestDatabase
-let user: TestUser
+const fixture = perTestUser()
+
 let app: FastifyInstance
 
-beforeAll(async () => { database = await TestDatabase.open() })
-afterAll(async () => { await database.close() })
 beforeEach(async () => {
-  user = await database.createUser()
   app = buildApp().app
   app.get('/whoami', async (request) => {
     const [rows] = await request.db.raw('SELECT CONNECTION_ID() AS id')
@@ -22,25 +19,25 @@ afterEach(async () => { await app.close() })
 test('never hands a connection killed by the server to a handler', async () => {
   // pingAfterIdleMillis: 0 makes the borrow check deterministic; the default skips the ping
   // for connections used in the last 500 ms, as HikariCP's alive-bypass window does.
-  await app.register(forkSafeDb, { connection: user.url, pool: { min: 3, max: 3 }, pingAfterIdleMillis: 0 })
+  await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 3, max: 3 }, pingAfterIdleMillis: 0 })
   await app.ready()
-  const killed = await database.connectionIds(user.user)
+  const killed = await fixture.database.connectionIds(fixture.user.user)
   expect(killed).toHaveLength(3)
-  for (const id of killed) await database.kill(id)
+  for (const id of killed) await fixture.database.kill(id)
 
   const responses = await Promise.all(Array.from({ length: 20 }, () => app.inject('/whoami')))
   expect(responses.map((response) => response.statusCode)).toEqual(Array(20).fill(200))
   const used = new Set(responses.map((response) => response.json().id as number))
   for (const id of killed) expect(used.has(id)).toBe(false)
-  expect(await database.settledCount(user.user, 3)).toBe(3)
+  expect(await fixture.database.settledCount(fixture.user.user, 3)).toBe(3)
 })
 
 test('replaces connections the server killed without a ping, by checking their sockets before use', async () => {
   // checkAfterIdleMillis: 0 sends every borrow through the socket check; the ping is out of reach.
-  await app.register(forkSafeDb, { connection: user.url, pool: { min: 3, max: 3 }, checkAfterIdleMillis: 0, pingAfterIdleMillis: 3_600_000 })
+  await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 3, max: 3 }, checkAfterIdleMillis: 0, pingAfterIdleMillis: 3_600_000 })
   await app.ready()
-  const killed = await database.connectionIds(user.user)
-  for (const id of killed) await database.kill(id)
+  const killed = await fixture.database.connectionIds(fixture.user.user)
+  for (const id of killed) await fixture.database.kill(id)
 
   const responses = await Promise.all(Array.from({ length: 20 }, () => app.inject('/whoami')))
   expect(responses.map((response) => response.statusCode)).toEqual(Array(20).fill(200))

@@ -1,19 +1,16 @@
-import { TestDatabase, type TestUser } from './helpers/database'
+import { perTestUser } from './helpers/database'
 import { ExampleProcess } from './helpers/example-process'
 import { failures, sendOne, startLoad, type Load, type Outcome } from './helpers/http-load'
 import { TcpProxy } from './helpers/tcp-proxy'
 
 // The cluster example, spawned for real: real workers, real signals, real MariaDB.
 
-let database: TestDatabase
-let user: TestUser
+const fixture = perTestUser({ ownDatabase: true })
+
 let example: ExampleProcess | undefined
 let proxy: TcpProxy | undefined
 let load: Load | undefined
 
-beforeAll(async () => { database = await TestDatabase.open() })
-afterAll(async () => { await database.close() })
-beforeEach(async () => { user = await database.createUser({ ownDatabase: true }) })
 afterEach(async () => {
   load?.stop()
   await load?.done
@@ -28,9 +25,9 @@ const userPath = (index: number) => `/users/${(index % 1000) + 1}`
 const pidsOf = (outcomes: readonly Outcome[]) => new Set(outcomes.map((outcome) => outcome.workerPid))
 
 test('serves the users API from warm workers while the primary holds no connection', async () => {
-  example = await ExampleProcess.start({ MYSQL_URL: user.url, WORKERS: '2' })
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2' })
   // Two workers with pool.min 2 each, and nothing else: the schema connection was closed before forking.
-  expect(await database.settledCount(user.user, 4)).toBe(4)
+  expect(await fixture.database.settledCount(fixture.user.user, 4)).toBe(4)
 
   const found = await sendOne({ port: example.port, path: '/users/7', requests: 1, concurrency: 1 }, 0, false)
   expect(found).toMatchObject({ status: 200, workerPid: expect.any(Number) })
@@ -41,7 +38,7 @@ test('serves the users API from warm workers while the primary holds no connecti
 })
 
 test('recycles workers after MAX_REQUESTS under load without a single failed request', async () => {
-  example = await ExampleProcess.start({ MYSQL_URL: user.url, WORKERS: '2', MAX_REQUESTS: '100' })
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2', MAX_REQUESTS: '100' })
   const outcomes = await startLoad({ port: example.port, path: userPath, requests: 2500, concurrency: 8 }).done
   expect(failures(outcomes)).toEqual([])
   expect(outcomes.every((outcome) => outcome.status === 200)).toBe(true)
@@ -51,7 +48,7 @@ test('recycles workers after MAX_REQUESTS under load without a single failed req
 })
 
 test('rolls every worker on SIGHUP under load without a single failed request', async () => {
-  example = await ExampleProcess.start({ MYSQL_URL: user.url, WORKERS: '2' })
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2' })
   load = startLoad({ port: example.port, path: userPath, requests: 1_000_000, concurrency: 8 })
   await load.reached(200)
   const before = pidsOf(load.outcomes.slice(0, 200))
@@ -68,7 +65,7 @@ test('rolls every worker on SIGHUP under load without a single failed request', 
 
 test('drains on SIGTERM under load: every request a worker received completes, it exits 0 and leaves no connection', async () => {
   // LOG_LEVEL=info makes the workers log each request they receive and complete.
-  example = await ExampleProcess.start({ MYSQL_URL: user.url, WORKERS: '2', LOG_LEVEL: 'info' })
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2', LOG_LEVEL: 'info' })
   load = startLoad({ port: example.port, path: userPath, requests: 1_000_000, concurrency: 8 })
   await load.reached(200)
   example.child.kill('SIGTERM')
@@ -83,21 +80,21 @@ test('drains on SIGTERM under load: every request a worker received completes, i
   // Connections that arrive once the last worker has stopped accepting never reach a worker:
   // the primary refuses them, or resets the ones it had accepted but not handed over yet.
   expect(failures(outcomes).filter((outcome) => outcome.error !== 'ECONNREFUSED' && outcome.error !== 'ECONNRESET')).toEqual([])
-  expect(await database.settledCount(user.user, 0)).toBe(0)
+  expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
 })
 
 test('drains on Ctrl-C sent to the whole process group and exits 0', async () => {
-  example = await ExampleProcess.start({ MYSQL_URL: user.url, WORKERS: '2' }, { detached: true })
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2' }, { detached: true })
   const pid = example.child.pid
   if (pid === undefined) throw new Error('no pid')
   process.kill(-pid, 'SIGINT')
   expect(await example.exited).toEqual({ code: 0, signal: null })
-  expect(await database.settledCount(user.user, 0)).toBe(0)
+  expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
 })
 
 test('respawns a crashed worker, backing off while the database refuses connections', async () => {
-  proxy = await TcpProxy.start({ target: { host: user.connection.host, port: user.connection.port } })
-  example = await ExampleProcess.start({ MYSQL_URL: proxy.urlFor(user.url), WORKERS: '2' })
+  proxy = await TcpProxy.start({ target: { host: fixture.user.connection.host, port: fixture.user.connection.port } })
+  example = await ExampleProcess.start({ MYSQL_URL: proxy.urlFor(fixture.user.url), WORKERS: '2' })
   const victim = (await sendOne({ port: example.port, path: '/health', requests: 1, concurrency: 1 }, 0, false)).workerPid
   if (victim === undefined) throw new Error('no worker pid')
 

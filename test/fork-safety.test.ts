@@ -2,23 +2,18 @@ import type { FastifyInstance } from 'fastify'
 import type { Knex } from 'knex'
 import forkSafeDb from '../lib'
 import { buildApp, simulatePid, type LoggedApp } from './helpers/app'
-import { TestDatabase, type TestUser } from './helpers/database'
+import { perTestUser } from './helpers/database'
 
 // Node cannot fork a live process, so a fork is simulated by changing what `process.pid`
 // reads: the plugin must treat every pool built under another pid as the parent's.
 
-let database: TestDatabase
-let user: TestUser
+const fixture = perTestUser()
+
 let logged: LoggedApp
 let restorePid: (() => void) | undefined
 let inherited: Knex | undefined
 
-beforeAll(async () => { database = await TestDatabase.open() })
-afterAll(async () => { await database.close() })
-beforeEach(async () => {
-  user = await database.createUser()
-  logged = buildApp()
-})
+beforeEach(() => { logged = buildApp() })
 afterEach(async () => {
   // Close while the simulated pid is in force: the app's pool belongs to that "child".
   await logged.app.close()
@@ -29,7 +24,7 @@ afterEach(async () => {
 })
 
 async function warmApp (): Promise<FastifyInstance> {
-  await logged.app.register(forkSafeDb, { connection: user.url, pool: { min: 2, max: 4 } })
+  await logged.app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 2, max: 4 } })
   await logged.app.ready()
   return logged.app
 }
@@ -42,7 +37,7 @@ async function connectionId (db: Knex): Promise<number> {
 test('builds a fresh pool on new connections after a pid change, leaving the inherited connections open and idle', async () => {
   const app = await warmApp()
   inherited = app.db
-  const parentIds = await database.connectionIds(user.user)
+  const parentIds = await fixture.database.connectionIds(fixture.user.user)
   expect(parentIds).toHaveLength(2)
 
   restorePid = simulatePid(process.pid + 100_000)
@@ -51,7 +46,7 @@ test('builds a fresh pool on new connections after a pid change, leaving the inh
   const childId = await connectionId(fresh)
   expect(parentIds).not.toContain(childId)
 
-  const processes = await database.processes(user.user)
+  const processes = await fixture.database.processes(fixture.user.user)
   expect(processes.map((process) => process.id)).toEqual([...parentIds, childId].sort((a, b) => a - b))
   expect(processes.filter((process) => parentIds.includes(process.id)).map((process) => process.command)).toEqual(['Sleep', 'Sleep'])
 })
@@ -59,7 +54,7 @@ test('builds a fresh pool on new connections after a pid change, leaving the inh
 test('close() in the child destroys only its own pool and leaves the parent\'s connections usable', async () => {
   const app = await warmApp()
   inherited = app.db
-  const parentIds = await database.connectionIds(user.user)
+  const parentIds = await fixture.database.connectionIds(fixture.user.user)
 
   restorePid = simulatePid(process.pid + 100_000)
   await connectionId(app.db)
@@ -67,8 +62,8 @@ test('close() in the child destroys only its own pool and leaves the parent\'s c
   restorePid()
   restorePid = undefined
 
-  expect(await database.settledCount(user.user, 2)).toBe(2)
-  expect(await database.connectionIds(user.user)).toEqual(parentIds)
+  expect(await fixture.database.settledCount(fixture.user.user, 2)).toBe(2)
+  expect(await fixture.database.connectionIds(fixture.user.user)).toEqual(parentIds)
   // The parent's sockets were not touched: the inherited pool still answers on the same connections.
   expect(parentIds).toContain(await connectionId(inherited))
 })

@@ -3,15 +3,12 @@ import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import forkSafeDb from '../lib'
 import { buildApp } from './helpers/app'
-import { TestDatabase, type TestUser } from './helpers/database'
+import { perTestUser } from './helpers/database'
 
-let database: TestDatabase
-let user: TestUser
+const fixture = perTestUser()
+
 let app: FastifyInstance | undefined
 
-beforeAll(async () => { database = await TestDatabase.open() })
-afterAll(async () => { await database.close() })
-beforeEach(async () => { user = await database.createUser() })
 afterEach(async () => {
   await app?.close()
   app = undefined
@@ -19,7 +16,7 @@ afterEach(async () => {
 
 async function register (options: Record<string, unknown> = {}): Promise<FastifyInstance> {
   app = buildApp().app
-  await app.register(forkSafeDb, { connection: user.url, ...options })
+  await app.register(forkSafeDb, { connection: fixture.user.url, ...options })
   return app
 }
 
@@ -39,35 +36,35 @@ function getText (port: number, path: string): Promise<{ status: number, body: s
 test('opens no connection at registration, nor when the decorator is first read', async () => {
   const instance = await register()
   await instance.after()
-  expect(await database.countConnections(user.user)).toBe(0)
+  expect(await fixture.database.countConnections(fixture.user.user)).toBe(0)
   expect(typeof instance.db).toBe('function')
-  expect(await database.countConnections(user.user)).toBe(0)
+  expect(await fixture.database.countConnections(fixture.user.user)).toBe(0)
 })
 
 test('has exactly pool.min connections open when ready() resolves', async () => {
   const instance = await register({ pool: { min: 3, max: 5 } })
   await instance.ready()
-  expect(await database.countConnections(user.user)).toBe(3)
+  expect(await fixture.database.countConnections(fixture.user.user)).toBe(3)
 })
 
 test('warms the default pool.min of 2 connections', async () => {
   const instance = await register()
   await instance.ready()
-  expect(await database.countConnections(user.user)).toBe(2)
+  expect(await fixture.database.countConnections(fixture.user.user)).toBe(2)
 })
 
 test('warms the number of connections given as warmup', async () => {
   const instance = await register({ pool: { min: 1, max: 6 }, warmup: 4 })
   await instance.ready()
-  expect(await database.countConnections(user.user)).toBe(4)
+  expect(await fixture.database.countConnections(fixture.user.user)).toBe(4)
 })
 
 test('keeps a warmup: false pool at zero connections until the first query', async () => {
   const instance = await register({ warmup: false })
   await instance.ready()
-  expect(await database.countConnections(user.user)).toBe(0)
+  expect(await fixture.database.countConnections(fixture.user.user)).toBe(0)
   await instance.db.raw('SELECT 1')
-  expect(await database.countConnections(user.user)).toBe(1)
+  expect(await fixture.database.countConnections(fixture.user.user)).toBe(1)
 })
 
 test('never opens more than pool.max connections under concurrent requests', async () => {
@@ -75,7 +72,7 @@ test('never opens more than pool.max connections under concurrent requests', asy
   let peak = 0
   instance.get('/slow', async (request) => {
     const [rows] = await request.db.raw('SELECT CONNECTION_ID() AS id, SLEEP(0.05) AS slept')
-    peak = Math.max(peak, await database.countConnections(user.user))
+    peak = Math.max(peak, await fixture.database.countConnections(fixture.user.user))
     return { id: rows[0].id }
   })
   await instance.ready()
@@ -84,17 +81,17 @@ test('never opens more than pool.max connections under concurrent requests', asy
   const ids = new Set(responses.map((response) => response.json().id))
   expect(ids.size).toBe(3)
   expect(peak).toBe(3)
-  expect(await database.countConnections(user.user)).toBe(3)
+  expect(await fixture.database.countConnections(fixture.user.user)).toBe(3)
 })
 
 test('leaves no connection on the server after close()', async () => {
   const instance = await register({ pool: { min: 4, max: 4 } })
   await instance.ready()
   await Promise.all(Array.from({ length: 8 }, () => instance.db.raw('SELECT SLEEP(0.01)')))
-  expect(await database.countConnections(user.user)).toBe(4)
+  expect(await fixture.database.countConnections(fixture.user.user)).toBe(4)
   await instance.close()
   app = undefined
-  expect(await database.settledCount(user.user, 0)).toBe(0)
+  expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
 })
 
 test('lets a query that is running when close() is called finish normally', async () => {
@@ -107,14 +104,14 @@ test('lets a query that is running when close() is called finish normally', asyn
   const { port } = instance.server.address() as AddressInfo
   const response = getText(port, '/report')
   // Close only once the server is running our statement.
-  while (!(await database.processes(user.user)).some((process) => process.info?.includes('SLEEP(0.4)') === true)) {
+  while (!(await fixture.database.processes(fixture.user.user)).some((process) => process.info?.includes('SLEEP(0.4)') === true)) {
     await new Promise((resolve) => setImmediate(resolve))
   }
   const closed = instance.close()
   app = undefined
   await expect(response).resolves.toEqual({ status: 200, body: 'finished' })
   await closed
-  expect(await database.settledCount(user.user, 0)).toBe(0)
+  expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
 })
 
 test('refuses to hand out the pool after close()', async () => {

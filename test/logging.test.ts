@@ -1,18 +1,13 @@
 import { inspect } from 'node:util'
 import forkSafeDb from '../lib'
 import { buildApp, simulatePid, type LoggedApp } from './helpers/app'
-import { TestDatabase, type TestUser } from './helpers/database'
+import { perTestUser } from './helpers/database'
 
-let database: TestDatabase
-let user: TestUser
+const fixture = perTestUser()
+
 let logged: LoggedApp
 
-beforeAll(async () => { database = await TestDatabase.open() })
-afterAll(async () => { await database.close() })
-beforeEach(async () => {
-  user = await database.createUser()
-  logged = buildApp()
-})
+beforeEach(() => { logged = buildApp() })
 afterEach(async () => { await logged.app.close() })
 
 test('writes nothing to the console through a whole lifecycle, warnings included', async () => {
@@ -27,7 +22,7 @@ test('writes nothing to the console through a whole lifecycle, warnings included
     const app = logged.app
     app.get('/broken', async (request) => request.db.raw('SELEC 1'))
     // A server that refuses the first warm-up makes knex and the plugin warn; allowColdStart carries on.
-    await app.register(forkSafeDb, { connection: { ...user.connection, password: 'wrong' }, allowColdStart: true })
+    await app.register(forkSafeDb, { connection: { ...fixture.user.connection, password: 'wrong' }, allowColdStart: true })
     await app.ready()
     expect((await app.inject('/broken')).statusCode).toBe(500)
 
@@ -51,26 +46,26 @@ test('writes nothing to the console through a whole lifecycle, warnings included
 test('keeps every password out of util.inspect of the decorators and their connections', async () => {
   const app = logged.app
   app.get('/', async (request) => inspect(request.db, { depth: 12 }))
-  await app.register(forkSafeDb, { connection: user.url })
+  await app.register(forkSafeDb, { connection: fixture.user.url })
   await app.ready()
   const shown = [
     inspect(app.db, { depth: 12 }),
     inspect(app.db.client.pool, { depth: 8 }),
     (await app.inject('/')).body
   ]
-  expect(shown.join('\n')).toContain(user.user)
+  expect(shown.join('\n')).toContain(fixture.user.user)
   // Deep enough to reach the pooled mysql2 connections' own configs.
   expect(shown[0]).toContain('ConnectionConfig')
   for (const text of shown) {
-    expect(text).not.toContain(user.password)
-    expect(text).not.toContain(encodeURIComponent(user.password))
+    expect(text).not.toContain(fixture.user.password)
+    expect(text).not.toContain(encodeURIComponent(fixture.user.password))
   }
 })
 
 test('logs the warm-up with the connection described without its password', async () => {
-  await logged.app.register(forkSafeDb, { connection: user.url })
+  await logged.app.register(forkSafeDb, { connection: fixture.user.url })
   await logged.app.ready()
   const warmed = logged.lines().find((line) => line.msg === 'connection pool warmed')
-  expect(warmed).toMatchObject({ connections: 2, connection: `${user.user}@${user.connection.host}:${user.connection.port}/${user.connection.database}` })
-  expect(logged.text()).not.toContain(user.password)
+  expect(warmed).toMatchObject({ connections: 2, connection: `${fixture.user.user}@${fixture.user.connection.host}:${fixture.user.connection.port}/${fixture.user.connection.database}` })
+  expect(logged.text()).not.toContain(fixture.user.password)
 })

@@ -1,24 +1,19 @@
 import { inspect } from 'node:util'
 import forkSafeDb from '../lib'
 import { buildApp, type LoggedApp } from './helpers/app'
-import { TestDatabase, type TestUser } from './helpers/database'
+import { perTestUser } from './helpers/database'
 import { freePort } from './helpers/private-server'
 
-let database: TestDatabase
-let user: TestUser
+const fixture = perTestUser()
+
 let logged: LoggedApp
 
-beforeAll(async () => { database = await TestDatabase.open() })
-afterAll(async () => { await database.close() })
-beforeEach(async () => {
-  user = await database.createUser()
-  logged = buildApp()
-})
+beforeEach(() => { logged = buildApp() })
 afterEach(async () => { await logged.app.close() })
 
 test('rejects ready() with FST_FORK_SAFE_DB_WARMUP_FAILED and the driver error as cause when the password is wrong', async () => {
-  const wrongPassword = `${user.password}-wrong`
-  await logged.app.register(forkSafeDb, { connection: { ...user.connection, password: wrongPassword } })
+  const wrongPassword = `${fixture.user.password}-wrong`
+  await logged.app.register(forkSafeDb, { connection: { ...fixture.user.connection, password: wrongPassword } })
   const error = await logged.app.ready().then(() => undefined, (error: unknown) => error)
   expect(error).toMatchObject({
     code: 'FST_FORK_SAFE_DB_WARMUP_FAILED',
@@ -31,8 +26,8 @@ test('rejects ready() with FST_FORK_SAFE_DB_WARMUP_FAILED and the driver error a
 })
 
 test('does not put the password of a connection URL into the error or the logs', async () => {
-  const wrongPassword = `${user.password}-url`
-  const url = user.url.replace(encodeURIComponent(user.password), encodeURIComponent(wrongPassword))
+  const wrongPassword = `${fixture.user.password}-url`
+  const url = fixture.user.url.replace(encodeURIComponent(fixture.user.password), encodeURIComponent(wrongPassword))
   await logged.app.register(forkSafeDb, { connection: url })
   const error = await logged.app.ready().then(() => undefined, (error: unknown) => error)
   expect(error).toMatchObject({ code: 'FST_FORK_SAFE_DB_WARMUP_FAILED' })
@@ -43,7 +38,7 @@ test('does not put the password of a connection URL into the error or the logs',
 
 test('rejects ready() with the connect error as cause when nothing listens at the address', async () => {
   const port = await freePort()
-  await logged.app.register(forkSafeDb, { connection: { ...user.connection, port } })
+  await logged.app.register(forkSafeDb, { connection: { ...fixture.user.connection, port } })
   await expect(logged.app.ready()).rejects.toMatchObject({
     code: 'FST_FORK_SAFE_DB_WARMUP_FAILED',
     cause: expect.objectContaining({ code: 'ECONNREFUSED' })
@@ -52,7 +47,7 @@ test('rejects ready() with the connect error as cause when nothing listens at th
 
 test('starts with a cold pool and a logged warning when allowColdStart is set and warm-up fails', async () => {
   const port = await freePort()
-  await logged.app.register(forkSafeDb, { connection: { ...user.connection, port }, allowColdStart: true })
+  await logged.app.register(forkSafeDb, { connection: { ...fixture.user.connection, port }, allowColdStart: true })
   await logged.app.ready()
   const warning = logged.lines().find((line) => line.level === 40 && String(line.msg).startsWith('warm-up failed'))
   expect(warning).toMatchObject({ err: expect.objectContaining({ code: 'FST_FORK_SAFE_DB_WARMUP_FAILED' }) })

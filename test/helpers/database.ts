@@ -117,3 +117,30 @@ export class TestDatabase {
     await this.admin.end()
   }
 }
+
+export interface PerTestUser {
+  /** The admin connection, open for the whole file. */
+  readonly database: TestDatabase
+  /** A fresh user for the current test. */
+  readonly user: TestUser
+}
+
+/**
+ * Registers the hooks every database test file needs: an admin connection for the file and a
+ * fresh user (optionally with its own database) for each test, all dropped at the end.
+ */
+export function perTestUser (options: { ownDatabase?: boolean } = {}): PerTestUser {
+  let database: TestDatabase | undefined
+  let user: TestUser | undefined
+  beforeAll(async () => { database = await TestDatabase.open() })
+  afterAll(async () => { await database?.close() })
+  beforeEach(async () => { user = await database?.createUser(options) })
+  const ready = <T>(value: T | undefined, name: string): T => {
+    if (value === undefined) throw new Error(`${name} is only available inside a test`)
+    return value
+  }
+  return {
+    get database () { return ready(database, 'database') },
+    get user () { return ready(user, 'user') }
+  }
+}
