@@ -3,6 +3,7 @@ import knex, { type Knex } from 'knex'
 import { createBorrowCheck } from './borrow-check'
 import { forwardDriverWarnings, knexLogBridge, tarnLogBridge } from './logging'
 import type { ResolvedOptions } from './options'
+import { sanitizeQueryError, type FailedQuery } from './query-errors'
 import { hideProperties } from './redact'
 
 // mysql2 keeps every password it was given on `connection.config`; knex hides only `password`.
@@ -25,6 +26,8 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): K
   const instance = knex({
     client: 'mysql2',
     connection: { ...options.connection } as Knex.MySql2ConnectionConfig,
+    // Placeholders, not values, in the statement knex prepends to a driver error's message.
+    compileSqlOnError: false,
     log: knexLogBridge(log, secrets),
     pool: {
       ...options.pool,
@@ -44,5 +47,7 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): K
   hideProperties(instance.client.config.connection, SECRET_KEYS)
   hideProperties(instance.client.connectionSettings, SECRET_KEYS)
   instance.client.pool.on('release', borrowCheck.markIdle)
+  // Emitted before the error is rethrown to the caller, so the handler only ever sees it sanitized.
+  instance.client.on('query-error', (error: unknown, query: FailedQuery) => sanitizeQueryError(error, query, secrets))
   return instance
 }

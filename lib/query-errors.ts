@@ -1,0 +1,59 @@
+import { scrubText } from './redact'
+
+// A failed query's error travels far: to the handler, to the log, and (Fastify sends
+// `error.message` even for 500s) to the HTTP client. Stock knex puts the statement with its
+// bound values interpolated into the message, mysql2 adds the formatted statement as `err.sql`,
+// and the server's own message can quote a value ("Duplicate entry 'alice@example.com'").
+// So, before the handler sees the error, it is rewritten in place:
+// - `message` becomes generic ("Database query failed (ER_DUP_ENTRY)"), safe for any client;
+// - `detail` keeps what developers need: the statement with `?` placeholders and the server's
+//   message, with every bound value and secret replaced; `query` is the statement alone;
+// - `sql` (mysql2's formatted statement) is deleted; `code`, `errno` and `sqlState` stay, so
+//   handlers keep matching on `err.code === 'ER_DUP_ENTRY'`.
+
+const REDACTED = '[redacted]'
+// Shorter values would blank out ordinary words and numbers in the server's message.
+const MIN_SCRUBBED_LENGTH = 3
+
+export interface FailedQuery {
+  sql?: string
+  bindings?: readonly unknown[]
+}
+
+export function sanitizeQueryError (error: unknown, query: FailedQuery, secrets: readonly string[]): void {
+  if (!(error instanceof Error)) return
+  const fields = error as Error & Record<string, unknown>
+  if (fields.sanitized === true) return
+  const values = boundTexts(query.bindings)
+  const scrub = (text: string) => scrubValues(scrubText(text, secrets), values)
+
+  const code = typeof fields.code === 'string' ? fields.code : undefined
+  const message = `Database query failed${code === undefined ? '' : ` (${code})`}`
+  fields.detail = scrub(error.message)
+  if (typeof query.sql === 'string') fields.query = query.sql
+  if (typeof fields.sqlMessage === 'string') fields.sqlMessage = scrub(fields.sqlMessage)
+  delete fields.sql
+  error.message = message
+  // The stack's first line repeats the original message; keep only the frames.
+  if (typeof error.stack === 'string') {
+    const frames = error.stack.indexOf('\n    at ')
+    error.stack = `${error.name}: ${message}${frames === -1 ? '' : error.stack.slice(frames)}`
+  }
+  Object.defineProperty(error, 'sanitized', { value: true, enumerable: false })
+}
+
+function boundTexts (bindings: readonly unknown[] | undefined): string[] {
+  const texts = new Set<string>()
+  for (const value of bindings ?? []) {
+    const text = typeof value === 'string' ? value : typeof value === 'number' || typeof value === 'bigint' ? String(value) : undefined
+    if (text !== undefined && text.length >= MIN_SCRUBBED_LENGTH) texts.add(text)
+  }
+  // Longest first, so a value that contains another is replaced whole.
+  return [...texts].sort((a, b) => b.length - a.length)
+}
+
+function scrubValues (text: string, values: readonly string[]): string {
+  let scrubbed = text
+  for (const value of values) scrubbed = scrubbed.split(value).join(REDACTED)
+  return scrubbed
+}

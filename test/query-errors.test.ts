@@ -1,0 +1,82 @@
+import type { FastifyInstance } from 'fastify'
+import forkSafeDb from '../lib'
+import { buildApp, type LoggedApp } from './helpers/app'
+import { perTestUser } from './helpers/database'
+
+// Bound values and server messages that quote them must reach neither the HTTP client nor the
+// log; handlers still match on the driver's code.
+
+const fixture = perTestUser({ ownDatabase: true })
+const secretEmail = 'alice-s3cr3t-7f41@example.com'
+const secretToken = 'tok-s3cr3t-91c2e0'
+
+let logged: LoggedApp
+let app: FastifyInstance
+
+beforeEach(async () => {
+  const admin = fixture.database.admin
+  await admin.query(`CREATE TABLE \`${fixture.user.user}\`.accounts (id INT AUTO_INCREMENT PRIMARY KEY, email VARCHAR(100) NOT NULL UNIQUE)`)
+  await admin.query(`INSERT INTO \`${fixture.user.user}\`.accounts (email) VALUES (?)`, [secretEmail])
+  logged = buildApp()
+  app = logged.app
+  await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 1, max: 2 } })
+})
+afterEach(async () => { await app.close() })
+
+function everythingSent (bodies: string[]): string {
+  return [...bodies, logged.text()].join('\n')
+}
+
+test('answers a duplicate-key insert with a generic 500 that names the code, not the value', async () => {
+  app.post('/accounts', async (request) => request.db('accounts').insert({ email: secretEmail }))
+  const response = await app.inject({ method: 'POST', url: '/accounts' })
+  expect(response.statusCode).toBe(500)
+  expect(response.json()).toEqual({ statusCode: 500, code: 'ER_DUP_ENTRY', error: 'Internal Server Error', message: 'Database query failed (ER_DUP_ENTRY)' })
+  expect(everythingSent([response.body])).not.toContain(secretEmail)
+})
+
+test('logs the failed statement with placeholders and the server message with values redacted', async () => {
+  app.post('/accounts', async (request) => request.db('accounts').insert({ email: secretEmail }))
+  await app.inject({ method: 'POST', url: '/accounts' })
+  const line = logged.lines().find((entry) => (entry.err as { code?: string } | undefined)?.code === 'ER_DUP_ENTRY')
+  expect(line?.err).toMatchObject({
+    query: 'insert into `accounts` (`email`) values (?)',
+    sqlMessage: expect.stringContaining('Duplicate entry \'[redacted]\''),
+    detail: expect.stringMatching(/^insert into `accounts` \(`email`\) values \(\?\) - Duplicate entry '\[redacted\]'/)
+  })
+  expect(logged.text()).not.toContain(secretEmail)
+})
+
+test('keeps the driver code and errno for handlers that catch the error', async () => {
+  app.post('/accounts', async (request, reply) => {
+    try {
+      await request.db('accounts').insert({ email: secretEmail })
+      return reply.code(201).send()
+    } catch (error) {
+      const { code, errno, message, sql } = error as { code: string, errno: number, message: string, sql?: string }
+      return reply.code(409).send({ code, errno, message, sql: sql ?? null })
+    }
+  })
+  const response = await app.inject({ method: 'POST', url: '/accounts' })
+  expect(response.statusCode).toBe(409)
+  expect(response.json()).toEqual({ code: 'ER_DUP_ENTRY', errno: 1062, message: 'Database query failed (ER_DUP_ENTRY)', sql: null })
+})
+
+test('keeps bound values of a failing raw query and a failing transaction out of responses and logs', async () => {
+  app.get('/raw', async (request) => request.db.raw('SELECT * FROM missing_table WHERE token = ?', [secretToken]))
+  app.get('/transaction', async (request) => request.db.transaction(async (trx) => {
+    await trx('accounts').insert({ email: 'someone-new@example.com' })
+    await trx('accounts').insert({ email: secretEmail })
+  }))
+  const raw = await app.inject('/raw')
+  const transaction = await app.inject('/transaction')
+  expect(raw.json()).toMatchObject({ statusCode: 500, code: 'ER_NO_SUCH_TABLE', message: 'Database query failed (ER_NO_SUCH_TABLE)' })
+  expect(transaction.json()).toMatchObject({ statusCode: 500, code: 'ER_DUP_ENTRY' })
+  const sent = everythingSent([raw.body, transaction.body])
+  expect(sent).not.toContain(secretToken)
+  expect(sent).not.toContain(secretEmail)
+  expect(sent).not.toContain('someone-new@example.com')
+  // The transaction was rolled back: the first insert is gone.
+  const [rows] = await fixture.database.admin.query(`SELECT COUNT(*) AS n FROM \`${fixture.user.user}\`.accounts`) as unknown as [Array<{ n: number }>]
+  expect(Number(rows[0].n)).toBe(1)
+})
