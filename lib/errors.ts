@@ -41,6 +41,13 @@ export const FST_FORK_SAFE_DB_WARMUP_FAILED = createError(
   503
 )
 
+/** The database did not finish in time for shutdown; the query was abandoned. */
+export const FST_FORK_SAFE_DB_CLOSE_TIMEOUT = createError(
+  'FST_FORK_SAFE_DB_CLOSE_TIMEOUT',
+  'fastify-fork-safe-db: the "%s" pool was torn down because the database did not finish within closeTimeoutMillis (%s ms)',
+  503
+)
+
 /** The pool was used after the Fastify instance closed. */
 export const FST_FORK_SAFE_DB_CLOSED = createError(
   'FST_FORK_SAFE_DB_CLOSED',

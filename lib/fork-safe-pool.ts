@@ -1,10 +1,11 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
 import { ping } from './borrow-check'
-import { FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from './errors'
+import { FST_FORK_SAFE_DB_CLOSE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from './errors'
 import { createKnex } from './knex-factory'
 import type { ResolvedOptions } from './options'
 import { scrubError } from './redact'
+import { refuseNewConnections, tearDownConnections } from './teardown'
 
 /**
  * Owns the knex instance of one registration and makes sure it belongs to the current process.
@@ -13,7 +14,8 @@ import { scrubError } from './redact'
  * - PID-checked: an instance built under another pid (a fork, a snapshot restore) is abandoned,
  *   never closed: closing would send COM_QUIT on sockets the parent still uses.
  * - Warm: `warm()` opens and verifies connections before the server accepts requests.
- * - Disposed: `close()` destroys only the instance this process built, after in-flight queries.
+ * - Disposed: `close()` destroys only the instance this process built, after in-flight queries,
+ *   and never takes longer than `closeTimeoutMillis` from `beginClose()`.
  */
 export class ForkSafePool {
   readonly #options: ResolvedOptions
@@ -21,6 +23,7 @@ export class ForkSafePool {
   #instance: Knex | undefined
   #pid = 0
   #closed = false
+  #deadline: NodeJS.Timeout | undefined
 
   constructor (options: ResolvedOptions, log: FastifyBaseLogger) {
     this.#options = options
@@ -86,18 +89,43 @@ export class ForkSafePool {
     }
   }
 
+  /**
+   * Shutdown has begun (Fastify's preClose, before in-flight requests finish): open no new
+   * connection, and arm the deadline after which whatever is still running is torn down.
+   */
+  beginClose (): void {
+    const instance = this.#ownInstance()
+    if (instance === undefined || this.#deadline !== undefined) return
+    const { decorator, closeTimeoutMillis } = this.#options
+    refuseNewConnections(instance.client, () => new FST_FORK_SAFE_DB_CLOSED(decorator))
+    this.#deadline = setTimeout(() => {
+      const used = instance.client.pool?.numUsed() ?? 0
+      this.#log.error({ inUse: used, closeTimeoutMillis }, 'the database did not finish in time for shutdown; tearing its connections down')
+      tearDownConnections(instance.client, () => new FST_FORK_SAFE_DB_CLOSE_TIMEOUT(decorator, closeTimeoutMillis))
+    }, closeTimeoutMillis)
+    // The deadline must not keep a process alive that has nothing else left to do.
+    this.#deadline.unref()
+  }
+
   /** Destroys the instance this process built, waiting for in-flight queries; abandons any other. */
   async close (): Promise<void> {
+    this.beginClose()
     this.#closed = true
-    const instance = this.#instance
+    const instance = this.#ownInstance()
     this.#instance = undefined
-    if (instance === undefined) return
-    if (this.#pid !== process.pid) {
-      this.#log.debug({ ownerPid: this.#pid, pid: process.pid }, 'leaving the pool of another process untouched')
-      return
+    try {
+      if (instance !== undefined) await instance.destroy()
+    } finally {
+      clearTimeout(this.#deadline)
     }
-    await instance.destroy()
-    this.#log.debug('connection pool closed')
+    if (instance !== undefined) this.#log.debug('connection pool closed')
+  }
+
+  /** The instance, if this process built it; an inherited one is left untouched. */
+  #ownInstance (): Knex | undefined {
+    if (this.#instance === undefined || this.#pid === process.pid) return this.#instance
+    this.#log.debug({ ownerPid: this.#pid, pid: process.pid }, 'leaving the pool of another process untouched')
+    return undefined
   }
 }
 

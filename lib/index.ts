@@ -35,6 +35,9 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
   fastify.decorateRequest(decorator, { getter: () => pool.knex })
 
   fastify.addHook('onReady', async () => pool.warm())
+  // preClose runs as close() begins, before Fastify waits for in-flight requests: the only
+  // point from which a deadline can bound a request stuck on a silent database.
+  fastify.addHook('preClose', async () => pool.beginClose())
   // Fastify runs onClose after in-flight requests have ended; destroy() also waits for used connections.
   fastify.addHook('onClose', async () => pool.close())
 }

@@ -41,6 +41,8 @@ export interface ForkSafeDbOptions {
   checkAfterIdleMillis?: number
   /** A borrowed connection idle at least this long is pinged (one round trip). Default 30000; 0 pings always. */
   pingAfterIdleMillis?: number
+  /** How long close() waits for in-flight queries before tearing connections down. Default 10000. */
+  closeTimeoutMillis?: number
   /** Explicit opt-ins for driver features that are dangerous by default. */
   allowUnsafe?: UnsafeOptIns
 }
@@ -56,9 +58,10 @@ export interface ResolvedOptions {
   allowColdStart: boolean
   checkAfterIdleMillis: number
   pingAfterIdleMillis: number
+  closeTimeoutMillis: number
 }
 
-export const PLUGIN_KEYS = ['connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'checkAfterIdleMillis', 'pingAfterIdleMillis', 'allowUnsafe'] as const
+export const PLUGIN_KEYS = ['connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'checkAfterIdleMillis', 'pingAfterIdleMillis', 'closeTimeoutMillis', 'allowUnsafe'] as const
 const POOL_MILLISECOND_KEYS = [
   'acquireTimeoutMillis', 'createTimeoutMillis', 'destroyTimeoutMillis', 'idleTimeoutMillis',
   'reapIntervalMillis', 'createRetryIntervalMillis', 'maxConnectionLifetimeMillis', 'maxConnectionLifetimeJitterMillis'
@@ -71,7 +74,8 @@ export const DEFAULTS = {
   decorator: 'db',
   pool: { min: 2, max: 10, acquireTimeoutMillis: 5000 },
   checkAfterIdleMillis: 500,
-  pingAfterIdleMillis: 30_000
+  pingAfterIdleMillis: 30_000,
+  closeTimeoutMillis: 10_000
 } as const
 
 const invalid = (message: string) => new FST_FORK_SAFE_DB_INVALID_OPTION(message)
@@ -95,6 +99,9 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   const pingAfterIdleMillis = options.pingAfterIdleMillis ?? DEFAULTS.pingAfterIdleMillis
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'pingAfterIdleMillis', pingAfterIdleMillis, 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer (milliseconds)')
 
+  const closeTimeoutMillis = options.closeTimeoutMillis ?? DEFAULTS.closeTimeoutMillis
+  expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'closeTimeoutMillis', closeTimeoutMillis, 1, Number.MAX_SAFE_INTEGER, 'a positive integer (milliseconds)')
+
   if (options.connection === undefined) {
     throw invalid('connection is required: a URL like mysql://user:password@host:3306/database or a mysql2 connection object')
   }
@@ -109,7 +116,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     warmup,
     allowColdStart,
     checkAfterIdleMillis,
-    pingAfterIdleMillis
+    pingAfterIdleMillis,
+    closeTimeoutMillis
   }
 }
 

@@ -24,6 +24,13 @@ export function sanitizeQueryError (error: unknown, query: FailedQuery, secrets:
   if (!(error instanceof Error)) return
   const fields = error as Error & Record<string, unknown>
   if (fields.sanitized === true) return
+  // The plugin's own errors carry no value and their message is the point: only undo the
+  // statement knex prepended to it.
+  if (typeof fields.code === 'string' && fields.code.startsWith('FST_FORK_SAFE_DB_')) {
+    const prefix = `${query.sql ?? ''} - `
+    if (error.message.startsWith(prefix)) error.message = error.message.slice(prefix.length)
+    return
+  }
   const values = boundTexts(query.bindings)
   const scrub = (text: string) => scrubValues(scrubText(text, secrets), values)
 

@@ -25,7 +25,9 @@ test('register accepts a URL or a mysql2 connection object with pool options', (
     warmup: true,
     allowColdStart: false,
     decorator: 'replica',
-    pingAfterIdleMillis: 500,
+    checkAfterIdleMillis: 500,
+    pingAfterIdleMillis: 30_000,
+    closeTimeoutMillis: 10_000,
     allowUnsafe: { multipleStatements: true }
   })
 })
