@@ -41,6 +41,20 @@ export const FST_FORK_SAFE_DB_WARMUP_FAILED = createError(
   503
 )
 
+/** Every connection is busy and the queue of waiting queries is full: rejected at once. */
+export const FST_FORK_SAFE_DB_POOL_SATURATED = createError(
+  'FST_FORK_SAFE_DB_POOL_SATURATED',
+  'fastify-fork-safe-db: the "%s" pool is saturated (%s queries already waiting for a connection)',
+  503
+)
+
+/** No connection became free within pool.acquireTimeoutMillis. */
+export const FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT = createError(
+  'FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT',
+  'fastify-fork-safe-db: no connection of the "%s" pool became free within %s ms',
+  503
+)
+
 /** The database did not finish in time for shutdown; the query was abandoned. */
 export const FST_FORK_SAFE_DB_CLOSE_TIMEOUT = createError(
   'FST_FORK_SAFE_DB_CLOSE_TIMEOUT',

@@ -17,6 +17,10 @@ declare module 'fastify' {
 }
 
 const PLUGIN_NAME = 'fastify-fork-safe-db'
+const RETRY_AFTER_SECONDS = '1'
+const RETRYABLE = new Set([
+  'FST_FORK_SAFE_DB_POOL_SATURATED', 'FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT', 'FST_FORK_SAFE_DB_CLOSE_TIMEOUT'
+])
 
 const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, rawOptions) => {
   // Validate before anything else: a bad option must fail registration, before any socket opens.
@@ -33,6 +37,11 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
   // given as a request decorator value would be bound as a method.
   fastify.decorate(decorator, { getter: () => pool.knex })
   fastify.decorateRequest(decorator, { getter: () => pool.knex })
+
+  // Saturation and timeouts are 503s; tell well-behaved clients when to come back.
+  fastify.addHook('onError', async (_request, reply, error) => {
+    if (RETRYABLE.has(error.code)) reply.header('retry-after', RETRY_AFTER_SECONDS)
+  })
 
   fastify.addHook('onReady', async () => pool.warm())
   // preClose runs as close() begins, before Fastify waits for in-flight requests: the only

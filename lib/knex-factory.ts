@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import knex, { type Knex } from 'knex'
+import { guardAcquire } from './acquire-guard'
 import { createBorrowCheck } from './borrow-check'
 import { forwardDriverWarnings, knexLogBridge, tarnLogBridge } from './logging'
 import type { ResolvedOptions } from './options'
@@ -44,6 +45,11 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): K
     } as Knex.PoolConfig
   })
 
+  guardAcquire(instance.client, {
+    decorator: options.decorator,
+    maxPendingAcquires: options.maxPendingAcquires,
+    acquireTimeoutMillis: options.pool.acquireTimeoutMillis
+  })
   hideProperties(instance.client.config.connection, SECRET_KEYS)
   hideProperties(instance.client.connectionSettings, SECRET_KEYS)
   instance.client.pool.on('release', borrowCheck.markIdle)

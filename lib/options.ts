@@ -41,6 +41,8 @@ export interface ForkSafeDbOptions {
   checkAfterIdleMillis?: number
   /** A borrowed connection idle at least this long is pinged (one round trip). Default 30000; 0 pings always. */
   pingAfterIdleMillis?: number
+  /** Queries that may wait for a connection; more are rejected at once. Default 4 x pool.max. */
+  maxPendingAcquires?: number
   /** How long close() waits for in-flight queries before tearing connections down. Default 10000. */
   closeTimeoutMillis?: number
   /** Explicit opt-ins for driver features that are dangerous by default. */
@@ -58,10 +60,11 @@ export interface ResolvedOptions {
   allowColdStart: boolean
   checkAfterIdleMillis: number
   pingAfterIdleMillis: number
+  maxPendingAcquires: number
   closeTimeoutMillis: number
 }
 
-export const PLUGIN_KEYS = ['connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'checkAfterIdleMillis', 'pingAfterIdleMillis', 'closeTimeoutMillis', 'allowUnsafe'] as const
+export const PLUGIN_KEYS = ['connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'checkAfterIdleMillis', 'pingAfterIdleMillis', 'maxPendingAcquires', 'closeTimeoutMillis', 'allowUnsafe'] as const
 const POOL_MILLISECOND_KEYS = [
   'acquireTimeoutMillis', 'createTimeoutMillis', 'destroyTimeoutMillis', 'idleTimeoutMillis',
   'reapIntervalMillis', 'createRetryIntervalMillis', 'maxConnectionLifetimeMillis', 'maxConnectionLifetimeJitterMillis'
@@ -75,6 +78,7 @@ export const DEFAULTS = {
   pool: { min: 2, max: 10, acquireTimeoutMillis: 5000 },
   checkAfterIdleMillis: 500,
   pingAfterIdleMillis: 30_000,
+  pendingAcquiresPerConnection: 4,
   closeTimeoutMillis: 10_000
 } as const
 
@@ -99,6 +103,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   const pingAfterIdleMillis = options.pingAfterIdleMillis ?? DEFAULTS.pingAfterIdleMillis
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'pingAfterIdleMillis', pingAfterIdleMillis, 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer (milliseconds)')
 
+  const maxPendingAcquires = options.maxPendingAcquires ?? DEFAULTS.pendingAcquiresPerConnection * pool.max
+  expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'maxPendingAcquires', maxPendingAcquires, 0)
   const closeTimeoutMillis = options.closeTimeoutMillis ?? DEFAULTS.closeTimeoutMillis
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'closeTimeoutMillis', closeTimeoutMillis, 1, Number.MAX_SAFE_INTEGER, 'a positive integer (milliseconds)')
 
@@ -117,6 +123,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     allowColdStart,
     checkAfterIdleMillis,
     pingAfterIdleMillis,
+    maxPendingAcquires,
     closeTimeoutMillis
   }
 }

@@ -19,7 +19,7 @@ afterEach(async () => { await app.close() })
 test('never hands a connection killed by the server to a handler', async () => {
   // pingAfterIdleMillis: 0 makes the borrow check deterministic; the default skips the ping
   // for connections used in the last 500 ms, as HikariCP's alive-bypass window does.
-  await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 3, max: 3 }, pingAfterIdleMillis: 0 })
+  await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 3, max: 3 }, pingAfterIdleMillis: 0, maxPendingAcquires: 20 })
   await app.ready()
   const killed = await fixture.database.connectionIds(fixture.user.user)
   expect(killed).toHaveLength(3)
@@ -34,7 +34,7 @@ test('never hands a connection killed by the server to a handler', async () => {
 
 test('replaces connections the server killed without a ping, by checking their sockets before use', async () => {
   // checkAfterIdleMillis: 0 sends every borrow through the socket check; the ping is out of reach.
-  await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 3, max: 3 }, checkAfterIdleMillis: 0, pingAfterIdleMillis: 3_600_000 })
+  await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 3, max: 3 }, checkAfterIdleMillis: 0, pingAfterIdleMillis: 3_600_000, maxPendingAcquires: 20 })
   await app.ready()
   const killed = await fixture.database.connectionIds(fixture.user.user)
   for (const id of killed) await fixture.database.kill(id)

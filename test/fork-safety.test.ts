@@ -24,7 +24,7 @@ afterEach(async () => {
 })
 
 async function warmApp (): Promise<FastifyInstance> {
-  await logged.app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 2, max: 4 } })
+  await logged.app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 2, max: 4 }, maxPendingAcquires: 50 })
   await logged.app.ready()
   return logged.app
 }

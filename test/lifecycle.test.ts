@@ -68,7 +68,7 @@ test('keeps a warmup: false pool at zero connections until the first query', asy
 })
 
 test('never opens more than pool.max connections under concurrent requests', async () => {
-  const instance = await register({ pool: { min: 0, max: 3 }, warmup: false })
+  const instance = await register({ pool: { min: 0, max: 3 }, warmup: false, maxPendingAcquires: 20 })
   let peak = 0
   instance.get('/slow', async (request) => {
     const [rows] = await request.db.raw('SELECT CONNECTION_ID() AS id, SLEEP(0.05) AS slept')

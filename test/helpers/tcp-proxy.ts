@@ -1,8 +1,11 @@
 import { createServer, connect, type Server, type Socket } from 'node:net'
 
 // A loopback TCP proxy between an app and its database, for benchmarks and fault tests:
-// `delayMillis` holds every chunk back in each direction (a database in another zone), and
-// `refuse` drops new connections at once (a database that is down).
+// - `delayMillis` holds every chunk back in each direction (a database in another zone);
+// - `refuse` drops new connections at once (a database that is down);
+// - `blackhole` accepts new connections and forwards nothing either way (a peer that vanished);
+// - `cutAfterBytes` ends a connection once that many bytes went from server to client;
+// - `finAll()` / `resetAll()` end every open connection politely or with a reset.
 
 export interface ProxyOptions {
   target: { host: string, port: number }
@@ -12,6 +15,9 @@ export interface ProxyOptions {
 export class TcpProxy {
   delayMillis: number
   refuse = false
+  blackhole = false
+  /** With `cutAfterBytes`: 'fin' ends the client side politely, 'rst' resets it. */
+  cut: { afterBytes: number, how: 'fin' | 'rst' } | undefined
   /** Connections accepted (including refused ones), for counting handshakes. */
   accepted = 0
   readonly #server: Server
@@ -52,24 +58,58 @@ export class TcpProxy {
       client.destroy()
       return
     }
-    const upstream = connect(this.#target.port, this.#target.host)
-    for (const socket of [client, upstream]) {
-      this.#sockets.add(socket)
-      socket.setNoDelay(true)
-      socket.once('close', () => this.#sockets.delete(socket))
+    this.#track(client)
+    if (this.blackhole) {
+      client.on('data', () => {})
+      client.on('error', () => {})
+      return
     }
+    const upstream = connect(this.#target.port, this.#target.host)
+    this.#track(upstream)
     this.#pipe(client, upstream)
-    this.#pipe(upstream, client)
+    this.#pipe(upstream, client, this.cut)
+  }
+
+  #track (socket: Socket): void {
+    this.#sockets.add(socket)
+    socket.setNoDelay(true)
+    socket.once('close', () => this.#sockets.delete(socket))
+  }
+
+  /** Ends every open connection with a FIN. */
+  finAll (): void {
+    for (const socket of this.#sockets) socket.end()
+  }
+
+  /** Ends every open connection with a TCP reset. */
+  resetAll (): void {
+    for (const socket of this.#sockets) socket.resetAndDestroy()
   }
 
   // Each chunk is written `delayMillis` after it arrived; equal timeouts fire in order, so the
   // byte stream stays intact. Ends and errors travel after the data they follow.
-  #pipe (from: Socket, to: Socket): void {
+  #pipe (from: Socket, to: Socket, cut?: { afterBytes: number, how: 'fin' | 'rst' }): void {
     const later = (action: () => void) => {
       if (this.delayMillis === 0) action()
       else setTimeout(action, this.delayMillis)
     }
-    from.on('data', (chunk) => later(() => { if (!to.destroyed) to.write(chunk) }))
+    let sent = 0
+    from.on('data', (chunk: Buffer) => later(() => {
+      if (to.destroyed) return
+      if (cut === undefined) {
+        to.write(chunk)
+        return
+      }
+      const room = cut.afterBytes - sent
+      if (room <= 0) return
+      to.write(chunk.subarray(0, room))
+      sent += Math.min(room, chunk.length)
+      if (sent >= cut.afterBytes) {
+        if (cut.how === 'fin') to.end()
+        else to.resetAndDestroy()
+        from.destroy()
+      }
+    }))
     from.on('end', () => later(() => to.end()))
     from.on('error', () => later(() => to.destroy()))
     from.on('close', () => later(() => to.destroy()))
