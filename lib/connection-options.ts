@@ -5,9 +5,15 @@ import { describeValue, expectInteger, isPlainObject } from './validate'
 
 /** The dangerous driver features a user can opt into, one flag each. */
 export interface UnsafeOptIns {
-  /** Allow `multipleStatements: true`, which turns any SQL injection into arbitrary SQL. */
+  /** Allow `multipleStatements: true` (or the MULTI_STATEMENTS flag), which turns any SQL injection into arbitrary SQL. */
   multipleStatements?: boolean
+  /** Allow LOAD DATA LOCAL INFILE (`infileStreamFactory`, the LOCAL_FILES flag): the server may ask for client files. */
+  localInfile?: boolean
+  /** Allow `ssl.rejectUnauthorized: false`, which accepts any certificate (a man in the middle). */
+  insecureTls?: boolean
 }
+
+export const UNSAFE_KEYS = ['multipleStatements', 'localInfile', 'insecureTls'] as const
 
 /** A validated mysql2 connection object, with what the plugin needs to keep secret. */
 export interface CheckedConnection {
@@ -46,7 +52,8 @@ const REFUSED_KEYS: Record<string, string> = {
   Promise: 'it configures mysql2\'s promise wrapper, which the plugin does not use'
 }
 
-const SECRET_KEYS = ['password', 'password1', 'password2', 'password3', 'passwordSha1'] as const
+/** Every option in which mysql2 takes a password. */
+export const SECRET_KEYS = ['password', 'password1', 'password2', 'password3', 'passwordSha1'] as const
 const STRING_KEYS = ['host', 'user', 'database', 'socketPath', 'charset', 'localAddress', ...SECRET_KEYS] as const
 const MILLISECOND_KEYS = ['connectTimeout', 'keepAliveInitialDelay'] as const
 // The formats mysql2 accepts; anything else it replaces with UTC after a console warning.
@@ -146,19 +153,52 @@ function checkObject (settings: Record<string, unknown>, unsafe: UnsafeOptIns, s
   if (settings.timezone !== undefined && (typeof settings.timezone !== 'string' || !TIMEZONE.test(settings.timezone))) {
     throw invalid(`connection.timezone must be 'local', 'Z' or an offset like '+02:00', got ${describeValue(settings.timezone)}`)
   }
-  if (settings.multipleStatements !== undefined && settings.multipleStatements !== false) {
-    if (unsafe.multipleStatements !== true) {
-      throw new FST_FORK_SAFE_DB_UNSAFE_OPTION(
-        `connection.multipleStatements turns any SQL injection into arbitrary SQL; set allowUnsafe.multipleStatements: true to opt in, got ${describeValue(settings.multipleStatements)}`
-      )
-    }
-  }
+  checkUnsafe(settings, unsafe)
 
   for (const key of SECRET_KEYS) {
     const value = settings[key]
     if (typeof value === 'string' && value !== '') secrets.push(value)
   }
   return { settings: settings as ConnectionOptions, secrets, description: describeSettings(settings) }
+}
+
+function refuse (option: string, why: string, optIn: keyof UnsafeOptIns, value: unknown): never {
+  throw new FST_FORK_SAFE_DB_UNSAFE_OPTION(`${option} ${why}; set allowUnsafe.${optIn}: true to opt in, got ${describeValue(value)}`)
+}
+
+// The same capability can be asked for by its own option or by a mysql2 client flag, in an
+// object or a URL query: every route is checked.
+function checkUnsafe (settings: Record<string, unknown>, unsafe: UnsafeOptIns): void {
+  const flags = parseFlags(settings.flags)
+  if (settings.multipleStatements !== undefined && settings.multipleStatements !== false && unsafe.multipleStatements !== true) {
+    refuse('connection.multipleStatements', 'turns any SQL injection into arbitrary SQL', 'multipleStatements', settings.multipleStatements)
+  }
+  if (flags.includes('MULTI_STATEMENTS') && unsafe.multipleStatements !== true) {
+    refuse('connection.flags MULTI_STATEMENTS', 'turns any SQL injection into arbitrary SQL', 'multipleStatements', settings.flags)
+  }
+  if (settings.infileStreamFactory !== undefined && unsafe.localInfile !== true) {
+    refuse('connection.infileStreamFactory', 'lets the server read files from this machine (LOAD DATA LOCAL INFILE)', 'localInfile', settings.infileStreamFactory)
+  }
+  if (flags.includes('LOCAL_FILES') && unsafe.localInfile !== true) {
+    refuse('connection.flags LOCAL_FILES', 'lets the server read files from this machine (LOAD DATA LOCAL INFILE)', 'localInfile', settings.flags)
+  }
+  const ssl = settings.ssl
+  if (isPlainObject(ssl) && ssl.rejectUnauthorized === false && unsafe.insecureTls !== true) {
+    refuse('connection.ssl.rejectUnauthorized: false', 'accepts any certificate, so anyone in the path can read the traffic', 'insecureTls', false)
+  }
+  if (unsafe.localInfile !== true) {
+    // mysql2 announces LOCAL_FILES by default; withdraw it so the server never asks.
+    settings.flags = [...flags, '-LOCAL_FILES']
+  }
+}
+
+function parseFlags (flags: unknown): string[] {
+  if (flags === undefined) return []
+  const list = Array.isArray(flags) ? flags : typeof flags === 'string' ? flags.split(',') : undefined
+  if (list === undefined || !list.every((flag) => typeof flag === 'string')) {
+    throw invalid(`connection.flags must be a comma-separated string or an array of strings, got ${describeValue(flags)}`)
+  }
+  return list.map((flag: string) => flag.trim().toUpperCase()).filter((flag) => flag !== '')
 }
 
 function describeSettings (settings: Record<string, unknown>): string {

@@ -19,7 +19,8 @@ declare module 'fastify' {
 const PLUGIN_NAME = 'fastify-fork-safe-db'
 const RETRY_AFTER_SECONDS = '1'
 const RETRYABLE = new Set([
-  'FST_FORK_SAFE_DB_POOL_SATURATED', 'FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT', 'FST_FORK_SAFE_DB_CLOSE_TIMEOUT'
+  'FST_FORK_SAFE_DB_POOL_SATURATED', 'FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT', 'FST_FORK_SAFE_DB_QUERY_TIMEOUT',
+  'FST_FORK_SAFE_DB_CLOSE_TIMEOUT'
 ])
 
 const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, rawOptions) => {

@@ -2,13 +2,12 @@ import type { FastifyBaseLogger } from 'fastify'
 import knex, { type Knex } from 'knex'
 import { guardAcquire } from './acquire-guard'
 import { createBorrowCheck } from './borrow-check'
+import { SECRET_KEYS } from './connection-options'
 import { forwardDriverWarnings, knexLogBridge, tarnLogBridge } from './logging'
 import type { ResolvedOptions } from './options'
 import { sanitizeQueryError, type FailedQuery } from './query-errors'
 import { hideProperties } from './redact'
 
-// mysql2 keeps every password it was given on `connection.config`; knex hides only `password`.
-const SECRET_KEYS = ['password', 'password1', 'password2', 'password3', 'passwordSha1']
 const MAX_PING_TIMEOUT_MILLIS = 2000
 
 /**
@@ -36,6 +35,7 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): K
       propagateCreateError: true,
       log: tarnLogBridge(log, secrets),
       afterCreate (connection: NodeJS.EventEmitter & { config: object }, done: (error: Error | null, connection: unknown) => void) {
+        // mysql2 keeps every password it was given on `connection.config`; knex hides only `password`.
         hideProperties(connection.config, SECRET_KEYS)
         forwardDriverWarnings(connection, log, secrets)
         borrowCheck.markIdle(connection)
@@ -54,6 +54,12 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): K
   hideProperties(instance.client.connectionSettings, SECRET_KEYS)
   instance.client.pool.on('release', borrowCheck.markIdle)
   // Emitted before the error is rethrown to the caller, so the handler only ever sees it sanitized.
-  instance.client.on('query-error', (error: unknown, query: FailedQuery) => sanitizeQueryError(error, query, secrets))
+  const sanitize = (error: unknown, query: FailedQuery) => sanitizeQueryError(error, query, secrets)
+  instance.client.on('query-error', sanitize)
+  // A `.timeout()` expiry is reported on the query's own builder only; listen there, and only
+  // for queries that have a timeout, so other queries pay nothing.
+  instance.client.on('start', (builder: NodeJS.EventEmitter & { _timeout?: number }) => {
+    if (builder._timeout !== undefined) builder.once('query-error', sanitize)
+  })
   return instance
 }

@@ -7,7 +7,7 @@ import { scrubError, scrubText } from './redact'
 
 /** knex's `log` option: warnings, errors and deprecations become pino lines. */
 export function knexLogBridge (log: FastifyBaseLogger, secrets: readonly string[]): Knex.Config['log'] {
-  const text = (message: unknown) => typeof message === 'string' ? scrubText(message, secrets) : withoutBindings(message)
+  const text = (message: unknown) => scrubText(typeof message === 'string' ? message : withoutBindings(message), secrets)
   return {
     warn: (message) => log.warn({ source: 'knex' }, text(message)),
     error: (message) => log.error({ source: 'knex' }, text(message)),

@@ -1,5 +1,5 @@
 import type { ConnectionOptions } from 'mysql2'
-import { checkConnection, type UnsafeOptIns } from './connection-options'
+import { checkConnection, UNSAFE_KEYS, type UnsafeOptIns } from './connection-options'
 import { FST_FORK_SAFE_DB_INVALID_OPTION } from './errors'
 import { describeValue, expectInteger, expectKnownKeys, isPlainObject } from './validate'
 
@@ -70,7 +70,6 @@ const POOL_MILLISECOND_KEYS = [
   'reapIntervalMillis', 'createRetryIntervalMillis', 'maxConnectionLifetimeMillis', 'maxConnectionLifetimeJitterMillis'
 ] as const
 export const POOL_KEYS = ['min', 'max', ...POOL_MILLISECOND_KEYS] as const
-const UNSAFE_KEYS = ['multipleStatements'] as const
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/
 
 export const DEFAULTS = {

@@ -1,4 +1,4 @@
-import { scrubText } from './redact'
+import { replaceAll, scrubText } from './redact'
 
 // A failed query's error travels far: to the handler, to the log, and (Fastify sends
 // `error.message` even for 500s) to the HTTP client. Stock knex puts the statement with its
@@ -11,7 +11,6 @@ import { scrubText } from './redact'
 // - `sql` (mysql2's formatted statement) is deleted; `code`, `errno` and `sqlState` stay, so
 //   handlers keep matching on `err.code === 'ER_DUP_ENTRY'`.
 
-const REDACTED = '[redacted]'
 // Shorter values would blank out ordinary words and numbers in the server's message.
 const MIN_SCRUBBED_LENGTH = 3
 
@@ -32,8 +31,14 @@ export function sanitizeQueryError (error: unknown, query: FailedQuery, secrets:
     return
   }
   const values = boundTexts(query.bindings)
-  const scrub = (text: string) => scrubValues(scrubText(text, secrets), values)
+  const scrub = (text: string) => replaceAll(scrubText(text, secrets), values)
 
+  // knex's `.timeout()` error carries the statement and its values as `sql` and `bindings`.
+  delete fields.bindings
+  if (error.name === 'KnexTimeoutError' && fields.code === undefined) {
+    fields.code = 'FST_FORK_SAFE_DB_QUERY_TIMEOUT'
+    fields.statusCode = 503
+  }
   const code = typeof fields.code === 'string' ? fields.code : undefined
   const message = `Database query failed${code === undefined ? '' : ` (${code})`}`
   fields.detail = scrub(error.message)
@@ -55,12 +60,5 @@ function boundTexts (bindings: readonly unknown[] | undefined): string[] {
     const text = typeof value === 'string' ? value : typeof value === 'number' || typeof value === 'bigint' ? String(value) : undefined
     if (text !== undefined && text.length >= MIN_SCRUBBED_LENGTH) texts.add(text)
   }
-  // Longest first, so a value that contains another is replaced whole.
-  return [...texts].sort((a, b) => b.length - a.length)
-}
-
-function scrubValues (text: string, values: readonly string[]): string {
-  let scrubbed = text
-  for (const value of values) scrubbed = scrubbed.split(value).join(REDACTED)
-  return scrubbed
+  return [...texts]
 }

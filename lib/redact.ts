@@ -8,17 +8,26 @@ const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*):[^@/?#\s]*@/gi
 
 /** Replaces every known secret and every URL password in `text`. */
 export function scrubText (text: string, secrets: readonly string[]): string {
-  let scrubbed = text.replace(URL_CREDENTIALS, `$1:${REDACTED}@`)
-  for (const secret of secrets) {
-    if (secret.length > 0) scrubbed = scrubbed.split(secret).join(REDACTED)
-  }
-  return scrubbed
+  return replaceAll(text.replace(URL_CREDENTIALS, `$1:${REDACTED}@`), secrets)
 }
 
-/** Renders a connection URL for messages: scheme, user and host, never the password or query. */
+/**
+ * Renders a connection URL for messages: scheme, user and host name only. Not the port or the
+ * path: in `mysql://app:12345/secret@db` (an unencoded `/` in the password) WHATWG reads port
+ * `12345` and the path `/secret@db`, which is the rest of the password.
+ */
 export function describeUrl (url: URL): string {
   const user = url.username === '' ? '' : `${decodeURIComponentSafe(url.username)}@`
-  return `${url.protocol}//${user}${url.host}${url.pathname}`
+  return `${url.protocol}//${user}${url.hostname}`
+}
+
+/** Replaces every occurrence of each value in `text` (longest first, so no fragment survives). */
+export function replaceAll (text: string, values: readonly string[]): string {
+  let replaced = text
+  for (const value of [...values].sort((a, b) => b.length - a.length)) {
+    if (value.length > 0) replaced = replaced.split(value).join(REDACTED)
+  }
+  return replaced
 }
 
 function decodeURIComponentSafe (value: string): string {

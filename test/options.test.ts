@@ -28,6 +28,14 @@ const cases: Array<[title: string, options: unknown, code: string, message: RegE
   ['a negative connectTimeout', { connection: { ...connection, connectTimeout: -1 } }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection\.connectTimeout must be a non-negative integer \(milliseconds\), got `-1` \(number\)/],
   ['multipleStatements without the opt-in', { connection: { ...connection, multipleStatements: true } }, 'FST_FORK_SAFE_DB_UNSAFE_OPTION', /allowUnsafe\.multipleStatements: true/],
   ['multipleStatements in a URL without the opt-in', { connection: 'mysql://app@127.0.0.1/shop?multipleStatements=true' }, 'FST_FORK_SAFE_DB_UNSAFE_OPTION', /connection\.multipleStatements/],
+  ['a URL whose unencoded slash puts the password in the path', { connection: 'mysql://app:12345/hunter2-secret@db/shop' }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /must name a user .* got mysql:\/\/app$/],
+  ['the MULTI_STATEMENTS flag without the opt-in', { connection: { ...connection, flags: 'FOUND_ROWS, multi_statements' } }, 'FST_FORK_SAFE_DB_UNSAFE_OPTION', /connection\.flags MULTI_STATEMENTS .*allowUnsafe\.multipleStatements/],
+  ['the MULTI_STATEMENTS flag in a URL without the opt-in', { connection: 'mysql://app@127.0.0.1/shop?flags=MULTI_STATEMENTS' }, 'FST_FORK_SAFE_DB_UNSAFE_OPTION', /connection\.flags MULTI_STATEMENTS/],
+  ['an infileStreamFactory without the opt-in', { connection: { ...connection, infileStreamFactory: () => null } }, 'FST_FORK_SAFE_DB_UNSAFE_OPTION', /connection\.infileStreamFactory .*allowUnsafe\.localInfile/],
+  ['the LOCAL_FILES flag without the opt-in', { connection: { ...connection, flags: ['LOCAL_FILES'] } }, 'FST_FORK_SAFE_DB_UNSAFE_OPTION', /connection\.flags LOCAL_FILES/],
+  ['TLS that accepts any certificate without the opt-in', { connection: { ...connection, ssl: { rejectUnauthorized: false } } }, 'FST_FORK_SAFE_DB_UNSAFE_OPTION', /rejectUnauthorized: false .*allowUnsafe\.insecureTls/],
+  ['TLS that accepts any certificate in a URL without the opt-in', { connection: 'mysql://app@127.0.0.1/shop?ssl={"rejectUnauthorized":false}' }, 'FST_FORK_SAFE_DB_UNSAFE_OPTION', /allowUnsafe\.insecureTls/],
+  ['flags that are not strings', { connection: { ...connection, flags: 42 } }, 'FST_FORK_SAFE_DB_INVALID_CONNECTION', /connection\.flags must be a comma-separated string or an array of strings, got `42` \(number\)/],
   ['pool.max below 1', { connection, pool: { max: 0 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.max must be an integer >= 1, got `0` \(number\)/],
   ['pool.min above pool.max', { connection, pool: { min: 12, max: 10 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.min must be an integer from 0 to pool\.max \(10\), got `12` \(number\)/],
   ['a fractional pool.min', { connection, pool: { min: 1.5 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.min must be an integer/],
@@ -54,6 +62,17 @@ test.each(cases)('rejects %s with its code at registration', async (_title, opti
   expect(error).toMatchObject({ code })
   expect((error as Error).message).toMatch(message)
   expect((error as Error).message).not.toContain('hunter2-secret')
+})
+
+test('accepts each dangerous option with its own opt-in', async () => {
+  const app = Fastify()
+  app.register(forkSafeDb, {
+    connection: { ...connection, flags: 'MULTI_STATEMENTS,LOCAL_FILES', infileStreamFactory: () => null, ssl: { rejectUnauthorized: false } } as unknown as ForkSafeDbOptions['connection'],
+    allowUnsafe: { multipleStatements: true, localInfile: true, insecureTls: true },
+    warmup: false
+  })
+  await expect(app.ready()).resolves.toBe(app)
+  await app.close()
 })
 
 test('accepts multipleStatements when allowUnsafe.multipleStatements opts in', async () => {

@@ -80,3 +80,28 @@ test('keeps bound values of a failing raw query and a failing transaction out of
   const [rows] = await fixture.database.admin.query(`SELECT COUNT(*) AS n FROM \`${fixture.user.user}\`.accounts`) as unknown as [Array<{ n: number }>]
   expect(Number(rows[0].n)).toBe(1)
 })
+
+test('answers a query that outlives its .timeout() with a coded 503 that keeps the bound value out', async () => {
+  app.get('/slow', async (request) => request.db.raw('SELECT SLEEP(2) AS slept, ? AS token', [secretToken]).timeout(100, { cancel: true }))
+  const response = await app.inject('/slow')
+  expect(response.statusCode).toBe(503)
+  expect(response.headers['retry-after']).toBe('1')
+  expect(response.json()).toMatchObject({ code: 'FST_FORK_SAFE_DB_QUERY_TIMEOUT', message: 'Database query failed (FST_FORK_SAFE_DB_QUERY_TIMEOUT)' })
+  expect(everythingSent([response.body])).not.toContain(secretToken)
+})
+
+test('never lets the server ask for a local file: LOCAL_FILES is withdrawn unless opted into', async () => {
+  app.get('/load', async (request) => {
+    try {
+      await request.db.raw('LOAD DATA LOCAL INFILE \'/etc/hostname\' INTO TABLE accounts (email)')
+      return { errno: null }
+    } catch (error) {
+      return { errno: (error as { errno?: number }).errno }
+    }
+  })
+  const response = await app.inject('/load')
+  // The server refuses because the client did not announce the capability: MariaDB says 4166
+  // (local infile capability disabled), MySQL 1148 (command not allowed). Had it been announced,
+  // the server would have asked for the file and mysql2 would have failed with no errno.
+  expect([1148, 4166]).toContain(response.json().errno)
+})
