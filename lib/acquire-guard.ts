@@ -14,15 +14,25 @@ export interface AcquireGuardOptions {
 }
 
 interface PoolCounts {
+  max: number
   numFree: () => number
+  numUsed: () => number
+  numPendingCreates: () => number
   numPendingAcquires: () => number
+}
+
+/** No free connection, no room to open one, and the queue is full. */
+function saturated (pool: PoolCounts, maxPendingAcquires: number): boolean {
+  return pool.numFree() === 0 &&
+    pool.numUsed() + pool.numPendingCreates() >= pool.max &&
+    pool.numPendingAcquires() >= maxPendingAcquires
 }
 
 export function guardAcquire (client: Knex.Client, options: AcquireGuardOptions): void {
   const acquire = client.acquireConnection.bind(client)
   client.acquireConnection = async () => {
     const pool = client.pool as unknown as PoolCounts
-    if (pool.numFree() === 0 && pool.numPendingAcquires() >= options.maxPendingAcquires) {
+    if (saturated(pool, options.maxPendingAcquires)) {
       throw new FST_FORK_SAFE_DB_POOL_SATURATED(options.decorator, options.maxPendingAcquires)
     }
     try {

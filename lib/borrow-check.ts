@@ -15,12 +15,22 @@
 /** The part of a mysql2 connection the check needs. */
 interface Pingable {
   ping: (callback: (error: Error | null) => void) => void
+  stream?: { destroy: (error?: Error) => void }
+}
+
+/**
+ * Closes the socket of a connection that failed a check. Without this, the pool's graceful
+ * end() would queue COM_QUIT behind the unanswered ping and leave the socket open; with an
+ * error, mysql2 also settles whatever command was pending.
+ */
+export function discard (connection: Pingable, reason: Error): void {
+  connection.stream?.destroy(reason)
 }
 
 /** Resolves when the server answers a COM_PING; rejects on error or after `timeoutMillis`. */
 export function ping (connection: Pingable, timeoutMillis: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`ping timed out after ${timeoutMillis} ms`)), timeoutMillis)
+    const timer = setTimeout(() => reject(Object.assign(new Error(`ping timed out after ${timeoutMillis} ms`), { code: 'PING_TIMEOUT' })), timeoutMillis)
     connection.ping((error) => {
       clearTimeout(timer)
       if (error) reject(error)
@@ -63,8 +73,9 @@ export function createBorrowCheck (options: BorrowCheckOptions): BorrowCheck {
         try {
           await ping(connection, options.pingTimeoutMillis)
           return true
-        } catch {
+        } catch (error) {
           // tarn destroys the connection and opens another within the same acquire deadline.
+          discard(connection, error as Error)
           return false
         }
       }

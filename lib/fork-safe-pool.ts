@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
-import { ping } from './borrow-check'
+import { discard, ping } from './borrow-check'
 import { FST_FORK_SAFE_DB_CLOSE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from './errors'
 import { createKnex } from './knex-factory'
 import type { ResolvedOptions } from './options'
@@ -63,9 +63,18 @@ export class ForkSafePool {
     try {
       await this.#openAndVerify(count)
     } catch (driverError) {
+      if (this.#closing()) {
+        // close() began while warming (a worker retired during start-up): not a failure.
+        this.#log.debug('warm-up stopped because the pool is closing')
+        return
+      }
       const cause = scrubError(driverError, this.#options.secrets)
       const error = new FST_FORK_SAFE_DB_WARMUP_FAILED(this.#options.decorator, describeError(cause), { cause })
-      if (!this.#options.allowColdStart) throw error
+      if (!this.#options.allowColdStart) {
+        // ready() rejects: do not leave open sockets and tarn's reaper timer keeping the process alive.
+        await this.#discardInstance()
+        throw error
+      }
       this.#log.warn({ err: error }, 'warm-up failed; starting with a cold pool because allowColdStart is set')
       return
     }
@@ -82,7 +91,15 @@ export class ForkSafePool {
     try {
       const failed = acquired.find((result) => result.status === 'rejected')
       if (failed !== undefined) throw failed.reason
-      await Promise.all(connections.map((connection) => ping(connection, this.#options.pool.acquireTimeoutMillis)))
+      await Promise.all(connections.map(async (connection) => {
+        try {
+          await ping(connection, this.#options.pool.acquireTimeoutMillis)
+        } catch (error) {
+          // Released as dead, so no later borrow can trust it.
+          discard(connection, error as Error)
+          throw error
+        }
+      }))
     } finally {
       // Released connections stay open as the idle floor (tarn keeps `pool.min` of them).
       for (const connection of connections) await client.releaseConnection(connection)
@@ -119,6 +136,16 @@ export class ForkSafePool {
       clearTimeout(this.#deadline)
     }
     if (instance !== undefined) this.#log.debug('connection pool closed')
+  }
+
+  #closing (): boolean {
+    return this.#closed || this.#deadline !== undefined
+  }
+
+  async #discardInstance (): Promise<void> {
+    const instance = this.#ownInstance()
+    this.#instance = undefined
+    await instance?.destroy()
   }
 
   /** The instance, if this process built it; an inherited one is left untouched. */

@@ -19,7 +19,8 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): K
   const borrowCheck = createBorrowCheck({
     checkAfterIdleMillis: options.checkAfterIdleMillis,
     pingAfterIdleMillis: options.pingAfterIdleMillis,
-    pingTimeoutMillis: Math.min(MAX_PING_TIMEOUT_MILLIS, options.pool.acquireTimeoutMillis),
+    // At most half the acquire deadline, so a dead connection is replaced within the same deadline.
+    pingTimeoutMillis: Math.min(MAX_PING_TIMEOUT_MILLIS, Math.max(1, Math.floor(options.pool.acquireTimeoutMillis / 2))),
     looksAlive: (connection) => instance.client.validateConnection(connection)
   })
 

@@ -41,7 +41,7 @@ export interface ForkSafeDbOptions {
   checkAfterIdleMillis?: number
   /** A borrowed connection idle at least this long is pinged (one round trip). Default 30000; 0 pings always. */
   pingAfterIdleMillis?: number
-  /** Queries that may wait for a connection; more are rejected at once. Default 4 x pool.max. */
+  /** Queries that may wait for a connection once the pool is at pool.max; more are rejected at once. Default 4 x pool.max. */
   maxPendingAcquires?: number
   /** How long close() waits for in-flight queries before tearing connections down. Default 10000. */
   closeTimeoutMillis?: number
@@ -133,6 +133,8 @@ function resolvePool (pool: unknown): ResolvedOptions['pool'] {
   expectKnownKeys(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool', pool, POOL_KEYS)
   const resolved = { ...DEFAULTS.pool, ...pool } as ResolvedOptions['pool']
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool.max', resolved.max, 1)
+  // `{ max: 1 }` alone means a pool of one, not an error about the default min.
+  if (pool.min === undefined) resolved.min = Math.min(DEFAULTS.pool.min, resolved.max)
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool.min', resolved.min, 0, resolved.max, `an integer from 0 to pool.max (${resolved.max})`)
   for (const key of POOL_MILLISECOND_KEYS) {
     if (resolved[key] !== undefined) {

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import forkSafeDb from '../lib'
 import { buildApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
+import { TcpProxy } from './helpers/tcp-proxy'
 
 const fixture = perTestUser()
 
@@ -43,4 +44,23 @@ test('replaces connections the server killed without a ping, by checking their s
   expect(responses.map((response) => response.statusCode)).toEqual(Array(20).fill(200))
   const used = new Set(responses.map((response) => response.json().id as number))
   for (const id of killed) expect(used.has(id)).toBe(false)
+})
+
+test('closes the socket of a connection whose ping went unanswered instead of leaving it half-open', async () => {
+  const proxy = await TcpProxy.start({ target: { host: fixture.user.connection.host, port: fixture.user.connection.port } })
+  try {
+    await app.register(forkSafeDb, { connection: proxy.urlFor(fixture.user.url), pool: { min: 1, max: 1, acquireTimeoutMillis: 300 }, pingAfterIdleMillis: 0 })
+    await app.ready()
+    expect(proxy.openConnections).toBe(1)
+    // The database stops answering in time: the borrow-time ping (timeout 150 ms, half the
+    // acquire deadline) goes unanswered; the replacement cannot connect within the deadline either.
+    proxy.delayMillis = 5000
+    const response = await app.inject('/whoami')
+    expect(response.json()).toMatchObject({ statusCode: 503, code: 'FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT' })
+    expect(proxy.accepted).toBe(2)
+    expect(proxy.closed).toBe(1)
+  } finally {
+    await app.close()
+    await proxy.close()
+  }
 })

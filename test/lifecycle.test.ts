@@ -121,3 +121,16 @@ test('refuses to hand out the pool after close()', async () => {
   app = undefined
   expect(() => instance.db).toThrow(expect.objectContaining({ code: 'FST_FORK_SAFE_DB_CLOSED' }))
 })
+
+test('takes pool: { max: 1 } alone as a pool of one', async () => {
+  const instance = await register({ pool: { max: 1 } })
+  await instance.ready()
+  expect(await fixture.database.countConnections(fixture.user.user)).toBe(1)
+})
+
+test('still opens connections on demand with maxPendingAcquires: 0 (no waiting, not no connecting)', async () => {
+  const instance = await register({ pool: { min: 0, max: 2 }, warmup: false, maxPendingAcquires: 0 })
+  await instance.ready()
+  await expect(instance.db.raw('SELECT 1')).resolves.toBeDefined()
+  expect(await fixture.database.countConnections(fixture.user.user)).toBe(1)
+})

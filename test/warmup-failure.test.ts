@@ -53,3 +53,14 @@ test('starts with a cold pool and a logged warning when allowColdStart is set an
   expect(warning).toMatchObject({ err: expect.objectContaining({ code: 'FST_FORK_SAFE_DB_WARMUP_FAILED' }) })
   await expect(logged.app.db.raw('SELECT 1')).rejects.toMatchObject({ code: 'ECONNREFUSED' })
 })
+
+test('closes the connections it did open when warm-up fails part way, without waiting for close()', async () => {
+  // The server lets this user hold one connection: the first opens, the second is refused.
+  await fixture.database.admin.query('ALTER USER ?@\'%\' WITH MAX_USER_CONNECTIONS 1', [fixture.user.user])
+  await logged.app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 2, max: 2 } })
+  await expect(logged.app.ready()).rejects.toMatchObject({
+    code: 'FST_FORK_SAFE_DB_WARMUP_FAILED',
+    cause: expect.objectContaining({ code: 'ER_USER_LIMIT_REACHED' })
+  })
+  expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
+})

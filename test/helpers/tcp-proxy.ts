@@ -20,6 +20,9 @@ export class TcpProxy {
   cut: { afterBytes: number, how: 'fin' | 'rst' } | undefined
   /** Connections accepted (including refused ones), for counting handshakes. */
   accepted = 0
+  /** Client connections that have closed. */
+  closed = 0
+  readonly #clients = new Set<Socket>()
   readonly #server: Server
   readonly #sockets = new Set<Socket>()
   readonly #target: { host: string, port: number }
@@ -44,6 +47,11 @@ export class TcpProxy {
     return address.port
   }
 
+  /** Client connections currently open through the proxy. */
+  get openConnections (): number {
+    return this.#clients.size
+  }
+
   /** `url` with its host and port replaced by the proxy's. */
   urlFor (url: string): string {
     const parsed = new URL(url)
@@ -59,6 +67,11 @@ export class TcpProxy {
       return
     }
     this.#track(client)
+    this.#clients.add(client)
+    client.once('close', () => {
+      this.#clients.delete(client)
+      this.closed += 1
+    })
     if (this.blackhole) {
       client.on('data', () => {})
       client.on('error', () => {})
