@@ -28,6 +28,9 @@ function integer (name: string, fallback: number, min: number): number {
 export function readConfig (): ExampleConfig {
   const warmup = process.env.DB_WARMUP ?? 'true'
   if (warmup !== 'true' && warmup !== 'false') throw new Error(`DB_WARMUP must be true or false, got "${warmup}"`)
+  const poolMin = integer('DB_POOL_MIN', 2, 0)
+  const poolMax = integer('DB_POOL_MAX', Math.max(10, poolMin), 1)
+  if (poolMin > poolMax) throw new Error(`DB_POOL_MIN (${poolMin}) must not exceed DB_POOL_MAX (${poolMax})`)
   return {
     port: integer('PORT', 3000, 0),
     host: process.env.HOST ?? '127.0.0.1',
@@ -35,7 +38,7 @@ export function readConfig (): ExampleConfig {
     maxRequests: integer('MAX_REQUESTS', 0, 0),
     mysqlUrl: process.env.MYSQL_URL === '' ? undefined : process.env.MYSQL_URL,
     warmup: warmup === 'true',
-    poolMin: integer('DB_POOL_MIN', 2, 0),
-    poolMax: integer('DB_POOL_MAX', 10, 1)
+    poolMin,
+    poolMax
   }
 }

@@ -1,7 +1,7 @@
 import cluster from 'node:cluster'
 import pino from 'pino'
 import { readConfig } from './config'
-import { describeDatabase, startDatabase } from './database'
+import { describeDatabase, startDatabase, type ExampleDatabase } from './database'
 import { prepareSchema } from './schema'
 import { Supervisor } from './supervisor'
 import { runWorker } from './worker'
@@ -12,22 +12,17 @@ import { runWorker } from './worker'
 async function runPrimary (): Promise<void> {
   const log = pino({ name: 'primary' })
   const config = readConfig()
-  const database = await startDatabase(log)
-  // The schema is prepared on a connection that is closed before the first fork.
-  await prepareSchema(database.url)
+  // Filled in as start-up proceeds; the signal handlers below may run at any point of it.
+  const running: { database?: ExampleDatabase, supervisor?: Supervisor } = {}
 
-  const supervisor = new Supervisor({
-    workers: config.workers,
-    log,
-    env: { MYSQL_URL: database.url, PORT: String(config.port), HOST: config.host }
-  })
-
+  // Signals are handled from the first moment, so a Ctrl-C during start-up still removes a
+  // private database and never leaves workers behind.
   let stopping: Promise<void> | undefined
   const stop = (signal: string) => {
     stopping ??= (async () => {
       log.info({ signal }, 'shutting down: draining every worker')
-      await supervisor.shutdown()
-      await database.release()
+      await running.supervisor?.shutdown()
+      await running.database?.release()
       log.info('all workers exited; bye')
     })().catch((error: unknown) => {
       log.error({ err: error }, 'shutdown failed')
@@ -37,10 +32,33 @@ async function runPrimary (): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGHUP', () => {
-    if (stopping !== undefined) return
-    supervisor.rollingRestart().catch((error: unknown) => log.error({ err: error }, 'rolling restart failed'))
+    if (stopping !== undefined || running.supervisor === undefined) return
+    running.supervisor.rollingRestart().catch((error: unknown) => log.error({ err: error }, 'rolling restart failed'))
   })
 
+  let database: ExampleDatabase | undefined
+  try {
+    database = await startDatabase(log)
+    running.database = database
+    // The schema is prepared on a connection that is closed before the first fork.
+    await prepareSchema(database.url)
+  } catch (error) {
+    await database?.release()
+    throw error
+  }
+  if (stopping !== undefined) {
+    // A signal arrived while the database was being prepared: nothing to drain, but the
+    // database may have come up after the signal was handled (release() is idempotent).
+    await stopping
+    await database.release()
+    return
+  }
+  const supervisor = new Supervisor({
+    workers: config.workers,
+    log,
+    env: { MYSQL_URL: database.url, PORT: String(config.port), HOST: config.host }
+  })
+  running.supervisor = supervisor
   await supervisor.start()
   log.info({
     workers: config.workers,

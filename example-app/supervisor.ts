@@ -33,15 +33,27 @@ export class Supervisor {
   readonly #respawnTimers = new Set<NodeJS.Timeout>()
   #crashes = 0
   #shuttingDown = false
+  #onServing: (() => void) | undefined
 
   constructor (options: SupervisorOptions) {
     this.#options = options
     if (options.exec !== undefined) cluster.setupPrimary({ exec: options.exec })
   }
 
-  /** Forks the workers; resolves when all of them listen (each only after its pool is warm). */
-  async start (): Promise<void> {
-    await Promise.all(Array.from({ length: this.#options.workers }, () => this.#listening(this.#fork())))
+  /**
+   * Forks the workers; resolves once `workers` of them listen (each only after its pool is
+   * warm). Counted, not awaited one by one: a worker that dies first is replaced by a respawn.
+   */
+  start (): Promise<void> {
+    const started = new Promise<void>((resolve) => {
+      this.#onServing = () => {
+        if (this.serving().length < this.#options.workers) return
+        this.#onServing = undefined
+        resolve()
+      }
+    })
+    for (let i = 0; i < this.#options.workers; i++) this.#fork()
+    return started
   }
 
   /** Workers currently serving (listening and not retiring). */
@@ -85,18 +97,17 @@ export class Supervisor {
       this.#options.log.info({ workerPid: worker.process.pid }, 'worker listening')
       // Only now, with the replacement warm and accepting, may its predecessor stop accepting.
       if (replaces !== undefined) this.#retire(replaces)
+      this.#onServing?.()
     })
     worker.once('exit', (code, signal) => this.#onExit(worker, code, signal, replaces))
     worker.on('error', (error) => this.#options.log.warn({ workerPid: worker.process.pid, err: error }, 'worker channel error'))
     return worker
   }
 
-  #listening (worker: Worker): Promise<void> {
-    return new Promise((resolve) => worker.once('listening', () => resolve()))
-  }
-
   #replace (old: Worker): Promise<void> {
     let replaced = this.#replacements.get(old)
+    // Gone already (recycled or crashed before a rolling restart reached it): nothing to replace.
+    if (old.isDead() || !this.#exited.has(old)) return Promise.resolve()
     if (this.#retiring.has(old) || this.#shuttingDown) return this.#exited.get(old) ?? Promise.resolve()
     if (replaced === undefined) {
       this.#fork(old)

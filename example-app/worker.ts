@@ -12,7 +12,22 @@ function send (message: WorkerMessage): void {
   if (process.connected) process.send?.(message)
 }
 
+/**
+ * Resolves with the reason the worker must stop. Listens from the very start: a message that
+ * arrives before a listener exists is dropped, and the primary does not send twice.
+ */
+function stopRequested (): Promise<string> {
+  return new Promise((resolve) => {
+    process.on('message', (message: PrimaryMessage) => {
+      if (message?.type === 'retire') resolve('asked by the primary')
+    })
+    process.once('SIGTERM', () => resolve('SIGTERM'))
+    process.once('SIGINT', () => resolve('SIGINT'))
+  })
+}
+
 export async function runWorker (): Promise<void> {
+  const stop = stopRequested()
   const config = readConfig()
   const mysqlUrl = config.mysqlUrl
   if (mysqlUrl === undefined) throw new Error('the primary must pass MYSQL_URL to its workers')
@@ -25,29 +40,19 @@ export async function runWorker (): Promise<void> {
     onMaxRequests: () => send({ type: 'recycle' })
   })
   const drain = prepareDrain(app)
-
-  const retire = (reason: string) => {
-    app.log.info({ reason }, 'worker draining')
-    // If draining ever hangs, leave anyway: the primary replaces us and the server drops our sockets.
-    setTimeout(() => {
-      app.log.error('worker did not drain in time; exiting')
-      process.exit(1)
-    }, EXIT_DEADLINE_MILLIS).unref()
-    drain().then(() => {
-      app.log.info('worker drained')
-      // Disconnecting the IPC channel lets the process exit on its own once nothing is left.
-      if (process.connected) process.disconnect()
-    }, (error: unknown) => {
-      app.log.error({ err: error }, 'worker failed to drain')
-      process.exit(1)
-    })
-  }
-  process.on('message', (message: PrimaryMessage) => {
-    if (message?.type === 'retire') retire('asked by the primary')
-  })
-  process.once('SIGTERM', () => retire('SIGTERM'))
-  process.once('SIGINT', () => retire('SIGINT'))
-
-  // listen() runs ready() first, and ready() resolves only once the pool is warm.
+  // listen() runs ready() first, and ready() resolves only once the pool is warm. A stop asked
+  // for meanwhile waits for it, so the drain always starts from a listening server.
   await app.listen({ port: config.port, host: config.host })
+
+  const reason = await stop
+  app.log.info({ reason }, 'worker draining')
+  // If draining ever hangs, leave anyway: the primary replaces us and the server drops our sockets.
+  setTimeout(() => {
+    app.log.error('worker did not drain in time; exiting')
+    process.exit(1)
+  }, EXIT_DEADLINE_MILLIS).unref()
+  await drain()
+  app.log.info('worker drained')
+  // Disconnecting the IPC channel lets the process exit on its own once nothing is left.
+  if (process.connected) process.disconnect()
 }

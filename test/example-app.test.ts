@@ -92,6 +92,13 @@ test('drains on Ctrl-C sent to the whole process group and exits 0', async () =>
   expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
 })
 
+test('stops cleanly on SIGTERM while its workers are still starting up', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2' }, { until: 'worker started' })
+  example.child.kill('SIGTERM')
+  expect(await example.exited).toEqual({ code: 0, signal: null })
+  expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
+})
+
 test('respawns a crashed worker, backing off while the database refuses connections', async () => {
   proxy = await TcpProxy.start({ target: { host: fixture.user.connection.host, port: fixture.user.connection.port } })
   example = await ExampleProcess.start({ MYSQL_URL: proxy.urlFor(fixture.user.url), WORKERS: '2' })

@@ -49,8 +49,14 @@ export class ExampleProcess {
     }
   }
 
-  /** Starts the example (or another cluster entry, for benchmarks); resolves once every worker listens. */
-  static async start (env: Record<string, string>, { detached = false, entry = EXAMPLE_ENTRY } = {}): Promise<ExampleProcess> {
+  /**
+   * Starts the example (or another cluster entry, for benchmarks); resolves once the log line
+   * `until` appears (by default, once every worker listens).
+   */
+  static async start (
+    env: Record<string, string>,
+    { detached = false, entry = EXAMPLE_ENTRY, until = 'all workers listening' } = {}
+  ): Promise<ExampleProcess> {
     const port = await freePort()
     const child = spawn(process.execPath, [entry], {
       env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...env },
@@ -58,7 +64,13 @@ export class ExampleProcess {
       detached
     })
     const example = new ExampleProcess(child, port)
-    await example.waitFor((line) => line.msg === 'all workers listening')
+    try {
+      await example.waitFor((line) => line.msg === until)
+    } catch (error) {
+      // Never leave a tree behind that the caller has no handle on.
+      await example.kill()
+      throw error
+    }
     return example
   }
 
@@ -92,7 +104,7 @@ export class ExampleProcess {
     return this.lines.slice(-15).map((line) => JSON.stringify(line)).join('\n')
   }
 
-  /** Kills the whole tree if a test left it running. */
+  /** Kills the primary if a test left it running; its workers exit when their IPC channel closes. */
   async kill (): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return
     this.child.kill('SIGKILL')

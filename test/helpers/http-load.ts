@@ -83,8 +83,10 @@ export function startLoad (options: LoadOptions): Load {
     waiters.clear()
     return outcomes
   })
+  let finished = false
+  done.then(() => { finished = true }, () => { finished = true })
   const reached = (count: number) => new Promise<void>((resolve) => {
-    if (outcomes.length >= count || stopped) return resolve()
+    if (outcomes.length >= count || stopped || finished) return resolve()
     waiters.set(count, [...(waiters.get(count) ?? []), resolve])
   })
   return { done, outcomes, stop: () => { stopped = true }, reached }
