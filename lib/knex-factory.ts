@@ -6,6 +6,7 @@ import { SECRET_KEYS } from './connection-options'
 import { forwardDriverWarnings, knexLogBridge, tarnLogBridge } from './logging'
 import type { ResolvedOptions } from './options'
 import { sanitizeQueryError, type FailedQuery } from './query-errors'
+import { applyQueryTimeouts } from './query-timeout'
 import { hideProperties } from './redact'
 
 const MAX_PING_TIMEOUT_MILLIS = 2000
@@ -16,11 +17,12 @@ const MAX_PING_TIMEOUT_MILLIS = 2000
  */
 export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): Knex {
   const { secrets } = options
+  // At most half the acquire deadline, so a dead connection is replaced within the same deadline.
+  const pingTimeoutMillis = Math.min(MAX_PING_TIMEOUT_MILLIS, Math.max(1, Math.floor(options.pool.acquireTimeoutMillis / 2)))
   const borrowCheck = createBorrowCheck({
     checkAfterIdleMillis: options.checkAfterIdleMillis,
     pingAfterIdleMillis: options.pingAfterIdleMillis,
-    // At most half the acquire deadline, so a dead connection is replaced within the same deadline.
-    pingTimeoutMillis: Math.min(MAX_PING_TIMEOUT_MILLIS, Math.max(1, Math.floor(options.pool.acquireTimeoutMillis / 2))),
+    pingTimeoutMillis,
     looksAlive: (connection) => instance.client.validateConnection(connection)
   })
 
@@ -51,6 +53,7 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): K
     maxPendingAcquires: options.maxPendingAcquires,
     acquireTimeoutMillis: options.pool.acquireTimeoutMillis
   })
+  applyQueryTimeouts(instance.client, options.queryTimeoutMillis, pingTimeoutMillis)
   hideProperties(instance.client.config.connection, SECRET_KEYS)
   hideProperties(instance.client.connectionSettings, SECRET_KEYS)
   instance.client.pool.on('release', borrowCheck.markIdle)

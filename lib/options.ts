@@ -41,6 +41,8 @@ export interface ForkSafeDbOptions {
   checkAfterIdleMillis?: number
   /** A borrowed connection idle at least this long is pinged (one round trip). Default 30000; 0 pings always. */
   pingAfterIdleMillis?: number
+  /** Every query without its own `.timeout()` is cancelled on the server after this long. Default 30000; 0 = off. */
+  queryTimeoutMillis?: number
   /** Queries that may wait for a connection once the pool is at pool.max; more are rejected at once. Default 4 x pool.max. */
   maxPendingAcquires?: number
   /** How long close() waits for in-flight queries before tearing connections down. Default 10000. */
@@ -60,11 +62,12 @@ export interface ResolvedOptions {
   allowColdStart: boolean
   checkAfterIdleMillis: number
   pingAfterIdleMillis: number
+  queryTimeoutMillis: number
   maxPendingAcquires: number
   closeTimeoutMillis: number
 }
 
-export const PLUGIN_KEYS = ['connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'checkAfterIdleMillis', 'pingAfterIdleMillis', 'maxPendingAcquires', 'closeTimeoutMillis', 'allowUnsafe'] as const
+export const PLUGIN_KEYS = ['connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'checkAfterIdleMillis', 'pingAfterIdleMillis', 'queryTimeoutMillis', 'maxPendingAcquires', 'closeTimeoutMillis', 'allowUnsafe'] as const
 const POOL_MILLISECOND_KEYS = [
   'acquireTimeoutMillis', 'createTimeoutMillis', 'destroyTimeoutMillis', 'idleTimeoutMillis',
   'reapIntervalMillis', 'createRetryIntervalMillis', 'maxConnectionLifetimeMillis', 'maxConnectionLifetimeJitterMillis'
@@ -77,6 +80,7 @@ export const DEFAULTS = {
   pool: { min: 2, max: 10, acquireTimeoutMillis: 5000 },
   checkAfterIdleMillis: 500,
   pingAfterIdleMillis: 30_000,
+  queryTimeoutMillis: 30_000,
   pendingAcquiresPerConnection: 4,
   closeTimeoutMillis: 10_000
 } as const
@@ -102,6 +106,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   const pingAfterIdleMillis = options.pingAfterIdleMillis ?? DEFAULTS.pingAfterIdleMillis
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'pingAfterIdleMillis', pingAfterIdleMillis, 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer (milliseconds)')
 
+  const queryTimeoutMillis = options.queryTimeoutMillis ?? DEFAULTS.queryTimeoutMillis
+  expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'queryTimeoutMillis', queryTimeoutMillis, 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer (milliseconds, 0 = off)')
   const maxPendingAcquires = options.maxPendingAcquires ?? DEFAULTS.pendingAcquiresPerConnection * pool.max
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'maxPendingAcquires', maxPendingAcquires, 0)
   const closeTimeoutMillis = options.closeTimeoutMillis ?? DEFAULTS.closeTimeoutMillis
@@ -122,6 +128,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     allowColdStart,
     checkAfterIdleMillis,
     pingAfterIdleMillis,
+    queryTimeoutMillis,
     maxPendingAcquires,
     closeTimeoutMillis
   }

@@ -35,7 +35,8 @@ export function sanitizeQueryError (error: unknown, query: FailedQuery, secrets:
 
   // knex's `.timeout()` error carries the statement and its values as `sql` and `bindings`.
   delete fields.bindings
-  if (error.name === 'KnexTimeoutError' && fields.code === undefined) {
+  // knex marks both of its timeout errors (expiry, and a cancel that failed) with `timeout`.
+  if (fields.timeout !== undefined && fields.code === undefined) {
     fields.code = 'FST_FORK_SAFE_DB_QUERY_TIMEOUT'
     fields.statusCode = 503
   }

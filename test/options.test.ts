@@ -42,6 +42,7 @@ const cases: Array<[title: string, options: unknown, code: string, message: RegE
   ['a non-integer timeout', { connection, pool: { acquireTimeoutMillis: 2.5 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.acquireTimeoutMillis must be a positive integer \(milliseconds\), got `2\.5` \(number\)/],
   ['a negative timeout', { connection, pool: { idleTimeoutMillis: -100 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.idleTimeoutMillis must be a positive integer/],
   ['a timeout given as a string', { connection, pool: { createTimeoutMillis: '1000' } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.createTimeoutMillis .* got `1000` \(string\)/],
+  ['a fractional queryTimeoutMillis', { connection, queryTimeoutMillis: 0.5 }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /queryTimeoutMillis must be a non-negative integer \(milliseconds, 0 = off\), got `0\.5` \(number\)/],
   ['a negative maxPendingAcquires', { connection, maxPendingAcquires: -1 }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /maxPendingAcquires must be an integer >= 0, got `-1` \(number\)/],
   ['a zero closeTimeoutMillis', { connection, closeTimeoutMillis: 0 }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /closeTimeoutMillis must be a positive integer \(milliseconds\), got `0` \(number\)/],
   ['a negative pingAfterIdleMillis', { connection, pingAfterIdleMillis: -1 }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pingAfterIdleMillis must be a non-negative integer/],

@@ -27,8 +27,10 @@ test('register accepts a URL or a mysql2 connection object with pool options', (
     decorator: 'replica',
     checkAfterIdleMillis: 500,
     pingAfterIdleMillis: 30_000,
+    queryTimeoutMillis: 30_000,
+    maxPendingAcquires: 40,
     closeTimeoutMillis: 10_000,
-    allowUnsafe: { multipleStatements: true }
+    allowUnsafe: { multipleStatements: true, localInfile: false, insecureTls: false }
   })
 })
 
