@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -69,11 +69,12 @@ export class PrivateServer {
       throw new Error('No mariadbd or mysqld is installed: set MYSQL_URL to a server, or run `apt-get install mariadb-server`.')
     }
     const root = await mkdtemp(join(tmpdir(), 'fork-safe-db-'))
+    await mkdir(join(root, 'tmp'))
     const server = new PrivateServer(await freePort(), root, binaries)
     const init = spawnSync(binaries.installDb, [
       '--no-defaults', `--datadir=${join(root, 'data')}`, '--auth-root-authentication-method=normal',
       '--skip-test-db', ...server.#userArguments()
-    ], { encoding: 'utf8' })
+    ], { encoding: 'utf8', env: server.#environment() })
     if (init.status !== 0) {
       await rm(root, { recursive: true, force: true })
       throw new Error(`${binaries.installDb} failed (${String(init.status)}): ${init.stderr}`)
@@ -84,6 +85,11 @@ export class PrivateServer {
     await admin.query('CREATE DATABASE IF NOT EXISTS test')
     await admin.end()
     return server
+  }
+
+  // mariadbd takes its default tmpdir from TMPDIR: the bootstrap run by install-db needs it too.
+  #environment (): NodeJS.ProcessEnv {
+    return { ...process.env, TMPDIR: join(this.datadir, 'tmp') }
   }
 
   #userArguments (): string[] {
@@ -97,8 +103,11 @@ export class PrivateServer {
     const child = spawn(this.#binaries.server, [
       '--no-defaults', `--datadir=${join(this.datadir, 'data')}`, `--port=${this.port}`, '--bind-address=127.0.0.1',
       `--socket=${join(this.datadir, 'mysqld.sock')}`, `--pid-file=${join(this.datadir, 'mysqld.pid')}`,
+      // Its own tmpdir: at start-up mariadbd deletes stray #sql* files in its tmpdir, which in
+      // the default /tmp are the machine's server's live temporary tables.
+      `--tmpdir=${join(this.datadir, 'tmp')}`,
       '--skip-name-resolve', '--innodb-buffer-pool-size=32M', '--max-connections=500', ...this.#userArguments()
-    ], { stdio: ['ignore', 'ignore', 'pipe'] })
+    ], { stdio: ['ignore', 'ignore', 'pipe'], env: this.#environment() })
     this.#process = child
     await new Promise<void>((resolve, reject) => {
       let log = ''
