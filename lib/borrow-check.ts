@@ -1,12 +1,13 @@
 // A connection sitting idle in the pool can die without the client noticing: the server's
 // `wait_timeout`, a `KILL`, a restart, a NAT that drops idle flows. knex's own validation reads
 // only in-memory flags, which stay stale until the event loop has processed the socket's close
-// (after an event-loop stall, the close may be sitting unread). So, by how long it sat idle:
+// (a FIN can sit unread while a burst of requests borrows connections, or after a stall). So:
 //
-// - under `checkAfterIdleMillis` (500 ms, like HikariCP's alive-bypass window): trust the flags;
-// - from there: a socket check with no round trip: let pending socket events run (two turns of
-//   the event loop, so a FIN or RST that already arrived is processed), then read the flags.
-//   This catches KILL, wait_timeout and restarts, which all close the socket;
+// - on every borrow (from `checkAfterIdleMillis`, default 0): a socket check with no round
+//   trip: let the event loop finish the poll phase it is in, so a FIN or RST that has already
+//   arrived is processed, then read the flags. This catches KILL, wait_timeout and restarts,
+//   which all close the socket. HikariCP skips its check for connections used in the last
+//   500 ms; with that window a burst right after a KILL was handed a dead connection.
 // - from `pingAfterIdleMillis` (30 s): a COM_PING round trip, which also catches peers that
 //   vanished silently. A ping costs one network round trip on the request's path: at 15 ms each
 //   way that doubled the latency of requests that found a connection idle for over 500 ms, so
@@ -39,10 +40,11 @@ export function ping (connection: Pingable, timeoutMillis: number): Promise<void
   })
 }
 
-// setImmediate runs after the poll phase; the second one runs after the *next* poll phase,
-// so any socket event that had arrived when the check began has been handled by then.
+// setImmediate runs once the current poll phase is done: every socket event that epoll had
+// reported with the one we are handling (a KILL's reply arrives after the victim's FIN) has
+// been processed by then.
 function socketEventsProcessed (): Promise<void> {
-  return new Promise((resolve) => setImmediate(() => setImmediate(resolve)))
+  return new Promise((resolve) => setImmediate(resolve))
 }
 
 export interface BorrowCheckOptions {

@@ -37,7 +37,7 @@ export interface ForkSafeDbOptions {
   allowColdStart?: boolean
   /** The name of the `fastify` and `request` decorators. Default `db`. */
   decorator?: string
-  /** A borrowed connection idle at least this long gets a socket check (no round trip). Default 500. */
+  /** A borrowed connection idle at least this long gets a socket check (no round trip). Default 0: every borrow. */
   checkAfterIdleMillis?: number
   /** A borrowed connection idle at least this long is pinged (one round trip). Default 30000; 0 pings always. */
   pingAfterIdleMillis?: number
@@ -78,7 +78,7 @@ const IDENTIFIER = /^[A-Za-z_$][\w$]*$/
 export const DEFAULTS = {
   decorator: 'db',
   pool: { min: 2, max: 10, acquireTimeoutMillis: 5000 },
-  checkAfterIdleMillis: 500,
+  checkAfterIdleMillis: 0,
   pingAfterIdleMillis: 30_000,
   queryTimeoutMillis: 30_000,
   pendingAcquiresPerConnection: 4,

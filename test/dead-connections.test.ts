@@ -64,3 +64,33 @@ test('closes the socket of a connection whose ping went unanswered instead of le
     await proxy.close()
   }
 })
+
+test('hands out no connection the server killed while idle, with default settings', async () => {
+  await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 5, max: 5 } })
+  await app.ready()
+  const killed = await fixture.database.connectionIds(fixture.user.user)
+  expect(killed).toHaveLength(5)
+  for (const id of killed) await fixture.database.kill(id)
+
+  const responses = await Promise.all(Array.from({ length: 20 }, () => app.inject('/whoami')))
+  expect(responses.map((response) => response.statusCode)).toEqual(Array(20).fill(200))
+})
+
+test('fails exactly the request whose connection is killed mid-query, with a code, and serves the next 100', async () => {
+  app.get('/slow', async (request) => request.db.raw('SELECT SLEEP(5) AS doomed'))
+  await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 2, max: 2 } })
+  await app.ready()
+  const doomed = app.inject('/slow')
+  let victim: number | undefined
+  while (victim === undefined) {
+    victim = (await fixture.database.processes(fixture.user.user)).find((process) => process.info?.includes('doomed') === true)?.id
+  }
+  await fixture.database.kill(victim)
+
+  const response = await doomed
+  expect(response.statusCode).toBe(500)
+  expect(response.json().code).toMatch(/^(ER_CONNECTION_KILLED|PROTOCOL_CONNECTION_LOST)$/)
+  const next = []
+  for (let i = 0; i < 100; i++) next.push((await app.inject('/whoami')).statusCode)
+  expect(next).toEqual(Array(100).fill(200))
+})
