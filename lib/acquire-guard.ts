@@ -1,7 +1,7 @@
 import type { Knex } from 'knex'
 import { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_POOL_SATURATED } from './errors'
 
-// A full pool must fail fast and clearly, not hang. Waiting queries are capped: beyond
+// A full pool, or a database that is down, must fail fast and clearly, not hang. Waiting queries are capped: beyond
 // `maxPendingAcquires` a query is rejected at once, so a slow database turns into quick 503s
 // instead of a growing queue of requests that will time out anyway. A wait that does time out
 // becomes a coded error too; converting it here also keeps knex's runner from attaching the
@@ -11,6 +11,8 @@ export interface AcquireGuardOptions {
   decorator: string
   maxPendingAcquires: number
   acquireTimeoutMillis: number
+  /** While it is open, a query that finds no free connection fails at once. */
+  breaker: { isOpen: () => boolean, unavailable: () => Error }
 }
 
 interface PoolCounts {
@@ -32,6 +34,7 @@ export function guardAcquire (client: Knex.Client, options: AcquireGuardOptions)
   const acquire = client.acquireConnection.bind(client)
   client.acquireConnection = async () => {
     const pool = client.pool as unknown as PoolCounts
+    if (pool.numFree() === 0 && options.breaker.isOpen()) throw options.breaker.unavailable()
     if (saturated(pool, options.maxPendingAcquires)) {
       throw new FST_FORK_SAFE_DB_POOL_SATURATED(options.decorator, options.maxPendingAcquires)
     }

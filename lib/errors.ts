@@ -55,6 +55,13 @@ export const FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT = createError(
   503
 )
 
+/** The database cannot be reached right now; connect attempts are being held back. */
+export const FST_FORK_SAFE_DB_UNAVAILABLE = createError(
+  'FST_FORK_SAFE_DB_UNAVAILABLE',
+  'fastify-fork-safe-db: the database of the "%s" pool cannot be reached right now',
+  503
+)
+
 /** The database did not finish in time for shutdown; the query was abandoned. */
 export const FST_FORK_SAFE_DB_CLOSE_TIMEOUT = createError(
   'FST_FORK_SAFE_DB_CLOSE_TIMEOUT',

@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import knex, { type Knex } from 'knex'
 import { guardAcquire } from './acquire-guard'
 import { createBorrowCheck } from './borrow-check'
+import { ConnectBreaker } from './connect-breaker'
 import { SECRET_KEYS } from './connection-options'
 import { forwardDriverWarnings, knexLogBridge, tarnLogBridge } from './logging'
 import type { ResolvedOptions } from './options'
@@ -48,10 +49,13 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): K
     } as Knex.PoolConfig
   })
 
+  const breaker = new ConnectBreaker(options.decorator, log)
+  breaker.guard(instance.client)
   guardAcquire(instance.client, {
     decorator: options.decorator,
     maxPendingAcquires: options.maxPendingAcquires,
-    acquireTimeoutMillis: options.pool.acquireTimeoutMillis
+    acquireTimeoutMillis: options.pool.acquireTimeoutMillis,
+    breaker
   })
   applyQueryTimeouts(instance.client, options.queryTimeoutMillis, pingTimeoutMillis)
   hideProperties(instance.client.config.connection, SECRET_KEYS)

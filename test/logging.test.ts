@@ -24,7 +24,8 @@ test('writes nothing to the console through a whole lifecycle, warnings included
     // A server that refuses the first warm-up makes knex and the plugin warn; allowColdStart carries on.
     await app.register(forkSafeDb, { connection: { ...fixture.user.connection, password: 'wrong' }, allowColdStart: true })
     await app.ready()
-    expect((await app.inject('/broken')).statusCode).toBe(500)
+    // The refused warm-up left the connect breaker open: a coded 503, not a console line.
+    expect((await app.inject('/broken')).json()).toMatchObject({ statusCode: 503, code: 'FST_FORK_SAFE_DB_UNAVAILABLE' })
 
     const restorePid = simulatePid(process.pid + 100_000)
     try {
