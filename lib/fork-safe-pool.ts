@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
 import { discard, ping } from './borrow-check'
 import { FST_FORK_SAFE_DB_CLOSE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from './errors'
+import type { IdleKeeper } from './idle-keeper'
 import { createKnex } from './knex-factory'
 import type { ResolvedOptions } from './options'
 import { scrubError } from './redact'
@@ -21,6 +22,7 @@ export class ForkSafePool {
   readonly #options: ResolvedOptions
   readonly #log: FastifyBaseLogger
   #instance: Knex | undefined
+  #keeper: IdleKeeper | undefined
   #pid = 0
   #closed = false
   #deadline: NodeJS.Timeout | undefined
@@ -45,8 +47,14 @@ export class ForkSafePool {
         { previousPid: this.#pid, pid },
         'process id changed: abandoning the pool inherited from the parent process (its connections are left open for the parent) and building a fresh one'
       )
+      // Its keeper must not ping the parent's sockets: stopping a timer sends nothing.
+      this.#keeper?.stop()
     }
-    this.#instance = createKnex(this.#options, this.#log)
+    const { knex, keeper } = createKnex(this.#options, this.#log)
+    this.#instance = knex
+    this.#keeper = keeper
+    // Until warm-up reads the server's own idle limit, assume the default one.
+    keeper.start(DEFAULT_WAIT_TIMEOUT_SECONDS)
     this.#pid = pid
     this.#log.debug({ pid, connection: this.#options.connectionDescription }, 'built the connection pool')
     return this.#instance
@@ -60,8 +68,9 @@ export class ForkSafePool {
     const count = this.#options.warmup
     if (count === 0) return
     const started = performance.now()
+    let waitTimeoutSeconds = DEFAULT_WAIT_TIMEOUT_SECONDS
     try {
-      await this.#openAndVerify(count)
+      waitTimeoutSeconds = await this.#openAndVerify(count)
     } catch (driverError) {
       if (this.#closing()) {
         // close() began while warming (a worker retired during start-up): not a failure.
@@ -78,13 +87,15 @@ export class ForkSafePool {
       this.#log.warn({ err: error }, 'warm-up failed; starting with a cold pool because allowColdStart is set')
       return
     }
+    const keepAliveEveryMillis = this.#keeper?.start(waitTimeoutSeconds)
     this.#log.info(
-      { connections: count, ms: Math.round(performance.now() - started), connection: this.#options.connectionDescription },
+      { connections: count, ms: Math.round(performance.now() - started), connection: this.#options.connectionDescription, waitTimeoutSeconds, keepAliveEveryMillis },
       'connection pool warmed'
     )
   }
 
-  async #openAndVerify (count: number): Promise<void> {
+  /** Opens and pings `count` connections; resolves with the server's `wait_timeout` (seconds). */
+  async #openAndVerify (count: number): Promise<number> {
     const { client } = this.knex
     const acquired = await Promise.allSettled(Array.from({ length: count }, () => client.acquireConnection()))
     const connections = acquired.flatMap((result) => result.status === 'fulfilled' ? [result.value] : [])
@@ -100,6 +111,7 @@ export class ForkSafePool {
           throw error
         }
       }))
+      return await readWaitTimeout(connections[0])
     } finally {
       // Released connections stay open as the idle floor (tarn keeps `pool.min` of them).
       for (const connection of connections) await client.releaseConnection(connection)
@@ -128,6 +140,7 @@ export class ForkSafePool {
   async close (): Promise<void> {
     this.beginClose()
     this.#closed = true
+    this.#keeper?.stop()
     const instance = this.#ownInstance()
     this.#instance = undefined
     try {
@@ -144,6 +157,7 @@ export class ForkSafePool {
 
   async #discardInstance (): Promise<void> {
     const instance = this.#ownInstance()
+    this.#keeper?.stop()
     this.#instance = undefined
     await instance?.destroy()
   }
@@ -154,6 +168,19 @@ export class ForkSafePool {
     this.#log.debug({ ownerPid: this.#pid, pid: process.pid }, 'leaving the pool of another process untouched')
     return undefined
   }
+}
+
+// MySQL's and MariaDB's default: 8 hours.
+const DEFAULT_WAIT_TIMEOUT_SECONDS = 28_800
+
+/** The idle limit the server applies to this connection, in seconds. */
+function readWaitTimeout (connection: { query: (sql: string, callback: (error: Error | null, rows: Array<{ seconds: number }>) => void) => void }): Promise<number> {
+  return new Promise((resolve) => {
+    connection.query('SELECT @@SESSION.wait_timeout AS seconds', (error, rows) => {
+      const seconds = Number(rows?.[0]?.seconds)
+      resolve(error === null && Number.isFinite(seconds) && seconds > 0 ? seconds : DEFAULT_WAIT_TIMEOUT_SECONDS)
+    })
+  })
 }
 
 function describeError (error: unknown): string {

@@ -3,6 +3,7 @@ import knex, { type Knex } from 'knex'
 import { guardAcquire } from './acquire-guard'
 import { createBorrowCheck } from './borrow-check'
 import { ConnectBreaker } from './connect-breaker'
+import { IdleKeeper } from './idle-keeper'
 import { SECRET_KEYS } from './connection-options'
 import { forwardDriverWarnings, knexLogBridge, tarnLogBridge } from './logging'
 import type { ResolvedOptions } from './options'
@@ -12,11 +13,20 @@ import { hideProperties } from './redact'
 
 const MAX_PING_TIMEOUT_MILLIS = 2000
 
+// Probes a silently dropped peer within a minute instead of the OS default of two hours.
+const TCP_KEEPALIVE_INITIAL_DELAY_MILLIS = 30_000
+
+/** A knex instance and the keeper of its idle connections. */
+export interface PoolParts {
+  knex: Knex
+  keeper: IdleKeeper
+}
+
 /**
  * Builds a knex instance for the current process. Constructing it opens nothing: tarn creates
  * connections on the first acquire (and never pre-creates `pool.min` by itself).
  */
-export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): Knex {
+export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): PoolParts {
   const { secrets } = options
   // At most half the acquire deadline, so a dead connection is replaced within the same deadline.
   const pingTimeoutMillis = Math.min(MAX_PING_TIMEOUT_MILLIS, Math.max(1, Math.floor(options.pool.acquireTimeoutMillis / 2)))
@@ -29,7 +39,7 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): K
 
   const instance = knex({
     client: 'mysql2',
-    connection: { ...options.connection } as Knex.MySql2ConnectionConfig,
+    connection: { keepAliveInitialDelay: TCP_KEEPALIVE_INITIAL_DELAY_MILLIS, ...options.connection } as Knex.MySql2ConnectionConfig,
     // Placeholders, not values, in the statement knex prepends to a driver error's message.
     compileSqlOnError: false,
     log: knexLogBridge(log, secrets),
@@ -69,5 +79,12 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): K
   instance.client.on('start', (builder: NodeJS.EventEmitter & { _timeout?: number }) => {
     if (builder._timeout !== undefined) builder.once('query-error', sanitize)
   })
-  return instance
+  const keeper = new IdleKeeper({
+    client: instance.client,
+    log,
+    pingTimeoutMillis,
+    idleFor: borrowCheck.idleFor,
+    markAlive: borrowCheck.markIdle
+  })
+  return { knex: instance, keeper }
 }

@@ -1,0 +1,88 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { Knex } from 'knex'
+import { discard, ping } from './borrow-check'
+
+// The warm floor must not go stale. The server closes connections idle past its `wait_timeout`
+// (8 h by default, often minutes in production), and tarn never re-creates `pool.min` by
+// itself, so after a quiet period the first burst would pay for connects again. Every quarter
+// of the server's idle limit (read at warm-up), the keeper pings connections idle for at least
+// that long, so none stays silent for more than half the limit; it discards those that do not
+// answer and opens connections in the background until the pool is back at `pool.min`. Its
+// timer is unref'd and stopped on close.
+
+const MIN_INTERVAL_MILLIS = 250
+const MAX_INTERVAL_MILLIS = 5 * 60_000
+
+interface FreeResource { resource: object & { ping: (callback: (error: Error | null) => void) => void } }
+interface TarnPool {
+  min: number
+  free: FreeResource[]
+  numUsed: () => number
+  numFree: () => number
+  numPendingCreates: () => number
+}
+
+export interface IdleKeeperOptions {
+  client: Knex.Client
+  log: FastifyBaseLogger
+  pingTimeoutMillis: number
+  /** When the connection was last used or verified (the borrow check's record). */
+  idleFor: (connection: object) => number
+  markAlive: (connection: object) => void
+}
+
+export class IdleKeeper {
+  readonly #options: IdleKeeperOptions
+  #timer: NodeJS.Timeout | undefined
+  #running = false
+
+  constructor (options: IdleKeeperOptions) {
+    this.#options = options
+  }
+
+  /** Starts keeping idle connections alive for a server that closes them after `waitTimeoutSeconds`. */
+  start (waitTimeoutSeconds: number): number {
+    this.stop()
+    const interval = Math.min(MAX_INTERVAL_MILLIS, Math.max(MIN_INTERVAL_MILLIS, Math.floor(waitTimeoutSeconds * 1000 / 4)))
+    this.#timer = setInterval(() => { this.#tick(interval).catch(() => {}) }, interval)
+    this.#timer.unref()
+    return interval
+  }
+
+  stop (): void {
+    clearInterval(this.#timer)
+    this.#timer = undefined
+  }
+
+  async #tick (interval: number): Promise<void> {
+    if (this.#running) return
+    this.#running = true
+    const { client, log, pingTimeoutMillis, idleFor, markAlive } = this.#options
+    const pool = client.pool as unknown as TarnPool | undefined
+    try {
+      if (pool === undefined) return
+      const stale = pool.free.map((free) => free.resource).filter((connection) => idleFor(connection) >= interval)
+      let discarded = 0
+      for (const connection of stale) {
+        try {
+          await ping(connection, pingTimeoutMillis)
+          markAlive(connection)
+        } catch (error) {
+          log.debug({ err: error }, 'an idle connection stopped answering; discarding it')
+          discard(connection, error as Error)
+          discarded += 1
+        }
+      }
+      // Back up to the warm floor, in the background rather than on a request's path. Discarded
+      // connections still sit in the free list until a borrow checks them, so after a discard
+      // every free connection is borrowed at once (dead ones are replaced) and returned.
+      const missing = pool.min - (pool.numUsed() + pool.numFree() + pool.numPendingCreates())
+      const wanted = discarded > 0 ? Math.max(pool.numFree(), missing) : missing
+      if (wanted <= 0) return
+      const borrowed = await Promise.allSettled(Array.from({ length: wanted }, () => client.acquireConnection()))
+      for (const result of borrowed) if (result.status === 'fulfilled') await client.releaseConnection(result.value)
+    } finally {
+      this.#running = false
+    }
+  }
+}

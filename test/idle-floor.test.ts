@@ -1,0 +1,70 @@
+import type { FastifyInstance } from 'fastify'
+import { createConnection } from 'mysql2/promise'
+import forkSafeDb from '../lib'
+import { buildApp, type LoggedApp } from './helpers/app'
+import { PrivateServer } from './helpers/private-server'
+import { TcpProxy } from './helpers/tcp-proxy'
+
+// A server that closes idle connections after 2 s (a private one: wait_timeout is global).
+// The warm floor must survive quiet periods, and an event-loop stall long enough for the server
+// to close connections unnoticed must not cost a handler an error.
+
+const WAIT_TIMEOUT_SECONDS = 2
+
+let server: PrivateServer
+let proxy: TcpProxy
+let logged: LoggedApp
+let app: FastifyInstance
+
+beforeAll(async () => {
+  server = await PrivateServer.start()
+  const admin = await createConnection({ uri: server.url })
+  await admin.query(`SET GLOBAL wait_timeout = ${WAIT_TIMEOUT_SECONDS}`)
+  await admin.end()
+})
+afterAll(async () => { await server.destroy() })
+beforeEach(async () => {
+  proxy = await TcpProxy.start({ target: { host: '127.0.0.1', port: server.port } })
+  logged = buildApp()
+  app = logged.app
+  await app.register(forkSafeDb, { connection: proxy.urlFor(server.url), pool: { min: 3, max: 5 } })
+  app.get('/ping', async (request) => request.db.raw('SELECT 1'))
+})
+afterEach(async () => {
+  await app.close()
+  await proxy.close()
+})
+
+function idle (millis: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, millis))
+}
+
+test('keeps the warm floor alive across a quiet period longer than wait_timeout: a burst needs no new connection', async () => {
+  await app.ready()
+  expect(logged.lines().find((line) => line.msg === 'connection pool warmed')).toMatchObject({ waitTimeoutSeconds: WAIT_TIMEOUT_SECONDS, keepAliveEveryMillis: 500 })
+  const opened = proxy.accepted
+  // Quiet for longer than the server's idle limit (the scenario itself, not a wait for an event).
+  await idle(WAIT_TIMEOUT_SECONDS * 1000 + 1000)
+  // A burst the warm floor can carry alone: any new connection would mean it had gone stale.
+  const responses = await Promise.all(Array.from({ length: 3 }, () => app.inject('/ping')))
+  expect(responses.map((response) => response.statusCode)).toEqual(Array(3).fill(200))
+  expect(proxy.accepted).toBe(opened)
+})
+
+test('hands no handler a connection the server closed during a 3 s event-loop stall', async () => {
+  // Straight to the server: through the in-process proxy a FIN needs two poll phases to arrive.
+  const direct = buildApp().app
+  await direct.register(forkSafeDb, { connection: server.url, pool: { min: 3, max: 5 } })
+  direct.get('/ping', async (request) => request.db.raw('SELECT 1'))
+  await direct.ready()
+  // A synchronous stall: the keeper cannot run, the server closes the idle connections, and
+  // their FINs wait unread until the burst below is already borrowing.
+  const until = Date.now() + 3000
+  while (Date.now() < until) { /* stalled */ }
+  try {
+    const responses = await Promise.all(Array.from({ length: 12 }, () => direct.inject('/ping')))
+    expect(responses.map((response) => response.statusCode)).toEqual(Array(12).fill(200))
+  } finally {
+    await direct.close()
+  }
+})
