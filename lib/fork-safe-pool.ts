@@ -3,7 +3,7 @@ import type { Knex } from 'knex'
 import { discard, ping } from './borrow-check'
 import { FST_FORK_SAFE_DB_CLOSE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from './errors'
 import type { IdleKeeper } from './idle-keeper'
-import { createKnex } from './knex-factory'
+import { createKnex, type PoolParts } from './knex-factory'
 import type { ResolvedOptions } from './options'
 import { scrubError } from './redact'
 import { refuseNewConnections, tearDownConnections } from './teardown'
@@ -23,6 +23,7 @@ export class ForkSafePool {
   readonly #log: FastifyBaseLogger
   #instance: Knex | undefined
   #keeper: IdleKeeper | undefined
+  #connecting: PoolParts['connecting'] = new Set()
   #pid = 0
   #closed = false
   #deadline: NodeJS.Timeout | undefined
@@ -50,9 +51,10 @@ export class ForkSafePool {
       // Its keeper must not ping the parent's sockets: stopping a timer sends nothing.
       this.#keeper?.stop()
     }
-    const { knex, keeper } = createKnex(this.#options, this.#log)
+    const { knex, keeper, connecting } = createKnex(this.#options, this.#log)
     this.#instance = knex
     this.#keeper = keeper
+    this.#connecting = connecting
     // Until warm-up reads the server's own idle limit, assume the default one.
     keeper.start(DEFAULT_WAIT_TIMEOUT_SECONDS)
     this.#pid = pid
@@ -130,7 +132,7 @@ export class ForkSafePool {
     this.#deadline = setTimeout(() => {
       const used = instance.client.pool?.numUsed() ?? 0
       this.#log.error({ inUse: used, closeTimeoutMillis }, 'the database did not finish in time for shutdown; tearing its connections down')
-      tearDownConnections(instance.client, () => new FST_FORK_SAFE_DB_CLOSE_TIMEOUT(decorator, closeTimeoutMillis))
+      tearDownConnections(instance.client, this.#connecting, () => new FST_FORK_SAFE_DB_CLOSE_TIMEOUT(decorator, closeTimeoutMillis))
     }, closeTimeoutMillis)
     // The deadline must not keep a process alive that has nothing else left to do.
     this.#deadline.unref()

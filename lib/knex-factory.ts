@@ -4,6 +4,7 @@ import { guardAcquire } from './acquire-guard'
 import { createBorrowCheck } from './borrow-check'
 import { ConnectBreaker } from './connect-breaker'
 import { IdleKeeper } from './idle-keeper'
+import { trackConnects } from './teardown'
 import { SECRET_KEYS } from './connection-options'
 import { forwardDriverWarnings, knexLogBridge, tarnLogBridge } from './logging'
 import type { ResolvedOptions } from './options'
@@ -16,10 +17,11 @@ const MAX_PING_TIMEOUT_MILLIS = 2000
 // Probes a silently dropped peer within a minute instead of the OS default of two hours.
 const TCP_KEEPALIVE_INITIAL_DELAY_MILLIS = 30_000
 
-/** A knex instance and the keeper of its idle connections. */
+/** A knex instance, the keeper of its idle connections, and the connections it is still opening. */
 export interface PoolParts {
   knex: Knex
   keeper: IdleKeeper
+  connecting: ReturnType<typeof trackConnects>
 }
 
 /**
@@ -67,7 +69,7 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): P
     acquireTimeoutMillis: options.pool.acquireTimeoutMillis,
     breaker
   })
-  applyQueryTimeouts(instance.client, options.queryTimeoutMillis, pingTimeoutMillis)
+  applyQueryTimeouts(instance.client, options.queryTimeoutMillis, pingTimeoutMillis, log)
   hideProperties(instance.client.config.connection, SECRET_KEYS)
   hideProperties(instance.client.connectionSettings, SECRET_KEYS)
   instance.client.pool.on('release', borrowCheck.markIdle)
@@ -86,5 +88,5 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): P
     idleFor: borrowCheck.idleFor,
     markAlive: borrowCheck.markIdle
   })
-  return { knex: instance, keeper }
+  return { knex: instance, keeper, connecting: trackConnects(instance.client) }
 }

@@ -1,11 +1,14 @@
+import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
 
 // A slow query must never stall other requests. Every query without a `.timeout()` of its own
 // gets `queryTimeoutMillis`, with `cancel: true`: on expiry knex sends KILL QUERY on a separate
 // connection, so the statement stops on the server too (without cancel it would run on and keep
 // its connection). knex waits for that KILL before answering the caller; against a server that
-// has stopped answering it would wait for a whole connect timeout, so the cancel is bounded, and
-// a connection whose statement could not be killed is closed instead of ever being reused.
+// has stopped answering that wait would last a whole connect timeout. So the caller is answered
+// at once: the KILL goes on in the background (bounded, and logged if it fails), and the timed
+// out connection is marked disposed, so the pool never hands it out again while its statement
+// may still be running.
 
 interface TimedBuilder {
   _timeout?: number
@@ -14,9 +17,10 @@ interface TimedBuilder {
 
 interface KillableConnection {
   stream?: { destroy: (error?: Error) => void }
+  __knex__disposed?: unknown
 }
 
-export function applyQueryTimeouts (client: Knex.Client, queryTimeoutMillis: number, cancelTimeoutMillis: number): void {
+export function applyQueryTimeouts (client: Knex.Client, queryTimeoutMillis: number, cancelTimeoutMillis: number, log: FastifyBaseLogger): void {
   if (queryTimeoutMillis > 0) {
     client.on('start', (builder: TimedBuilder) => {
       if (builder._timeout === undefined && typeof builder.timeout === 'function') builder.timeout(queryTimeoutMillis, { cancel: true })
@@ -25,12 +29,19 @@ export function applyQueryTimeouts (client: Knex.Client, queryTimeoutMillis: num
   // knex's typings declare cancelQuery without its argument; the dialects take the connection.
   const dialect = client as unknown as { cancelQuery: (connection: KillableConnection) => Promise<unknown> }
   const cancel = dialect.cancelQuery.bind(client)
-  dialect.cancelQuery = (connection) => new Promise((resolve, reject) => {
+  dialect.cancelQuery = async (connection) => {
+    connection.__knex__disposed = new Error('its query timed out')
     const timer = setTimeout(() => {
-      const error = new Error(`KILL QUERY did not complete within ${cancelTimeoutMillis} ms`)
-      connection.stream?.destroy(error)
-      reject(error)
+      log.warn({ cancelTimeoutMillis }, 'KILL QUERY did not complete in time; closing the timed-out connection')
+      connection.stream?.destroy(new Error('KILL QUERY did not complete in time'))
     }, cancelTimeoutMillis)
-    cancel(connection).then(resolve, reject).finally(() => clearTimeout(timer))
-  })
+    cancel(connection).then(
+      () => clearTimeout(timer),
+      (error: unknown) => {
+        clearTimeout(timer)
+        log.warn({ err: error }, 'KILL QUERY failed; closing the timed-out connection')
+        connection.stream?.destroy(error as Error)
+      }
+    )
+  }
 }
