@@ -56,7 +56,7 @@ export class ForkSafePool {
     this.#keeper = keeper
     this.#connecting = connecting
     // Until warm-up reads the server's own idle limit, assume the default one.
-    keeper.start(DEFAULT_WAIT_TIMEOUT_SECONDS)
+    keeper.start(DEFAULT_WAIT_TIMEOUT_SECONDS, this.#options.pool.maxConnectionLifetimeMillis)
     this.#pid = pid
     this.#log.debug({ pid, connection: this.#options.connectionDescription }, 'built the connection pool')
     return this.#instance
@@ -89,7 +89,7 @@ export class ForkSafePool {
       this.#log.warn({ err: error }, 'warm-up failed; starting with a cold pool because allowColdStart is set')
       return
     }
-    const keepAliveEveryMillis = this.#keeper?.start(waitTimeoutSeconds)
+    const keepAliveEveryMillis = this.#keeper?.start(waitTimeoutSeconds, this.#options.pool.maxConnectionLifetimeMillis)
     this.#log.info(
       { connections: count, ms: Math.round(performance.now() - started), connection: this.#options.connectionDescription, waitTimeoutSeconds, keepAliveEveryMillis },
       'connection pool warmed'

@@ -2,18 +2,25 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
 import { discard, ping } from './borrow-check'
 
-// The warm floor must not go stale. The server closes connections idle past its `wait_timeout`
+// The warm floor must not go stale, nor grow old. The server closes connections idle past its `wait_timeout`
 // (8 h by default, often minutes in production), and tarn never re-creates `pool.min` by
 // itself, so after a quiet period the first burst would pay for connects again. Every quarter
 // of the server's idle limit (read at warm-up), the keeper pings connections idle for at least
 // that long, so none stays silent for more than half the limit; it discards those that do not
-// answer and opens connections in the background until the pool is back at `pool.min`. Its
-// timer is unref'd and stopped on close.
+// answer and opens connections in the background until the pool is back at `pool.min`. Idle
+// connections close to their maximum lifetime are replaced the same way. Its timer is unref'd
+// and stopped on close.
 
 const MIN_INTERVAL_MILLIS = 250
 const MAX_INTERVAL_MILLIS = 5 * 60_000
 
-interface FreeResource { resource: object & { ping: (callback: (error: Error | null) => void) => void } }
+interface FreeResource {
+  resource: object & {
+    ping: (callback: (error: Error | null) => void) => void
+    /** Set by knex when pool.maxConnectionLifetimeMillis is: when it expires (performance.now()). */
+    __knexLifetimeLimit?: number
+  }
+}
 interface TarnPool {
   min: number
   free: FreeResource[]
@@ -40,10 +47,14 @@ export class IdleKeeper {
     this.#options = options
   }
 
-  /** Starts keeping idle connections alive for a server that closes them after `waitTimeoutSeconds`. */
-  start (waitTimeoutSeconds: number): number {
+  /**
+   * Starts keeping idle connections alive for a server that closes them after
+   * `waitTimeoutSeconds`, and recycling those near the end of `lifetimeMillis` (if any).
+   */
+  start (waitTimeoutSeconds: number, lifetimeMillis?: number): number {
     this.stop()
-    const interval = Math.min(MAX_INTERVAL_MILLIS, Math.max(MIN_INTERVAL_MILLIS, Math.floor(waitTimeoutSeconds * 1000 / 4)))
+    const limit = Math.min(waitTimeoutSeconds * 1000, lifetimeMillis ?? Number.POSITIVE_INFINITY)
+    const interval = Math.min(MAX_INTERVAL_MILLIS, Math.max(MIN_INTERVAL_MILLIS, Math.floor(limit / 4)))
     this.#timer = setInterval(() => { this.#tick(interval).catch(() => {}) }, interval)
     this.#timer.unref()
     return interval
@@ -61,8 +72,17 @@ export class IdleKeeper {
     const pool = client.pool as unknown as TarnPool | undefined
     try {
       if (pool === undefined) return
-      const stale = pool.free.map((free) => free.resource).filter((connection) => idleFor(connection) >= interval)
       let discarded = 0
+      // Recycled here, idle, before knex's borrow-time lifetime check would replace them on a
+      // request's path (a connect the request would wait for).
+      const now = performance.now()
+      for (const { resource: connection } of pool.free) {
+        if (connection.__knexLifetimeLimit !== undefined && connection.__knexLifetimeLimit - 2 * interval <= now) {
+          discard(connection, new Error('connection reached its maximum lifetime'))
+          discarded += 1
+        }
+      }
+      const stale = pool.free.map((free) => free.resource).filter((connection) => idleFor(connection) >= interval)
       for (const connection of stale) {
         try {
           await ping(connection, pingTimeoutMillis)

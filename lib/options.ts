@@ -21,9 +21,9 @@ export interface ForkSafeDbPoolOptions {
   reapIntervalMillis?: number
   /** Pause between failed connection attempts. Default 200 (tarn's). */
   createRetryIntervalMillis?: number
-  /** Connections older than this are replaced when next borrowed. Default: none. */
+  /** Connections are replaced after this long, idle ones in the background. Default 1800000 (30 min). */
   maxConnectionLifetimeMillis?: number
-  /** Random spread added to `maxConnectionLifetimeMillis`, so connections do not expire together. */
+  /** Random spread added to each connection's lifetime, so they do not expire together. Default 10% of it. */
   maxConnectionLifetimeJitterMillis?: number
 }
 
@@ -78,6 +78,8 @@ const IDENTIFIER = /^[A-Za-z_$][\w$]*$/
 export const DEFAULTS = {
   decorator: 'db',
   pool: { min: 2, max: 10, acquireTimeoutMillis: 5000 },
+  maxConnectionLifetimeMillis: 30 * 60_000,
+  lifetimeJitterFraction: 0.1,
   checkAfterIdleMillis: 0,
   pingAfterIdleMillis: 30_000,
   queryTimeoutMillis: 30_000,
@@ -135,18 +137,21 @@ export function resolveOptions (options: unknown): ResolvedOptions {
 }
 
 function resolvePool (pool: unknown): ResolvedOptions['pool'] {
-  if (pool === undefined) return { ...DEFAULTS.pool }
+  if (pool === undefined) return resolvePool({})
   if (!isPlainObject(pool)) throw invalid(`pool must be an object, got ${describeValue(pool)}`)
   expectKnownKeys(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool', pool, POOL_KEYS)
   const resolved = { ...DEFAULTS.pool, ...pool } as ResolvedOptions['pool']
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool.max', resolved.max, 1)
   // `{ max: 1 }` alone means a pool of one, not an error about the default min.
   if (pool.min === undefined) resolved.min = Math.min(DEFAULTS.pool.min, resolved.max)
+  resolved.maxConnectionLifetimeMillis ??= DEFAULTS.maxConnectionLifetimeMillis
+  resolved.maxConnectionLifetimeJitterMillis ??= Math.round(resolved.maxConnectionLifetimeMillis * DEFAULTS.lifetimeJitterFraction)
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool.min', resolved.min, 0, resolved.max, `an integer from 0 to pool.max (${resolved.max})`)
   for (const key of POOL_MILLISECOND_KEYS) {
-    if (resolved[key] !== undefined) {
-      expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, `pool.${key}`, resolved[key], 1, Number.MAX_SAFE_INTEGER, 'a positive integer (milliseconds)')
-    }
+    if (resolved[key] === undefined) continue
+    // A spread of 0 is a choice (all connections expire on time); every other setting must be positive.
+    const [min, expected] = key === 'maxConnectionLifetimeJitterMillis' ? [0, 'a non-negative integer (milliseconds)'] : [1, 'a positive integer (milliseconds)']
+    expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, `pool.${key}`, resolved[key], min, Number.MAX_SAFE_INTEGER, expected)
   }
   return resolved
 }

@@ -68,3 +68,25 @@ test('hands no handler a connection the server closed during a 3 s event-loop st
     await direct.close()
   }
 })
+
+test('replaces connections near their maximum lifetime in the background, never on a request\'s path', async () => {
+  const aging = buildApp().app
+  await aging.register(forkSafeDb, {
+    connection: proxy.urlFor(server.url),
+    pool: { min: 2, max: 2, maxConnectionLifetimeMillis: 2000, maxConnectionLifetimeJitterMillis: 0 }
+  })
+  aging.get('/ping', async (request) => request.db.raw('SELECT 1'))
+  try {
+    await aging.ready()
+    const opened = proxy.accepted
+    // Past the lifetime of the warm connections (the scenario itself, not a wait for an event).
+    await idle(2500)
+    expect(proxy.accepted).toBeGreaterThanOrEqual(opened + 2)
+    const before = proxy.accepted
+    const responses = await Promise.all(Array.from({ length: 2 }, () => aging.inject('/ping')))
+    expect(responses.map((response) => response.statusCode)).toEqual([200, 200])
+    expect(proxy.accepted).toBe(before)
+  } finally {
+    await aging.close()
+  }
+})

@@ -40,6 +40,7 @@ const cases: Array<[title: string, options: unknown, code: string, message: RegE
   ['pool.min above pool.max', { connection, pool: { min: 12, max: 10 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.min must be an integer from 0 to pool\.max \(10\), got `12` \(number\)/],
   ['a fractional pool.min', { connection, pool: { min: 1.5 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.min must be an integer/],
   ['a non-integer timeout', { connection, pool: { acquireTimeoutMillis: 2.5 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.acquireTimeoutMillis must be a positive integer \(milliseconds\), got `2\.5` \(number\)/],
+  ['a negative lifetime jitter', { connection, pool: { maxConnectionLifetimeJitterMillis: -1 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.maxConnectionLifetimeJitterMillis must be a non-negative integer \(milliseconds\), got `-1` \(number\)/],
   ['a negative timeout', { connection, pool: { idleTimeoutMillis: -100 } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.idleTimeoutMillis must be a positive integer/],
   ['a timeout given as a string', { connection, pool: { createTimeoutMillis: '1000' } }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /pool\.createTimeoutMillis .* got `1000` \(string\)/],
   ['a fractional queryTimeoutMillis', { connection, queryTimeoutMillis: 0.5 }, 'FST_FORK_SAFE_DB_INVALID_OPTION', /queryTimeoutMillis must be a non-negative integer \(milliseconds, 0 = off\), got `0\.5` \(number\)/],
