@@ -25,6 +25,9 @@ export class TcpProxy {
   readonly #clients = new Set<Socket>()
   readonly #server: Server
   readonly #sockets = new Set<Socket>()
+  /** Delayed writes still pending: cleared on close, so a long delay outlives no test. */
+  readonly #timers = new Set<NodeJS.Timeout>()
+  #closed = false
   readonly #target: { host: string, port: number }
 
   private constructor (server: Server, options: ProxyOptions) {
@@ -103,8 +106,15 @@ export class TcpProxy {
   // byte stream stays intact. Ends and errors travel after the data they follow.
   #pipe (from: Socket, to: Socket, cut?: { afterBytes: number, how: 'fin' | 'rst' }): void {
     const later = (action: () => void) => {
-      if (this.delayMillis === 0) action()
-      else setTimeout(action, this.delayMillis)
+      if (this.delayMillis === 0 || this.#closed) {
+        action()
+        return
+      }
+      const timer = setTimeout(() => {
+        this.#timers.delete(timer)
+        action()
+      }, this.delayMillis)
+      this.#timers.add(timer)
     }
     let sent = 0
     from.on('data', (chunk: Buffer) => later(() => {
@@ -129,6 +139,9 @@ export class TcpProxy {
   }
 
   async close (): Promise<void> {
+    this.#closed = true
+    for (const timer of this.#timers) clearTimeout(timer)
+    this.#timers.clear()
     for (const socket of this.#sockets) socket.destroy()
     await new Promise<void>((resolve) => this.#server.close(() => resolve()))
   }
