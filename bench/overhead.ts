@@ -14,7 +14,7 @@ import { fixed, median, table, writeResult } from './report'
 // child process, in interleaved rounds so drift (CPU heat, the database's caches) hits every
 // variant alike. Ratios are medians of the per-round ratios.
 
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9)
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10)
 const POOL = { min: 10, max: 10 }
