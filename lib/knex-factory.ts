@@ -69,18 +69,13 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): P
     acquireTimeoutMillis: options.pool.acquireTimeoutMillis,
     breaker
   })
-  applyQueryTimeouts(instance.client, options.queryTimeoutMillis, pingTimeoutMillis, log)
   hideProperties(instance.client.config.connection, SECRET_KEYS)
   hideProperties(instance.client.connectionSettings, SECRET_KEYS)
   instance.client.pool.on('release', borrowCheck.markIdle)
   // Emitted before the error is rethrown to the caller, so the handler only ever sees it sanitized.
   const sanitize = (error: unknown, query: FailedQuery) => sanitizeQueryError(error, query, secrets)
   instance.client.on('query-error', sanitize)
-  // A `.timeout()` expiry is reported on the query's own builder only; listen there, and only
-  // for queries that have a timeout, so other queries pay nothing.
-  instance.client.on('start', (builder: NodeJS.EventEmitter & { _timeout?: number }) => {
-    if (builder._timeout !== undefined) builder.once('query-error', sanitize)
-  })
+  applyQueryTimeouts(instance.client, options.queryTimeoutMillis, pingTimeoutMillis, log, sanitize)
   const keeper = new IdleKeeper({
     client: instance.client,
     log,

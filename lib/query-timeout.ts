@@ -13,6 +13,7 @@ import type { Knex } from 'knex'
 interface TimedBuilder {
   _timeout?: number
   timeout?: (ms: number, options: { cancel: boolean }) => unknown
+  once: (event: 'query-error', listener: (error: unknown, query: never) => void) => unknown
 }
 
 interface KillableConnection {
@@ -20,12 +21,21 @@ interface KillableConnection {
   __knex__disposed?: unknown
 }
 
-export function applyQueryTimeouts (client: Knex.Client, queryTimeoutMillis: number, cancelTimeoutMillis: number, log: FastifyBaseLogger): void {
-  if (queryTimeoutMillis > 0) {
-    client.on('start', (builder: TimedBuilder) => {
-      if (builder._timeout === undefined && typeof builder.timeout === 'function') builder.timeout(queryTimeoutMillis, { cancel: true })
-    })
-  }
+/**
+ * `onTimeoutError` sees a timed-out query's error before its caller does: knex reports a
+ * `.timeout()` expiry on the query's own builder only, not on the client.
+ */
+export function applyQueryTimeouts (
+  client: Knex.Client, queryTimeoutMillis: number, cancelTimeoutMillis: number, log: FastifyBaseLogger,
+  onTimeoutError: (error: unknown, query: never) => void
+): void {
+  // One listener per query does both: give it the default timeout, then watch for its expiry.
+  client.on('start', (builder: TimedBuilder) => {
+    if (queryTimeoutMillis > 0 && builder._timeout === undefined && typeof builder.timeout === 'function') {
+      builder.timeout(queryTimeoutMillis, { cancel: true })
+    }
+    if (builder._timeout !== undefined) builder.once('query-error', onTimeoutError)
+  })
   // knex's typings declare cancelQuery without its argument; the dialects take the connection.
   const dialect = client as unknown as { cancelQuery: (connection: KillableConnection) => Promise<unknown> }
   const cancel = dialect.cancelQuery.bind(client)
