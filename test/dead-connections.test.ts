@@ -17,17 +17,21 @@ beforeEach(async () => {
 })
 afterEach(async () => { await app.close() })
 
-test('never hands a connection killed by the server to a handler', async () => {
-  // pingAfterIdleMillis: 0 makes the borrow check deterministic; the default skips the ping
-  // for connections used in the last 500 ms, as HikariCP's alive-bypass window does.
-  await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 3, max: 3 }, pingAfterIdleMillis: 0, maxPendingAcquires: 20 })
+/** Warms `count` connections, KILLs them all on the server, and fires a burst of 20 requests at once. */
+async function killWarmConnectionsThenBurst (count: number) {
   await app.ready()
   const killed = await fixture.database.connectionIds(fixture.user.user)
-  expect(killed).toHaveLength(3)
+  expect(killed).toHaveLength(count)
   for (const id of killed) await fixture.database.kill(id)
-
   const responses = await Promise.all(Array.from({ length: 20 }, () => app.inject('/whoami')))
   expect(responses.map((response) => response.statusCode)).toEqual(Array(20).fill(200))
+  return { killed, responses }
+}
+
+test('never hands a connection killed by the server to a handler', async () => {
+  // pingAfterIdleMillis: 0 sends every borrow through a COM_PING round trip, not the socket check.
+  await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 3, max: 3 }, pingAfterIdleMillis: 0, maxPendingAcquires: 20 })
+  const { killed, responses } = await killWarmConnectionsThenBurst(3)
   const used = new Set(responses.map((response) => response.json().id as number))
   for (const id of killed) expect(used.has(id)).toBe(false)
   expect(await fixture.database.settledCount(fixture.user.user, 3)).toBe(3)
@@ -36,12 +40,7 @@ test('never hands a connection killed by the server to a handler', async () => {
 test('replaces connections the server killed without a ping, by checking their sockets before use', async () => {
   // checkAfterIdleMillis: 0 sends every borrow through the socket check; the ping is out of reach.
   await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 3, max: 3 }, checkAfterIdleMillis: 0, pingAfterIdleMillis: 3_600_000, maxPendingAcquires: 20 })
-  await app.ready()
-  const killed = await fixture.database.connectionIds(fixture.user.user)
-  for (const id of killed) await fixture.database.kill(id)
-
-  const responses = await Promise.all(Array.from({ length: 20 }, () => app.inject('/whoami')))
-  expect(responses.map((response) => response.statusCode)).toEqual(Array(20).fill(200))
+  const { killed, responses } = await killWarmConnectionsThenBurst(3)
   const used = new Set(responses.map((response) => response.json().id as number))
   for (const id of killed) expect(used.has(id)).toBe(false)
 })
@@ -68,13 +67,7 @@ test('closes the socket of a connection whose ping went unanswered instead of le
 
 test('hands out no connection the server killed while idle, with default settings', async () => {
   await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 5, max: 5 } })
-  await app.ready()
-  const killed = await fixture.database.connectionIds(fixture.user.user)
-  expect(killed).toHaveLength(5)
-  for (const id of killed) await fixture.database.kill(id)
-
-  const responses = await Promise.all(Array.from({ length: 20 }, () => app.inject('/whoami')))
-  expect(responses.map((response) => response.statusCode)).toEqual(Array(20).fill(200))
+  await killWarmConnectionsThenBurst(5)
 })
 
 test('fails exactly the request whose connection is killed mid-query, with a code, and serves the next 100', async () => {
