@@ -24,6 +24,7 @@ export class ForkSafePool {
   #instance: Knex | undefined
   #keeper: IdleKeeper | undefined
   #connecting: PoolParts['connecting'] = new Set()
+  #canceller: PoolParts['canceller'] | undefined
   #pid = 0
   #closed = false
   #deadline: NodeJS.Timeout | undefined
@@ -51,15 +52,25 @@ export class ForkSafePool {
       // Its keeper must not ping the parent's sockets: stopping a timer sends nothing.
       this.#keeper?.stop()
     }
-    const { knex, keeper, connecting } = createKnex(this.#options, this.#log)
+    const { knex, keeper, connecting, canceller } = createKnex(this.#options, this.#log)
     this.#instance = knex
     this.#keeper = keeper
     this.#connecting = connecting
+    this.#canceller = canceller
     // Until warm-up reads the server's own idle limit, assume the default one.
     keeper.start(DEFAULT_WAIT_TIMEOUT_SECONDS, this.#options.pool.maxConnectionLifetimeMillis)
     this.#pid = pid
     this.#log.debug({ pid, connection: this.#options.connectionDescription }, 'built the connection pool')
     return this.#instance
+  }
+
+  /**
+   * Cancels the statement running on the borrowed connection knex tagged `knexUid`, if this
+   * process's pool still lends it out. Returns whether a KILL QUERY was sent.
+   */
+  cancelQueryOn (knexUid: string, reason: string): boolean {
+    if (this.#pid !== process.pid) return false
+    return this.#canceller?.cancelOnConnection(knexUid, reason) ?? false
   }
 
   /**

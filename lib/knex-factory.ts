@@ -9,6 +9,7 @@ import { SECRET_KEYS } from './connection-options'
 import { forwardDriverWarnings, knexLogBridge, tarnLogBridge } from './logging'
 import type { ResolvedOptions } from './options'
 import { sanitizeQueryError, type FailedQuery } from './query-errors'
+import { createQueryCanceller, type QueryCanceller } from './query-cancel'
 import { applyQueryTimeouts } from './query-timeout'
 import { hideProperties } from './redact'
 
@@ -17,11 +18,12 @@ const MAX_PING_TIMEOUT_MILLIS = 2000
 // Probes a silently dropped peer within a minute instead of the OS default of two hours.
 const TCP_KEEPALIVE_INITIAL_DELAY_MILLIS = 30_000
 
-/** A knex instance, the keeper of its idle connections, and the connections it is still opening. */
+/** A knex instance, the keeper of its idle connections, the connections it is still opening, and its query canceller. */
 export interface PoolParts {
   knex: Knex
   keeper: IdleKeeper
   connecting: ReturnType<typeof trackConnects>
+  canceller: QueryCanceller
 }
 
 /**
@@ -75,7 +77,8 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): P
   // Emitted before the error is rethrown to the caller, so the handler only ever sees it sanitized.
   const sanitize = (error: unknown, query: FailedQuery) => sanitizeQueryError(error, query, secrets)
   instance.client.on('query-error', sanitize)
-  applyQueryTimeouts(instance.client, options.queryTimeoutMillis, pingTimeoutMillis, log, sanitize)
+  const canceller = createQueryCanceller(instance.client, pingTimeoutMillis, log)
+  applyQueryTimeouts(instance.client, options.queryTimeoutMillis, canceller, sanitize)
   const keeper = new IdleKeeper({
     client: instance.client,
     log,
@@ -83,5 +86,5 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): P
     idleFor: borrowCheck.idleFor,
     markAlive: borrowCheck.markIdle
   })
-  return { knex: instance, keeper, connecting: trackConnects(instance.client) }
+  return { knex: instance, keeper, connecting: trackConnects(instance.client), canceller }
 }
