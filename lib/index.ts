@@ -1,9 +1,15 @@
-import type { FastifyPluginAsync } from 'fastify'
+import type {
+  ContextConfigDefault, FastifyBaseLogger, FastifyPluginAsync, FastifyRequest, FastifySchema, FastifyTypeProvider,
+  FastifyTypeProviderDefault, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerBase, RawServerDefault,
+  RouteGenericInterface
+} from 'fastify'
 import fp from 'fastify-plugin'
 import type { Knex } from 'knex'
 import * as errors from './errors'
 import { ForkSafePool } from './fork-safe-pool'
 import { resolveOptions, type ForkSafeDbOptions } from './options'
+import { RequestScope } from './request-scope'
+import { addRouteTransactions, type RouteDbOptions } from './route-transaction'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -11,8 +17,29 @@ declare module 'fastify' {
     db: Knex
   }
   interface FastifyRequest {
-    /** This process's knex instance (fork-safe, lazily built). Renamed by the `decorator` option. */
+    /**
+     * This process's knex instance, scoped to the request: its statements are cancelled if the
+     * client disconnects, and transactions left open when the response ends are rolled back.
+     * Inside a `{ db: { transaction: true } }` route it is the route's transaction.
+     * Renamed by the `decorator` option.
+     */
     db: Knex
+  }
+  // The type parameters must repeat Fastify's exactly for the interfaces to merge.
+  interface RouteShorthandOptions<
+    /* eslint-disable @typescript-eslint/no-unused-vars */
+    RawServer extends RawServerBase = RawServerDefault,
+    RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+    RawReply extends RawReplyDefaultExpression<RawServer> = RawReplyDefaultExpression<RawServer>,
+    RouteGeneric extends RouteGenericInterface = RouteGenericInterface,
+    ContextConfig = ContextConfigDefault,
+    SchemaCompiler extends FastifySchema = FastifySchema,
+    TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault,
+    Logger extends FastifyBaseLogger = FastifyBaseLogger
+    /* eslint-enable @typescript-eslint/no-unused-vars */
+  > {
+    /** `{ transaction: true }` runs the handler in a transaction (keyed by the `decorator` option's name). */
+    db?: RouteDbOptions
   }
 }
 
@@ -35,9 +62,24 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
   const pool = new ForkSafePool(options, log)
 
   // Getters, not values: every access re-checks the pid, and a knex instance (a function)
-  // given as a request decorator value would be bound as a method.
+  // given as a request decorator value would be bound as a method. A request's scope is made on
+  // its first access to the decorator and kept in a slot declared up front (a stable shape).
+  const scopeSlot = Symbol(`${PLUGIN_NAME}:${decorator}`)
+  type Scoped = FastifyRequest & { [scopeSlot]: RequestScope | null }
+  const scopeOf = (request: FastifyRequest) => ((request as Scoped)[scopeSlot] ??= new RequestScope(pool, request))
   fastify.decorate(decorator, { getter: () => pool.knex })
-  fastify.decorateRequest(decorator, { getter: () => pool.knex })
+  fastify.decorateRequest(scopeSlot as unknown as string, null)
+  fastify.decorateRequest(decorator, { getter () { return scopeOf(this).knex } })
+  addRouteTransactions(fastify, decorator, scopeOf)
+  // Callback hooks, cheap for the requests that never touched the database (no scope).
+  fastify.addHook('onResponse', (request, _reply, done) => {
+    (request as Scoped)[scopeSlot]?.responseSent()
+    done()
+  })
+  fastify.addHook('onRequestAbort', (request, done) => {
+    (request as Scoped)[scopeSlot]?.clientGone()
+    done()
+  })
 
   // Saturation and timeouts are 503s; tell well-behaved clients when to come back.
   fastify.addHook('onError', async (_request, reply, error) => {
@@ -59,6 +101,7 @@ export default forkSafeDb
 export * from './errors'
 export type { ForkSafeDbOptions, ForkSafeDbPoolOptions } from './options'
 export type { UnsafeOptIns } from './connection-options'
+export type { RouteDbOptions } from './route-transaction'
 
 // `require('fastify-fork-safe-db')` returns the plugin itself, like every Fastify plugin, with the
 // named exports hanging off it so destructuring `require` keeps working.

@@ -1,0 +1,100 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+import forkSafeDb from '../lib'
+import { buildApp, type LoggedApp } from './helpers/app'
+import { perTestUser } from './helpers/database'
+
+// Nobody is waiting for the result of a request whose client went away: its running statement is
+// cancelled on the server (KILL QUERY), so a user who gives up on a slow page does not keep a
+// connection, and the server's CPU, busy for the rest of the query.
+
+const fixture = perTestUser({ ownDatabase: true })
+const STATEMENT_GONE_WITHIN_MILLIS = 500
+const POLL_MILLIS = 20
+const STATEMENT_START_MILLIS = 3000
+
+let logged: LoggedApp
+let app: FastifyInstance
+
+beforeEach(async () => {
+  logged = buildApp()
+  app = logged.app
+  await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 1, max: 2 } })
+  app.get('/slow', async (request) => request.db.raw('SELECT SLEEP(5) AS slow_statement'))
+  app.get('/slow-in-transaction', async (request) => {
+    const trx = await request.db.transaction()
+    await trx('visits').insert({ id: 1 })
+    await trx.raw('SELECT SLEEP(5) AS slow_statement')
+    await trx.commit()
+    return 'committed'
+  })
+  app.get('/fast', async (request) => request.db.raw('SELECT 1 AS fast'))
+  await app.ready()
+  await app.db.schema.createTable('visits', (table) => { table.integer('id').primary() })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+})
+afterEach(async () => { await app.close() })
+
+/** Resolves once our statement runs on the server; rejects if it has not begun after `STATEMENT_START_MILLIS`. */
+async function runningStatement (): Promise<void> {
+  const deadline = performance.now() + STATEMENT_START_MILLIS
+  while (performance.now() < deadline) {
+    const processes = await fixture.database.processes(fixture.user.user)
+    if (processes.some((process) => process.info?.includes('slow_statement') === true)) return
+    await new Promise((resolve) => setTimeout(resolve, POLL_MILLIS))
+  }
+  throw new Error('the statement never started')
+}
+
+/** Whether the statement is still running after `withinMillis`, polled until then. */
+async function stillRunningAfter (withinMillis: number): Promise<boolean> {
+  const deadline = performance.now() + withinMillis
+  for (;;) {
+    const running = (await fixture.database.processes(fixture.user.user)).some((process) => process.info?.includes('slow_statement') === true)
+    if (!running || performance.now() > deadline) return running
+    await new Promise((resolve) => setTimeout(resolve, POLL_MILLIS))
+  }
+}
+
+/** Sends GET `path`, and hangs up as soon as its statement is running on the server. */
+async function hangUpDuring (path: string): Promise<void> {
+  const { port } = app.server.address() as AddressInfo
+  const request = http.get({ host: '127.0.0.1', port, path, agent: false })
+  const closed = new Promise((resolve) => request.once('close', resolve))
+  request.on('error', () => {})
+  await runningStatement()
+  request.destroy()
+  await closed
+}
+
+test('cancels the running statement of a client that disconnects', async () => {
+  await hangUpDuring('/slow')
+  expect(await stillRunningAfter(STATEMENT_GONE_WITHIN_MILLIS)).toBe(false)
+  expect(logged.lines().some((line) => line.msg === 'client disconnected mid-request: cancelled its running queries' && line.cancelledQueries === 1)).toBe(true)
+  // The pool serves the next request; the cancelled connection is never lent out again.
+  expect((await app.inject('/fast')).statusCode).toBe(200)
+  expect(await fixture.database.settledCount(fixture.user.user, 1)).toBeLessThanOrEqual(2)
+  expect(app.db.client.pool.numUsed()).toBe(0)
+})
+
+test('rolls back the open transaction of a client that disconnects', async () => {
+  await hangUpDuring('/slow-in-transaction')
+  expect(await stillRunningAfter(STATEMENT_GONE_WITHIN_MILLIS)).toBe(false)
+  // The insert made before the hang-up is gone with the transaction.
+  expect(await app.db('visits').count({ rows: '*' }).first()).toEqual({ rows: 0 })
+  expect(logged.lines().some((line) => line.msg === 'client disconnected mid-request: cancelled its running queries' && line.rolledBackTransactions === 1)).toBe(true)
+})
+
+test('leaves a statement alone once its response has been sent', async () => {
+  const { port } = app.server.address() as AddressInfo
+  const body = await new Promise<string>((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: '/fast', agent: false }, (response) => {
+      let text = ''
+      response.on('data', (chunk: Buffer) => { text += chunk.toString() })
+      response.on('end', () => resolve(text))
+    }).on('error', reject)
+  })
+  expect(JSON.parse(body)).toEqual([[{ fast: 1 }], expect.any(Array)])
+  expect(logged.lines().some((line) => typeof line.msg === 'string' && line.msg.startsWith('client disconnected'))).toBe(false)
+})
