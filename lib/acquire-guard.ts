@@ -13,6 +13,8 @@ export interface AcquireGuardOptions {
   acquireTimeoutMillis: number
   /** While it is open, a query that finds no free connection fails at once. */
   breaker: { isOpen: () => boolean, unavailable: () => Error }
+  /** A query got a connection after `waitMillis`; `cold` when the connection was opened for it. */
+  onAcquired: (waitMillis: number, cold: boolean) => void
 }
 
 interface PoolCounts {
@@ -30,19 +32,34 @@ function saturated (pool: PoolCounts, maxPendingAcquires: number): boolean {
     pool.numPendingAcquires() >= maxPendingAcquires
 }
 
-export function guardAcquire (client: Knex.Client, options: AcquireGuardOptions): void {
+/**
+ * Guards `client.acquireConnection` (what queries and transactions borrow through) and returns
+ * the same guarded acquire for the plugin's own borrows (warm-up, keeper, health check), which
+ * are not recorded: they are not a query waiting.
+ */
+export function guardAcquire (client: Knex.Client, options: AcquireGuardOptions): () => Promise<unknown> {
   const acquire = client.acquireConnection.bind(client)
-  client.acquireConnection = async () => {
+  // A connection no one has borrowed yet was opened for the borrower that gets it: a cold
+  // acquire. Warm-up and the keeper borrow what they open, so their connections never count.
+  const borrowed = new WeakSet<object>()
+  const guarded = async (record: boolean) => {
     const pool = client.pool as unknown as PoolCounts
     if (pool.numFree() === 0 && options.breaker.isOpen()) throw options.breaker.unavailable()
     if (saturated(pool, options.maxPendingAcquires)) {
       throw new FST_FORK_SAFE_DB_POOL_SATURATED(options.decorator, options.maxPendingAcquires)
     }
+    const started = performance.now()
     try {
-      return await acquire()
+      const connection = await acquire() as object
+      const fresh = !borrowed.has(connection)
+      if (fresh) borrowed.add(connection)
+      if (record) options.onAcquired(performance.now() - started, fresh)
+      return connection
     } catch (error) {
       if ((error as Error)?.name !== 'KnexTimeoutError') throw error
       throw new FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT(options.decorator, options.acquireTimeoutMillis, { cause: error })
     }
   }
+  client.acquireConnection = async () => guarded(true)
+  return async () => guarded(false)
 }

@@ -75,3 +75,10 @@ export const FST_FORK_SAFE_DB_CLOSED = createError(
   'fastify-fork-safe-db: the "%s" pool is closed',
   503
 )
+
+/** The connection budget cannot fit this configuration and `budget.onExceed` is 'fail'. Raised by ready(). */
+export const FST_FORK_SAFE_DB_BUDGET_EXCEEDED = createError(
+  'FST_FORK_SAFE_DB_BUDGET_EXCEEDED',
+  'fastify-fork-safe-db: the "%s" pool does not fit its connection budget: %s',
+  500
+)

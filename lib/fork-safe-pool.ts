@@ -1,12 +1,16 @@
+import cluster from 'node:cluster'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
-import { discard, ping } from './borrow-check'
-import { FST_FORK_SAFE_DB_CLOSE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from './errors'
-import type { IdleKeeper } from './idle-keeper'
+import { ping } from './borrow-check'
+import { warnIfBuiltInPrimary } from './cluster-placement'
+import { computeBudget, serverTotal, type ConnectionBudget } from './connection-budget'
+import { FST_FORK_SAFE_DB_BUDGET_EXCEEDED, FST_FORK_SAFE_DB_CLOSE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from './errors'
 import { createKnex, type PoolParts } from './knex-factory'
 import type { ResolvedOptions } from './options'
+import { describePool, type ForkSafeDbStats, type PoolState } from './pool-stats'
 import { scrubError } from './redact'
 import { refuseNewConnections, tearDownConnections } from './teardown'
+import { DEFAULT_SERVER_LIMITS, readServerLimits, warmUp, type ServerLimits, type WarmUpConnection } from './warm-up'
 
 /**
  * Owns the knex instance of one registration and makes sure it belongs to the current process.
@@ -22,10 +26,12 @@ export class ForkSafePool {
   readonly #options: ResolvedOptions
   readonly #log: FastifyBaseLogger
   #instance: Knex | undefined
-  #keeper: IdleKeeper | undefined
-  #connecting: PoolParts['connecting'] = new Set()
-  #canceller: PoolParts['canceller'] | undefined
+  #parts: PoolParts | undefined
   #pid = 0
+  #rebuilds = 0
+  #warm: 'no' | 'warming' | 'yes' = 'no'
+  #budget: ConnectionBudget | undefined
+  #stopPlacementWatch = () => {}
   #closed = false
   #deadline: NodeJS.Timeout | undefined
 
@@ -50,15 +56,17 @@ export class ForkSafePool {
         'process id changed: abandoning the pool inherited from the parent process (its connections are left open for the parent) and building a fresh one'
       )
       // Its keeper must not ping the parent's sockets: stopping a timer sends nothing.
-      this.#keeper?.stop()
+      this.#parts?.keeper.stop()
+      this.#stopPlacementWatch()
+      this.#rebuilds += 1
+      this.#warm = 'no'
     }
-    const { knex, keeper, connecting, canceller } = createKnex(this.#options, this.#log)
-    this.#instance = knex
-    this.#keeper = keeper
-    this.#connecting = connecting
-    this.#canceller = canceller
+    const parts = createKnex(this.#options, this.#log)
+    this.#instance = parts.knex
+    this.#parts = parts
     // Until warm-up reads the server's own idle limit, assume the default one.
-    keeper.start(DEFAULT_WAIT_TIMEOUT_SECONDS, this.#options.pool.maxConnectionLifetimeMillis)
+    parts.keeper.start(DEFAULT_SERVER_LIMITS.waitTimeoutSeconds, this.#options.pool.maxConnectionLifetimeMillis)
+    this.#stopPlacementWatch = warnIfBuiltInPrimary(this.#log)
     this.#pid = pid
     this.#log.debug({ pid, connection: this.#options.connectionDescription }, 'built the connection pool')
     return this.#instance
@@ -70,25 +78,50 @@ export class ForkSafePool {
    */
   cancelQueryOn (knexUid: string, reason: string): boolean {
     if (this.#pid !== process.pid) return false
-    return this.#canceller?.cancelOnConnection(knexUid, reason) ?? false
+    return this.#parts?.canceller.cancelOnConnection(knexUid, reason) ?? false
   }
 
   /**
-   * Opens `warmup` connections in parallel and verifies each with a round trip. Rejects with
-   * FST_FORK_SAFE_DB_WARMUP_FAILED (driver error as `cause`) unless a cold start is allowed.
+   * Opens `warmup` connections (at most `warmupConcurrency` at a time) and verifies each with a
+   * round trip; applies the connection budget. Rejects with FST_FORK_SAFE_DB_WARMUP_FAILED
+   * (driver error as `cause`) unless a cold start is allowed, and with
+   * FST_FORK_SAFE_DB_BUDGET_EXCEEDED when the budget cannot fit and `onExceed` is 'fail'.
    */
   async warm (): Promise<void> {
     const count = this.#options.warmup
-    if (count === 0) return
+    if (count === 0) {
+      // A numeric budget needs no server; one derived from the server's limits needs a connection.
+      if (this.#options.budget?.total !== 'server') this.#applyBudget(DEFAULT_SERVER_LIMITS)
+      return
+    }
     const started = performance.now()
-    let waitTimeoutSeconds = DEFAULT_WAIT_TIMEOUT_SECONDS
+    let limits = DEFAULT_SERVER_LIMITS
+    const { client } = this.knex
+    const parts = this.#parts as PoolParts
+    this.#warm = 'warming'
     try {
-      waitTimeoutSeconds = await this.#openAndVerify(count)
+      await warmUp({
+        acquire: parts.acquireInternal as () => Promise<WarmUpConnection>,
+        release: async (connection) => client.releaseConnection(connection),
+        count,
+        concurrency: this.#options.warmupConcurrency,
+        jitterMillis: this.#options.warmupJitterMillis,
+        pingTimeoutMillis: this.#options.pool.acquireTimeoutMillis,
+        afterFirst: async (connection) => {
+          limits = await readServerLimits(connection)
+          return this.#applyBudget(limits)
+        }
+      })
     } catch (driverError) {
+      this.#warm = 'no'
       if (this.#closing()) {
         // close() began while warming (a worker retired during start-up): not a failure.
         this.#log.debug('warm-up stopped because the pool is closing')
         return
+      }
+      if (driverError instanceof FST_FORK_SAFE_DB_BUDGET_EXCEEDED) {
+        await this.#discardInstance()
+        throw driverError
       }
       const cause = scrubError(driverError, this.#options.secrets)
       const error = new FST_FORK_SAFE_DB_WARMUP_FAILED(this.#options.decorator, describeError(cause), { cause })
@@ -100,34 +133,87 @@ export class ForkSafePool {
       this.#log.warn({ err: error }, 'warm-up failed; starting with a cold pool because allowColdStart is set')
       return
     }
-    const keepAliveEveryMillis = this.#keeper?.start(waitTimeoutSeconds, this.#options.pool.maxConnectionLifetimeMillis)
+    this.#warm = 'yes'
+    const keepAliveEveryMillis = parts.keeper.start(limits.waitTimeoutSeconds, this.#options.pool.maxConnectionLifetimeMillis)
     this.#log.info(
-      { connections: count, ms: Math.round(performance.now() - started), connection: this.#options.connectionDescription, waitTimeoutSeconds, keepAliveEveryMillis },
+      { connections: Math.min(count, client.pool.max), ms: Math.round(performance.now() - started), connection: this.#options.connectionDescription, waitTimeoutSeconds: limits.waitTimeoutSeconds, keepAliveEveryMillis },
       'connection pool warmed'
     )
   }
 
-  /** Opens and pings `count` connections; resolves with the server's `wait_timeout` (seconds). */
-  async #openAndVerify (count: number): Promise<number> {
-    const { client } = this.knex
-    const acquired = await Promise.allSettled(Array.from({ length: count }, () => client.acquireConnection()))
-    const connections = acquired.flatMap((result) => result.status === 'fulfilled' ? [result.value] : [])
+  /**
+   * Caps this process's pool at its share of the budget (tarn reads max and min live) and
+   * reports a configuration that cannot fit. Returns how many connections warm-up may open.
+   */
+  #applyBudget (limits: ServerLimits): number {
+    const budget = this.#options.budget
+    const pool = this.knex.client.pool as { max: number, min: number }
+    if (budget === undefined) return pool.max
+    const { total, from } = budget.total === 'server'
+      ? serverTotal(limits.maxConnections, limits.maxUserConnections)
+      : { total: budget.total, from: 'option' as const }
+    const { pool: configured } = this.#options
+    const shares = computeBudget({ ...budget, total, poolMax: configured.max, poolMin: configured.min })
+    this.#budget = { workers: budget.workers, workersFrom: budget.workersFrom, total, totalFrom: from, reserve: budget.reserve, ...shares }
+    pool.max = shares.poolMax
+    pool.min = shares.poolMin
+    const report = { budget: this.#budget }
+    if (!shares.fits) {
+      if (budget.onExceed === 'fail') throw new FST_FORK_SAFE_DB_BUDGET_EXCEEDED(this.#options.decorator, shares.problem)
+      this.#log.warn(report, `the connection budget does not fit: ${shares.problem ?? ''}`)
+    } else if (budget.workersFrom === 'assumed' && !cluster.isPrimary) {
+      this.#log.warn(report, 'connection budget: the number of workers is unknown, assuming 1; set budget.workers or WEB_CONCURRENCY')
+    } else {
+      this.#log.info(report, 'connection budget applied')
+    }
+    return pool.max
+  }
+
+  /** Counts and timings of this process's pool: what `fastify.dbPool.stats()` returns. */
+  stats (): ForkSafeDbStats {
+    const parts = this.#pid === process.pid ? this.#parts : undefined
+    return {
+      pid: process.pid,
+      decorator: this.#options.decorator,
+      state: this.#state(parts !== undefined),
+      warm: parts !== undefined && this.#warm === 'yes',
+      rebuilds: this.#rebuilds,
+      ...describePool(parts?.knex.client.pool, parts?.counters),
+      budget: this.#budget
+    }
+  }
+
+  #state (built: boolean): PoolState {
+    if (this.#closed) return 'closed'
+    if (this.#deadline !== undefined) return 'closing'
+    if (!built) return 'new'
+    return this.#warm === 'warming' ? 'warming' : 'open'
+  }
+
+  /**
+   * Borrows a connection and pings it, within a short deadline: true when the database answers.
+   * Never rejects, so it suits readiness probes and @fastify/under-pressure's `healthCheck`.
+   */
+  async check (): Promise<boolean> {
+    if (this.#closing()) return false
+    let parts: PoolParts
     try {
-      const failed = acquired.find((result) => result.status === 'rejected')
-      if (failed !== undefined) throw failed.reason
-      await Promise.all(connections.map(async (connection) => {
-        try {
-          await ping(connection, this.#options.pool.acquireTimeoutMillis)
-        } catch (error) {
-          // Released as dead, so no later borrow can trust it.
-          discard(connection, error as Error)
-          throw error
-        }
-      }))
-      return await readWaitTimeout(connections[0])
+      this.knex // eslint-disable-line @typescript-eslint/no-unused-expressions -- builds the pool for this pid
+      parts = this.#parts as PoolParts
+    } catch {
+      return false
+    }
+    const { client } = parts.knex
+    let connection: WarmUpConnection | undefined
+    try {
+      connection = await parts.acquireInternal() as WarmUpConnection
+      await ping(connection, parts.pingTimeoutMillis)
+      return true
+    } catch (error) {
+      this.#log.debug({ err: scrubError(error, this.#options.secrets) }, 'health check failed')
+      return false
     } finally {
-      // Released connections stay open as the idle floor (tarn keeps `pool.min` of them).
-      for (const connection of connections) await client.releaseConnection(connection)
+      if (connection !== undefined) await client.releaseConnection(connection)
     }
   }
 
@@ -143,7 +229,7 @@ export class ForkSafePool {
     this.#deadline = setTimeout(() => {
       const used = instance.client.pool?.numUsed() ?? 0
       this.#log.error({ inUse: used, closeTimeoutMillis }, 'the database did not finish in time for shutdown; tearing its connections down')
-      tearDownConnections(instance.client, this.#connecting, () => new FST_FORK_SAFE_DB_CLOSE_TIMEOUT(decorator, closeTimeoutMillis))
+      tearDownConnections(instance.client, this.#parts?.connecting ?? new Set(), () => new FST_FORK_SAFE_DB_CLOSE_TIMEOUT(decorator, closeTimeoutMillis))
     }, closeTimeoutMillis)
     // The deadline must not keep a process alive that has nothing else left to do.
     this.#deadline.unref()
@@ -153,7 +239,8 @@ export class ForkSafePool {
   async close (): Promise<void> {
     this.beginClose()
     this.#closed = true
-    this.#keeper?.stop()
+    this.#parts?.keeper.stop()
+    this.#stopPlacementWatch()
     const instance = this.#ownInstance()
     this.#instance = undefined
     try {
@@ -170,7 +257,8 @@ export class ForkSafePool {
 
   async #discardInstance (): Promise<void> {
     const instance = this.#ownInstance()
-    this.#keeper?.stop()
+    this.#parts?.keeper.stop()
+    this.#stopPlacementWatch()
     this.#instance = undefined
     await instance?.destroy()
   }
@@ -181,19 +269,6 @@ export class ForkSafePool {
     this.#log.debug({ ownerPid: this.#pid, pid: process.pid }, 'leaving the pool of another process untouched')
     return undefined
   }
-}
-
-// MySQL's and MariaDB's default: 8 hours.
-const DEFAULT_WAIT_TIMEOUT_SECONDS = 28_800
-
-/** The idle limit the server applies to this connection, in seconds. */
-function readWaitTimeout (connection: { query: (sql: string, callback: (error: Error | null, rows: Array<{ seconds: number }>) => void) => void }): Promise<number> {
-  return new Promise((resolve) => {
-    connection.query('SELECT @@SESSION.wait_timeout AS seconds', (error, rows) => {
-      const seconds = Number(rows?.[0]?.seconds)
-      resolve(error === null && Number.isFinite(seconds) && seconds > 0 ? seconds : DEFAULT_WAIT_TIMEOUT_SECONDS)
-    })
-  })
 }
 
 function describeError (error: unknown): string {

@@ -31,6 +31,8 @@ interface TarnPool {
 
 export interface IdleKeeperOptions {
   client: Knex.Client
+  /** Borrows a connection without counting as a query's wait. */
+  acquire: () => Promise<unknown>
   log: FastifyBaseLogger
   pingTimeoutMillis: number
   /** When the connection was last used or verified (the borrow check's record). */
@@ -68,7 +70,7 @@ export class IdleKeeper {
   async #tick (interval: number): Promise<void> {
     if (this.#running) return
     this.#running = true
-    const { client, log, pingTimeoutMillis, idleFor, markAlive } = this.#options
+    const { client, acquire, log, pingTimeoutMillis, idleFor, markAlive } = this.#options
     const pool = client.pool as unknown as TarnPool | undefined
     try {
       if (pool === undefined) return
@@ -99,7 +101,7 @@ export class IdleKeeper {
       const missing = pool.min - (pool.numUsed() + pool.numFree() + pool.numPendingCreates())
       const wanted = discarded > 0 ? Math.max(pool.numFree(), missing) : missing
       if (wanted <= 0) return
-      const borrowed = await Promise.allSettled(Array.from({ length: wanted }, () => client.acquireConnection()))
+      const borrowed = await Promise.allSettled(Array.from({ length: wanted }, acquire))
       for (const result of borrowed) if (result.status === 'fulfilled') await client.releaseConnection(result.value)
     } finally {
       this.#running = false

@@ -6,8 +6,10 @@ import type {
 import fp from 'fastify-plugin'
 import type { Knex } from 'knex'
 import * as errors from './errors'
+import { computeBudget } from './connection-budget'
 import { ForkSafePool } from './fork-safe-pool'
 import { resolveOptions, type ForkSafeDbOptions } from './options'
+import type { ForkSafeDbStats } from './pool-stats'
 import { RequestScope } from './request-scope'
 import { addRouteTransactions, type RouteDbOptions } from './route-transaction'
 
@@ -15,6 +17,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** This process's knex instance (fork-safe, lazily built). Renamed by the `decorator` option. */
     db: Knex
+    /** Stats and health of `db`'s pool in this process. Named `<decorator>Pool`. */
+    dbPool: ForkSafeDbManager
   }
   interface FastifyRequest {
     /**
@@ -43,6 +47,17 @@ declare module 'fastify' {
   }
 }
 
+/** Stats and health of one registration's pool in the current process. */
+export interface ForkSafeDbManager {
+  /** Counts and timings of this process's pool (see ForkSafeDbStats). Cheap: reads counters. */
+  stats: () => ForkSafeDbStats
+  /**
+   * Borrows a connection and pings it within a short deadline; resolves true when the database
+   * answers, false otherwise (never rejects). For readiness probes and @fastify/under-pressure.
+   */
+  check: () => Promise<boolean>
+}
+
 const PLUGIN_NAME = 'fastify-fork-safe-db'
 const RETRY_AFTER_SECONDS = '1'
 const RETRYABLE = new Set([
@@ -54,7 +69,8 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
   // Validate before anything else: a bad option must fail registration, before any socket opens.
   const options = resolveOptions(rawOptions)
   const { decorator } = options
-  if (fastify.hasDecorator(decorator) || fastify.hasRequestDecorator(decorator)) {
+  const managerName = `${decorator}Pool`
+  if (fastify.hasDecorator(decorator) || fastify.hasRequestDecorator(decorator) || fastify.hasDecorator(managerName)) {
     throw new errors.FST_FORK_SAFE_DB_ALREADY_REGISTERED(decorator)
   }
 
@@ -68,6 +84,8 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
   type Scoped = FastifyRequest & { [scopeSlot]: RequestScope | null }
   const scopeOf = (request: FastifyRequest) => ((request as Scoped)[scopeSlot] ??= new RequestScope(pool, request))
   fastify.decorate(decorator, { getter: () => pool.knex })
+  const manager: ForkSafeDbManager = { stats: () => pool.stats(), check: async () => pool.check() }
+  fastify.decorate(managerName, manager)
   fastify.decorateRequest(scopeSlot as unknown as string, null)
   fastify.decorateRequest(decorator, { getter () { return scopeOf(this).knex } })
   addRouteTransactions(fastify, decorator, scopeOf)
@@ -98,11 +116,30 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
 export const forkSafeDb = fp(forkSafeDbPlugin, { fastify: '5.x', name: PLUGIN_NAME })
 export default forkSafeDb
 
-export * from './errors'
+// Named, not `export *`: Node finds the named exports of a CommonJS module by reading its
+// source, and a star re-export next to our `module.exports` assignment hides them from
+// `import { FST_FORK_SAFE_DB_… } from 'fastify-fork-safe-db'`.
+export {
+  FST_FORK_SAFE_DB_INVALID_OPTION,
+  FST_FORK_SAFE_DB_INVALID_CONNECTION,
+  FST_FORK_SAFE_DB_UNSAFE_OPTION,
+  FST_FORK_SAFE_DB_ALREADY_REGISTERED,
+  FST_FORK_SAFE_DB_WARMUP_FAILED,
+  FST_FORK_SAFE_DB_POOL_SATURATED,
+  FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT,
+  FST_FORK_SAFE_DB_UNAVAILABLE,
+  FST_FORK_SAFE_DB_CLOSE_TIMEOUT,
+  FST_FORK_SAFE_DB_CLOSED,
+  FST_FORK_SAFE_DB_BUDGET_EXCEEDED
+} from './errors'
+/** The budget arithmetic, for printing a deployment's budget (the example's startup table). */
+export { computeBudget }
+export type { ConnectionBudget, ConnectionBudgetOptions } from './connection-budget'
+export type { AcquireWaitStats, ColdAcquireStats, ConnectionStats, ForkSafeDbStats, PoolState } from './pool-stats'
 export type { ForkSafeDbOptions, ForkSafeDbPoolOptions } from './options'
 export type { UnsafeOptIns } from './connection-options'
 export type { RouteDbOptions } from './route-transaction'
 
 // `require('fastify-fork-safe-db')` returns the plugin itself, like every Fastify plugin, with the
 // named exports hanging off it so destructuring `require` keeps working.
-module.exports = Object.assign(forkSafeDb, { default: forkSafeDb, forkSafeDb }, errors)
+module.exports = Object.assign(forkSafeDb, { default: forkSafeDb, forkSafeDb, computeBudget }, errors)

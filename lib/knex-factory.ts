@@ -3,6 +3,7 @@ import knex, { type Knex } from 'knex'
 import { guardAcquire } from './acquire-guard'
 import { createBorrowCheck } from './borrow-check'
 import { ConnectBreaker } from './connect-breaker'
+import { PoolCounters } from './pool-stats'
 import { IdleKeeper } from './idle-keeper'
 import { trackConnects } from './teardown'
 import { SECRET_KEYS } from './connection-options'
@@ -18,12 +19,16 @@ const MAX_PING_TIMEOUT_MILLIS = 2000
 // Probes a silently dropped peer within a minute instead of the OS default of two hours.
 const TCP_KEEPALIVE_INITIAL_DELAY_MILLIS = 30_000
 
-/** A knex instance, the keeper of its idle connections, the connections it is still opening, and its query canceller. */
+/** A knex instance and the parts the pool manager works with. */
 export interface PoolParts {
   knex: Knex
   keeper: IdleKeeper
   connecting: ReturnType<typeof trackConnects>
   canceller: QueryCanceller
+  counters: PoolCounters
+  /** Borrows without being recorded as a query's wait (warm-up, keeper, health check). */
+  acquireInternal: () => Promise<unknown>
+  pingTimeoutMillis: number
 }
 
 /**
@@ -65,12 +70,19 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): P
 
   const breaker = new ConnectBreaker(options.decorator, log)
   breaker.guard(instance.client)
-  guardAcquire(instance.client, {
+  const counters = new PoolCounters()
+  const acquireInternal = guardAcquire(instance.client, {
     decorator: options.decorator,
     maxPendingAcquires: options.maxPendingAcquires,
     acquireTimeoutMillis: options.pool.acquireTimeoutMillis,
-    breaker
+    breaker,
+    onAcquired (waitMillis, cold) {
+      counters.recordAcquire(waitMillis, cold)
+      if (cold) log.debug({ waitedMillis: Math.round(waitMillis * 1000) / 1000 }, 'a query waited for a new connection to be opened (cold acquire)')
+    }
   })
+  instance.client.pool.on('createSuccess', () => { counters.created += 1 })
+  instance.client.pool.on('destroySuccess', () => { counters.destroyed += 1 })
   hideProperties(instance.client.config.connection, SECRET_KEYS)
   hideProperties(instance.client.connectionSettings, SECRET_KEYS)
   instance.client.pool.on('release', borrowCheck.markIdle)
@@ -81,10 +93,11 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): P
   applyQueryTimeouts(instance.client, options.queryTimeoutMillis, canceller, sanitize)
   const keeper = new IdleKeeper({
     client: instance.client,
+    acquire: acquireInternal,
     log,
     pingTimeoutMillis,
     idleFor: borrowCheck.idleFor,
     markAlive: borrowCheck.markIdle
   })
-  return { knex: instance, keeper, connecting: trackConnects(instance.client), canceller }
+  return { knex: instance, keeper, connecting: trackConnects(instance.client), canceller, counters, acquireInternal, pingTimeoutMillis }
 }

@@ -1,4 +1,5 @@
 import type { ConnectionOptions } from 'mysql2'
+import { BUDGET_DEFAULTS, workersFromEnvironment, type ConnectionBudgetOptions, type WorkersSource } from './connection-budget'
 import { checkConnection, UNSAFE_KEYS, type UnsafeOptIns } from './connection-options'
 import { FST_FORK_SAFE_DB_INVALID_OPTION } from './errors'
 import { describeValue, expectInteger, expectKnownKeys, isPlainObject } from './validate'
@@ -49,6 +50,23 @@ export interface ForkSafeDbOptions {
   closeTimeoutMillis?: number
   /** Explicit opt-ins for driver features that are dangerous by default. */
   allowUnsafe?: UnsafeOptIns
+  /** Share a total number of connections among all processes: caps each process's pool.max. Default: none. */
+  budget?: ConnectionBudgetOptions
+  /** Warm-up opens at most this many connections at the same time. Default 2. */
+  warmupConcurrency?: number
+  /** Warm-up starts after a random delay of up to this long, to spread a fleet's restart. Default 0. */
+  warmupJitterMillis?: number
+}
+
+/** The budget options with their defaults, and what the user set on the pool themselves. */
+export interface ResolvedBudget {
+  workers: number
+  workersFrom: WorkersSource
+  total: number | 'server'
+  reserve: number
+  onExceed: 'warn' | 'fail'
+  explicitMax: boolean
+  explicitMin: boolean
 }
 
 /** Options after validation and defaults; what the pool manager works from. */
@@ -65,9 +83,16 @@ export interface ResolvedOptions {
   queryTimeoutMillis: number
   maxPendingAcquires: number
   closeTimeoutMillis: number
+  budget: ResolvedBudget | undefined
+  warmupConcurrency: number
+  warmupJitterMillis: number
 }
 
-export const PLUGIN_KEYS = ['connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'checkAfterIdleMillis', 'pingAfterIdleMillis', 'queryTimeoutMillis', 'maxPendingAcquires', 'closeTimeoutMillis', 'allowUnsafe'] as const
+export const PLUGIN_KEYS = [
+  'connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'checkAfterIdleMillis', 'pingAfterIdleMillis', 'queryTimeoutMillis',
+  'maxPendingAcquires', 'closeTimeoutMillis', 'allowUnsafe', 'budget', 'warmupConcurrency', 'warmupJitterMillis'
+] as const
+export const BUDGET_KEYS = ['workers', 'total', 'reserve', 'onExceed'] as const
 const POOL_MILLISECOND_KEYS = [
   'acquireTimeoutMillis', 'createTimeoutMillis', 'destroyTimeoutMillis', 'idleTimeoutMillis',
   'reapIntervalMillis', 'createRetryIntervalMillis', 'maxConnectionLifetimeMillis', 'maxConnectionLifetimeJitterMillis'
@@ -84,7 +109,9 @@ export const DEFAULTS = {
   pingAfterIdleMillis: 30_000,
   queryTimeoutMillis: 30_000,
   pendingAcquiresPerConnection: 4,
-  closeTimeoutMillis: 10_000
+  closeTimeoutMillis: 10_000,
+  warmupConcurrency: 2,
+  warmupJitterMillis: 0
 } as const
 
 const invalid = (message: string) => new FST_FORK_SAFE_DB_INVALID_OPTION(message)
@@ -115,6 +142,12 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   const closeTimeoutMillis = options.closeTimeoutMillis ?? DEFAULTS.closeTimeoutMillis
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'closeTimeoutMillis', closeTimeoutMillis, 1, Number.MAX_SAFE_INTEGER, 'a positive integer (milliseconds)')
 
+  const budget = resolveBudget(options.budget, options.pool)
+  const warmupConcurrency = options.warmupConcurrency ?? DEFAULTS.warmupConcurrency
+  expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'warmupConcurrency', warmupConcurrency, 1)
+  const warmupJitterMillis = options.warmupJitterMillis ?? DEFAULTS.warmupJitterMillis
+  expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'warmupJitterMillis', warmupJitterMillis, 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer (milliseconds)')
+
   if (options.connection === undefined) {
     throw invalid('connection is required: a URL like mysql://user:password@host:3306/database or a mysql2 connection object')
   }
@@ -132,7 +165,35 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     pingAfterIdleMillis,
     queryTimeoutMillis,
     maxPendingAcquires,
-    closeTimeoutMillis
+    closeTimeoutMillis,
+    budget,
+    warmupConcurrency,
+    warmupJitterMillis
+  }
+}
+
+function resolveBudget (budget: unknown, pool: unknown): ResolvedBudget | undefined {
+  if (budget === undefined) return undefined
+  if (!isPlainObject(budget)) throw invalid(`budget must be an object, got ${describeValue(budget)}`)
+  expectKnownKeys(FST_FORK_SAFE_DB_INVALID_OPTION, 'budget', budget, BUDGET_KEYS)
+  const fromEnvironment = workersFromEnvironment()
+  const workers = budget.workers ?? fromEnvironment.workers
+  expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'budget.workers', workers, 1)
+  const total = budget.total ?? BUDGET_DEFAULTS.total
+  if (total !== 'server') expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'budget.total', total, 1, Number.MAX_SAFE_INTEGER, '\'server\' or a positive integer')
+  const reserve = budget.reserve ?? BUDGET_DEFAULTS.reserve
+  expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'budget.reserve', reserve, 0)
+  const onExceed = budget.onExceed ?? BUDGET_DEFAULTS.onExceed
+  if (onExceed !== 'warn' && onExceed !== 'fail') throw invalid(`budget.onExceed must be 'warn' or 'fail', got ${describeValue(onExceed)}`)
+  const poolOptions = isPlainObject(pool) ? pool : {}
+  return {
+    workers,
+    workersFrom: budget.workers === undefined ? fromEnvironment.from : 'option',
+    total,
+    reserve,
+    onExceed,
+    explicitMax: poolOptions.max !== undefined,
+    explicitMin: poolOptions.min !== undefined
   }
 }
 

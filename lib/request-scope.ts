@@ -105,7 +105,6 @@ export class RequestScope {
     return scoped as unknown as Knex
   }
 
-
   /** `knex.transaction()` on `base`, with the transaction recorded as this request's. */
   transaction (base: Knex, container?: TransactionContainer | Knex.TransactionConfig | null, config?: Knex.TransactionConfig): Promise<unknown> {
     const begin = base.transaction as (this: Knex, container?: unknown, config?: Knex.TransactionConfig) => Promise<Knex.Transaction>

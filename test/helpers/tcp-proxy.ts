@@ -22,6 +22,8 @@ export class TcpProxy {
   accepted = 0
   /** Client connections that have closed. */
   closed = 0
+  /** When each connection was accepted (performance.now()), for counting connects that arrive together. */
+  readonly acceptedAt: number[] = []
   readonly #clients = new Set<Socket>()
   readonly #server: Server
   readonly #sockets = new Set<Socket>()
@@ -63,8 +65,20 @@ export class TcpProxy {
     return parsed.toString()
   }
 
+  /** The most connections accepted within any `windowMillis`: simultaneous handshakes, when a handshake takes longer. */
+  peakAcceptedWithin (windowMillis: number): number {
+    const times = [...this.acceptedAt].sort((a, b) => a - b)
+    let peak = 0
+    for (let first = 0, last = 0; last < times.length; last++) {
+      while (times[last] - times[first] >= windowMillis) first++
+      peak = Math.max(peak, last - first + 1)
+    }
+    return peak
+  }
+
   #accept (client: Socket): void {
     this.accepted += 1
+    this.acceptedAt.push(performance.now())
     if (this.refuse) {
       client.destroy()
       return

@@ -1,0 +1,89 @@
+// N processes x pool.max is what the server sees, and "Too many connections" is what a cluster
+// gets when nobody did that multiplication. A budget does it: given the number of processes and
+// a total (a number, or the server's own limit), each process's pool.max is capped at its share:
+//
+//   share = floor((total - reserve) / workers)
+//
+// `reserve` keeps connections free for everything that is not this app: admin sessions,
+// migrations, monitoring, the short-lived connection each KILL QUERY opens, and the overlap of
+// a rolling restart (or count that one in `workers`).
+
+export interface ConnectionBudgetOptions {
+  /** Processes sharing the total. Default: WEB_CONCURRENCY, then pm2's `instances`, else 1. */
+  workers?: number
+  /** Connections all processes may hold: a number, or `'server'` (its max_connections / max_user_connections, read at warm-up). Default 'server'. */
+  total?: number | 'server'
+  /** Connections left for everyone else. Default 10. */
+  reserve?: number
+  /** What a configuration that cannot fit does at warm-up: log a warning, or reject ready(). Default 'warn'. */
+  onExceed?: 'warn' | 'fail'
+}
+
+export type WorkersSource = 'option' | 'WEB_CONCURRENCY' | 'pm2' | 'assumed'
+export type TotalSource = 'option' | 'max_connections' | 'max_user_connections'
+
+/** The arithmetic, as applied: what `stats().budget` reports and the example prints. */
+export interface ConnectionBudget {
+  workers: number
+  workersFrom: WorkersSource
+  total: number
+  totalFrom: TotalSource
+  reserve: number
+  /** floor((total - reserve) / workers) */
+  perProcess: number
+  /** This process's pool.max and pool.min after the cap. */
+  poolMax: number
+  poolMin: number
+  fits: boolean
+  /** Why it does not fit, when it does not. */
+  problem?: string
+}
+
+export interface BudgetInput {
+  workers: number
+  total: number
+  reserve: number
+  poolMax: number
+  poolMin: number
+  /** Whether the user set pool.max / pool.min themselves (a default may simply be capped). */
+  explicitMax: boolean
+  explicitMin: boolean
+}
+
+export const BUDGET_DEFAULTS = { total: 'server', reserve: 10, onExceed: 'warn' } as const
+
+/** Caps pool.max (and pool.min) at the share; `fits` is false when the configuration cannot. */
+export function computeBudget (input: BudgetInput): Pick<ConnectionBudget, 'perProcess' | 'poolMax' | 'poolMin' | 'fits' | 'problem'> {
+  const perProcess = Math.floor(Math.max(0, input.total - input.reserve) / input.workers)
+  const poolMax = Math.max(1, Math.min(input.poolMax, perProcess))
+  const poolMin = Math.min(input.poolMin, poolMax)
+  const demand = `${input.workers} processes x pool.max ${input.poolMax} = ${input.workers * input.poolMax}`
+  const room = `${input.total} - reserve ${input.reserve} = ${input.total - input.reserve}`
+  let problem: string | undefined
+  if (perProcess < 1) problem = `not even one connection per process: ${room} connections for ${input.workers} processes`
+  else if (input.explicitMax && input.poolMax > perProcess) problem = `${demand} exceeds ${room}; pool.max capped at ${perProcess}`
+  else if (input.explicitMin && input.poolMin > perProcess) problem = `pool.min ${input.poolMin} exceeds the share of ${perProcess} per process; capped`
+  return problem === undefined ? { perProcess, poolMax, poolMin, fits: true } : { perProcess, poolMax, poolMin, fits: false, problem }
+}
+
+/** The number of processes, as the environment tells it (Heroku-style WEB_CONCURRENCY, pm2). */
+export function workersFromEnvironment (env: NodeJS.ProcessEnv = process.env): { workers: number, from: WorkersSource } {
+  const concurrency = positiveInteger(env.WEB_CONCURRENCY)
+  if (concurrency !== undefined) return { workers: concurrency, from: 'WEB_CONCURRENCY' }
+  // pm2 copies the app's settings into its processes' environment, `instances` among them.
+  const instances = env.pm_id === undefined ? undefined : positiveInteger(env.instances)
+  if (instances !== undefined) return { workers: instances, from: 'pm2' }
+  return { workers: 1, from: 'assumed' }
+}
+
+/** The server's limit for our account: the smaller of the global and the per-user one (0 = none). */
+export function serverTotal (maxConnections: number, maxUserConnections: number): { total: number, from: TotalSource } {
+  if (maxUserConnections > 0 && maxUserConnections < maxConnections) return { total: maxUserConnections, from: 'max_user_connections' }
+  return { total: maxConnections, from: 'max_connections' }
+}
+
+function positiveInteger (text: string | undefined): number | undefined {
+  if (text === undefined || !/^\d+$/.test(text)) return undefined
+  const value = Number(text)
+  return value > 0 ? value : undefined
+}

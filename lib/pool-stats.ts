@@ -1,0 +1,124 @@
+// What an operator asks of a pool ("how many connections does each worker hold, how long do
+// queries wait for one, did anyone wait for a connect?"), counted where it happens. Recording
+// is a few additions per borrow; percentiles are computed only when stats are read.
+
+import type { ConnectionBudget } from './connection-budget'
+
+// The last 1024 borrows: enough for stable percentiles, small enough to sort on every read.
+const WAIT_SAMPLES = 1024
+
+export interface AcquireWaitStats {
+  /** Borrows in the window the percentiles are computed over (the most recent, at most 1024). */
+  samples: number
+  p50: number
+  p95: number
+  p99: number
+  max: number
+}
+
+export interface ColdAcquireStats {
+  /** Queries that had to wait for a new connection to be opened: the cost warm-up removes. */
+  count: number
+  totalWaitMillis: number
+  maxWaitMillis: number
+}
+
+export class PoolCounters {
+  created = 0
+  destroyed = 0
+  readonly #waits = new Float64Array(WAIT_SAMPLES)
+  #recorded = 0
+  readonly cold: ColdAcquireStats = { count: 0, totalWaitMillis: 0, maxWaitMillis: 0 }
+
+  /** A query borrowed a connection after `waitMillis`; `cold` when it was opened for it. */
+  recordAcquire (waitMillis: number, cold: boolean): void {
+    this.#waits[this.#recorded % WAIT_SAMPLES] = waitMillis
+    this.#recorded += 1
+    if (!cold) return
+    this.cold.count += 1
+    this.cold.totalWaitMillis += waitMillis
+    this.cold.maxWaitMillis = Math.max(this.cold.maxWaitMillis, waitMillis)
+  }
+
+  acquireWaits (): AcquireWaitStats {
+    const samples = Math.min(this.#recorded, WAIT_SAMPLES)
+    const sorted = this.#waits.slice(0, samples).sort()
+    const at = (fraction: number) => samples === 0 ? 0 : round(sorted[Math.min(samples - 1, Math.ceil(fraction * samples) - 1)])
+    return { samples, p50: at(0.5), p95: at(0.95), p99: at(0.99), max: samples === 0 ? 0 : round(sorted[samples - 1]) }
+  }
+
+  coldAcquires (): ColdAcquireStats {
+    return { count: this.cold.count, totalWaitMillis: round(this.cold.totalWaitMillis), maxWaitMillis: round(this.cold.maxWaitMillis) }
+  }
+}
+
+/** Milliseconds to three decimals: microsecond precision, readable JSON. */
+function round (millis: number): number {
+  return Math.round(millis * 1000) / 1000
+}
+
+/** `new`: not built in this process yet; `warming`; `open`; `closing`: close() began; `closed`. */
+export type PoolState = 'new' | 'warming' | 'open' | 'closing' | 'closed'
+
+export interface ConnectionStats {
+  /** Lent out to queries right now. */
+  used: number
+  /** Open and idle in the pool. */
+  free: number
+  /** Queries waiting for a connection. */
+  pendingAcquires: number
+  /** Connections being opened. */
+  pendingCreates: number
+  min: number
+  max: number
+  /** Opened since this process built its pool. */
+  created: number
+  /** Closed since this process built its pool. */
+  destroyed: number
+}
+
+/** What `fastify.dbPool.stats()` returns: this process's pool, all counts from this process only. */
+export interface ForkSafeDbStats {
+  pid: number
+  decorator: string
+  state: PoolState
+  /** Warm-up completed in this process. */
+  warm: boolean
+  /** Pools built after a pid change (a fork or snapshot restore of a process that had one). */
+  rebuilds: number
+  connections: ConnectionStats
+  /** How long queries waited to borrow a connection, in milliseconds. */
+  acquireWaitMillis: AcquireWaitStats
+  coldAcquires: ColdAcquireStats
+  /** The connection budget as applied at warm-up, if one is configured. */
+  budget: ConnectionBudget | undefined
+}
+
+interface TarnCounts {
+  min: number
+  max: number
+  numUsed: () => number
+  numFree: () => number
+  numPendingAcquires: () => number
+  numPendingCreates: () => number
+}
+
+/** The connection counts and timings of a pool, or zeros when there is none in this process. */
+export function describePool (pool: unknown, counters: PoolCounters | undefined): Pick<ForkSafeDbStats, 'connections' | 'acquireWaitMillis' | 'coldAcquires'> {
+  const tarn = pool as TarnCounts | undefined
+  const source = counters ?? new PoolCounters()
+  return {
+    connections: {
+      used: tarn?.numUsed() ?? 0,
+      free: tarn?.numFree() ?? 0,
+      pendingAcquires: tarn?.numPendingAcquires() ?? 0,
+      pendingCreates: tarn?.numPendingCreates() ?? 0,
+      min: tarn?.min ?? 0,
+      max: tarn?.max ?? 0,
+      created: source.created,
+      destroyed: source.destroyed
+    },
+    acquireWaitMillis: source.acquireWaits(),
+    coldAcquires: source.coldAcquires()
+  }
+}
