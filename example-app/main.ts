@@ -1,5 +1,6 @@
 import cluster from 'node:cluster'
 import pino from 'pino'
+import { budgetTable } from './budget-table'
 import { readConfig } from './config'
 import { describeDatabase, startDatabase, type ExampleDatabase } from './database'
 import { prepareSchema } from './schema'
@@ -42,6 +43,9 @@ async function runPrimary (): Promise<void> {
     running.database = database
     // The schema is prepared on a connection that is closed before the first fork.
     await prepareSchema(database.url)
+    // A small table for humans; the same numbers as a structured field for log pipelines.
+    const table = await budgetTable(database.url, config)
+    log.info(`\n${table}`)
   } catch (error) {
     await database?.release()
     throw error
@@ -56,7 +60,7 @@ async function runPrimary (): Promise<void> {
   const supervisor = new Supervisor({
     workers: config.workers,
     log,
-    env: { MYSQL_URL: database.url, PORT: String(config.port), HOST: config.host }
+    env: { MYSQL_URL: database.url, PORT: String(config.port), HOST: config.host, WORKERS: String(config.workers) }
   })
   running.supervisor = supervisor
   await supervisor.start()

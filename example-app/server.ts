@@ -1,10 +1,19 @@
 import Fastify, { type FastifyInstance } from 'fastify'
-import forkSafeDb from 'fastify-fork-safe-db'
+import forkSafeDb, { type ForkSafeDbStats } from 'fastify-fork-safe-db'
+import type { WorkerStats } from './messages'
+import { workerStatsChannel } from './stats-ipc'
+
+function openConnections (pool: unknown): number {
+  const { connections } = pool as ForkSafeDbStats
+  return connections.used + connections.free
+}
 
 export interface ServerOptions {
   mysqlUrl: string
   warmup: boolean
   pool: { min: number, max: number }
+  /** Workers the primary runs; the pool's budget counts one more for the overlap of a recycle. */
+  workers: number
   /** Called once, when the worker has sent `maxRequests` responses (0: never). */
   maxRequests: number
   onMaxRequests: () => void
@@ -23,7 +32,9 @@ export async function buildServer (options: ServerOptions): Promise<FastifyInsta
     // Idle keep-alive sockets are closed by the drain, not at once by close() (see drain.ts).
     forceCloseConnections: false
   })
-  await app.register(forkSafeDb, { connection: options.mysqlUrl, warmup: options.warmup, pool: options.pool })
+  // The budget caps pool.max so that every worker, plus the replacement a recycle or rolling
+  // restart starts before its predecessor stops, fits within the server's max_connections.
+  await app.register(forkSafeDb, { connection: options.mysqlUrl, warmup: options.warmup, pool: options.pool, budget: { workers: options.workers + 1 } })
 
   let responses = 0
   app.addHook('onSend', async (_request, reply) => {
@@ -56,30 +67,19 @@ export async function buildServer (options: ServerOptions): Promise<FastifyInsta
     return reply.code(201).send({ id })
   })
 
-  app.get('/health', async (request, reply) => {
-    try {
-      await request.db.raw('SELECT 1')
-      return { status: 'ok', pid: process.pid }
-    } catch (error) {
-      request.log.warn({ err: error }, 'health check failed')
-      return reply.code(503).send({ status: 'unavailable', pid: process.pid })
-    }
+  // Readiness: one borrow and ping within a short deadline (dbPool.check() never throws).
+  app.get('/health', async (_request, reply) => {
+    const healthy = await app.dbPool.check()
+    return reply.code(healthy ? 200 : 503).send({ status: healthy ? 'ok' : 'unavailable', pid: process.pid })
   })
 
-  app.get('/stats', async (request) => {
-    const pool = request.db.client.pool
-    return {
-      pid: process.pid,
-      responses,
-      pool: {
-        min: pool.min,
-        max: pool.max,
-        used: pool.numUsed(),
-        free: pool.numFree(),
-        pendingAcquires: pool.numPendingAcquires(),
-        pendingCreates: pool.numPendingCreates()
-      }
-    }
+  const ownStats = (): WorkerStats => ({ pid: process.pid, responses, pool: app.dbPool.stats() })
+  const channel = workerStatsChannel(ownStats)
+  // `?all=1`: every worker's stats, collected by the primary over IPC.
+  app.get<{ Querystring: { all?: string } }>('/stats', async (request) => {
+    if (request.query.all !== '1') return ownStats()
+    const workers = await channel.allStats()
+    return { workers, connections: workers.reduce((sum, worker) => sum + openConnections(worker.pool), 0) }
   })
 
   return app

@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster'
 import type { Logger } from 'pino'
 import type { PrimaryMessage, WorkerMessage } from './messages'
+import { answerStatsRequest } from './stats-ipc'
 
 // The cluster primary's bookkeeping. It holds no database pool. Its rules:
 // - a replacement (recycle or rolling restart) must be listening, hence warm, before the worker
@@ -87,6 +88,7 @@ export class Supervisor {
     this.#options.log.info({ workerPid: worker.process.pid, replaces: replaces?.process.pid }, 'worker started')
 
     worker.on('message', (message: WorkerMessage) => {
+      if (message?.type === 'stats-all') answerStatsRequest(worker, message.id, [...this.#exited.keys()])
       if (message?.type === 'recycle') {
         this.#options.log.info({ workerPid: worker.process.pid }, 'worker reached MAX_REQUESTS; recycling it')
         this.#replace(worker).catch((error: unknown) => this.#options.log.error({ err: error }, 'recycle failed'))

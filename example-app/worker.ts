@@ -36,6 +36,7 @@ export async function runWorker (): Promise<void> {
     mysqlUrl,
     warmup: config.warmup,
     pool: { min: config.poolMin, max: config.poolMax },
+    workers: config.workers,
     maxRequests: config.maxRequests,
     onMaxRequests: () => send({ type: 'recycle' })
   })

@@ -1,3 +1,4 @@
+import http from 'node:http'
 import { perTestUser } from './helpers/database'
 import { ExampleProcess } from './helpers/example-process'
 import { failures, sendOne, startLoad, type Load, type Outcome } from './helpers/http-load'
@@ -35,6 +36,36 @@ test('serves the users API from warm workers while the primary holds no connecti
   const created = await sendOne({ port: example.port, path: '/users', method: 'POST', body: () => ({ name: 'Ada', email: 'ada@example.com' }), requests: 1, concurrency: 1 }, 0, false)
   expect(created.status).toBe(201)
   expect((await sendOne({ port: example.port, path: '/health', requests: 1, concurrency: 1 }, 0, false)).status).toBe(200)
+})
+
+/** GET `path` on the example, parsed as JSON. */
+function getJson (port: number, path: string): Promise<{ status: number, body: any }> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path, agent: false }, (response) => {
+      let text = ''
+      response.on('data', (chunk: Buffer) => { text += chunk.toString() })
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: JSON.parse(text) }))
+    }).on('error', reject)
+  })
+}
+
+test('reports every worker\'s pool at /stats?all=1, as many connections as the server sees, and prints the budget', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2' })
+  expect(await fixture.database.settledCount(fixture.user.user, 4)).toBe(4)
+  const { status, body } = await getJson(example.port, '/stats?all=1')
+  expect(status).toBe(200)
+  expect(body.workers).toHaveLength(2)
+  expect(new Set(body.workers.map((worker: { pid: number }) => worker.pid)).size).toBe(2)
+  for (const worker of body.workers) {
+    expect(worker.pool).toMatchObject({ state: 'open', warm: true, coldAcquires: { count: 0 }, budget: { workers: 3, fits: true } })
+  }
+  expect(body.connections).toBe(await fixture.database.countConnections(fixture.user.user))
+  // One worker's own stats, without ?all.
+  expect((await getJson(example.port, '/stats')).body).toMatchObject({ pid: expect.any(Number), pool: { decorator: 'db' } })
+  // The primary printed the budget before forking: 3 processes (2 + 1 overlap) share 151 - 10.
+  const table = String((await example.waitFor((line) => String(line.msg).includes('connection budget'))).msg)
+  expect(table).toMatch(/processes \(2 workers \+ 1 overlap\)\s+3/)
+  expect(table).toMatch(/pool\.max per worker\s+10/)
 })
 
 test('recycles workers after MAX_REQUESTS under load without a single failed request', async () => {
