@@ -9,6 +9,7 @@ import { createKnex, type PoolParts } from './knex-factory'
 import type { ResolvedOptions } from './options'
 import { describePool, type ForkSafeDbStats, type PoolState } from './pool-stats'
 import { scrubError } from './redact'
+import type { StatementOwner } from './statement-owners'
 import { refuseNewConnections, tearDownConnections } from './teardown'
 import { DEFAULT_SERVER_LIMITS, readServerLimits, warmUp, type ServerLimits, type WarmUpConnection } from './warm-up'
 
@@ -76,6 +77,10 @@ export class ForkSafePool {
    * Cancels the statement running on the borrowed connection knex tagged `knexUid`, if this
    * process's pool still lends it out. Returns whether a KILL QUERY was sent.
    */
+  claim (source: object, owner: StatementOwner): void {
+    this.#parts?.owners.claim(source, owner)
+  }
+
   cancelQueryOn (knexUid: string, reason: string): boolean {
     if (this.#pid !== process.pid) return false
     return this.#parts?.canceller.cancelOnConnection(knexUid, reason) ?? false

@@ -89,13 +89,10 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
   fastify.decorateRequest(scopeSlot as unknown as string, null)
   fastify.decorateRequest(decorator, { getter () { return scopeOf(this).knex } })
   addRouteTransactions(fastify, decorator, scopeOf)
-  // Callback hooks, cheap for the requests that never touched the database (no scope).
+  // A callback hook, cheap for the requests that never touched the database (no scope). A
+  // client that hangs up is seen by the scope itself (see request-scope.ts).
   fastify.addHook('onResponse', (request, _reply, done) => {
     (request as Scoped)[scopeSlot]?.responseSent()
-    done()
-  })
-  fastify.addHook('onRequestAbort', (request, done) => {
-    (request as Scoped)[scopeSlot]?.clientGone()
     done()
   })
 

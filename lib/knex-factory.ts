@@ -12,6 +12,7 @@ import type { ResolvedOptions } from './options'
 import { sanitizeQueryError, type FailedQuery } from './query-errors'
 import { createQueryCanceller, type QueryCanceller } from './query-cancel'
 import { applyQueryTimeouts } from './query-timeout'
+import { trackStatementOwners, type StatementOwners } from './statement-owners'
 import { hideProperties } from './redact'
 
 const MAX_PING_TIMEOUT_MILLIS = 2000
@@ -29,6 +30,8 @@ export interface PoolParts {
   /** Borrows without being recorded as a query's wait (warm-up, keeper, health check). */
   acquireInternal: () => Promise<unknown>
   pingTimeoutMillis: number
+  /** Which request's scope runs which statement. */
+  owners: StatementOwners
 }
 
 /**
@@ -99,5 +102,6 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): P
     idleFor: borrowCheck.idleFor,
     markAlive: borrowCheck.markIdle
   })
-  return { knex: instance, keeper, connecting: trackConnects(instance.client), canceller, counters, acquireInternal, pingTimeoutMillis }
+  const owners = trackStatementOwners(instance.client)
+  return { knex: instance, keeper, connecting: trackConnects(instance.client), canceller, counters, acquireInternal, pingTimeoutMillis, owners }
 }

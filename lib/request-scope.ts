@@ -1,10 +1,12 @@
 import type { FastifyRequest } from 'fastify'
 import type { Knex } from 'knex'
+import type { StatementOwner } from './statement-owners'
 
 // `request.db` is the process's knex instance seen through a thin per-request wrapper, so the
 // plugin knows which statements and transactions belong to which request:
-// - a client that disconnects mid-request gets its running statements cancelled (KILL QUERY),
-//   and its open transactions rolled back: nobody is waiting for their result any more;
+// - a client that disconnects mid-request (its socket closes while a statement runs or a
+//   transaction is open) gets its running statements cancelled (KILL QUERY) and its open
+//   transactions rolled back: nobody is waiting for their result any more;
 // - a transaction begun through `request.db` and still open when the response has been sent is
 //   a leak: it would hold its connection (and its row locks) until the server's wait_timeout.
 //   It is rolled back, its connection returns to the pool, and the leak is logged as an error
@@ -18,31 +20,30 @@ export interface ScopeHost {
   readonly knex: Knex
   /** Sends KILL QUERY for the statement on the borrowed connection `knexUid`; false if none. */
   cancelQueryOn: (knexUid: string, reason: string) => boolean
-}
-
-interface QueryEvent {
-  __knexUid?: string
-  __knexQueryUid?: string
-}
-
-interface EventSource {
-  on: (event: string, listener: (...args: never[]) => void) => unknown
+  /** Records this scope as the owner of the statements `source` runs. */
+  claim: (source: object, owner: StatementOwner) => void
 }
 
 type TransactionContainer = (trx: Knex.Transaction) => unknown
 
 const scopeOfKnex = Symbol('fastify-fork-safe-db:request-scope')
-const prototypes = new WeakMap<Knex, object>()
+const templates = new WeakMap<Knex, (...args: unknown[]) => unknown>()
 
-/** The methods a request's knex overrides, on top of the process's knex instance `base`. */
-function scopedPrototype (base: Knex): object {
-  let prototype = prototypes.get(base)
-  if (prototype !== undefined) return prototype
+/**
+ * A callable whose prototype chain ends at the process's knex instance `base`, overriding what
+ * creates builders and transactions. Made once per instance; each request binds it to its
+ * scope (bound functions share their target's prototype: no per-request prototype change,
+ * which would make knex's own property lookups megamorphic).
+ */
+function scopedTemplate (base: Knex): (...args: unknown[]) => unknown {
+  let template = templates.get(base)
+  if (template !== undefined) return template
   type Scoped = Record<symbol, RequestScope>
-  const method = (value: (this: Scoped, ...args: never[]) => unknown): PropertyDescriptor => ({ value, configurable: true })
-  prototype = Object.create(base, {
-    queryBuilder: method(function () { return this[scopeOfKnex].watch(base.queryBuilder()) }),
-    raw: method(function (...args: unknown[]) { return this[scopeOfKnex].watch((base.raw as (...args: unknown[]) => object)(...args)) }),
+  const callBase = base as unknown as (...args: unknown[]) => object
+  const method = (value: (this: Scoped, ...args: never[]) => unknown): PropertyDescriptor => ({ value, configurable: true, writable: true })
+  const prototype = Object.create(base, {
+    queryBuilder: method(function () { return this[scopeOfKnex].claim(base.queryBuilder()) }),
+    raw: method(function (...args: unknown[]) { return this[scopeOfKnex].claim((base.raw as (...args: unknown[]) => object)(...args)) }),
     transaction: method(function (container?: TransactionContainer | Knex.TransactionConfig | null, config?: Knex.TransactionConfig) {
       return this[scopeOfKnex].transaction(base, container, config)
     }),
@@ -51,19 +52,25 @@ function scopedPrototype (base: Knex): object {
       return () => (trx ??= this[scopeOfKnex].transaction(base, config))
     })
   }) as object
-  prototypes.set(base, prototype)
-  return prototype
+  template = Object.setPrototypeOf(function (this: RequestScope, ...args: unknown[]) {
+    return this.claim(callBase(...args))
+  }, prototype) as (...args: unknown[]) => unknown
+  templates.set(base, template)
+  return template
 }
 
-export class RequestScope {
+export class RequestScope implements StatementOwner {
   readonly #host: ScopeHost
   readonly #request: FastifyRequest
   readonly #knex: Knex
   /** Statements running for this request: query uid -> uid of the connection they run on. */
-  readonly #running = new Map<string, string>()
-  readonly #transactions = new Set<Knex.Transaction>()
+  // Created on first use: most requests run a statement or two and never begin a transaction.
+  #running: Map<string, string> | undefined
+  #transactions: Set<Knex.Transaction> | undefined
   #routeTransaction: Knex.Transaction | undefined
-  #clientGone = false
+  #clientLeft = false
+  /** The connection's socket, watched for a hang-up only while something of ours is open. */
+  #socket: NodeJS.EventEmitter | undefined
 
   constructor (host: ScopeHost, request: FastifyRequest) {
     this.#host = host
@@ -95,14 +102,17 @@ export class RequestScope {
   }
 
   #wrap (base: Knex): Knex {
-    // A function, because knex instances are called (`request.db('users')`). Its prototype
-    // holds what differs from the real instance and resolves everything else (schema, fn, ref,
-    // select, where, …) on it; knex's shortcuts (`request.db.select()`) build through our
-    // `queryBuilder`. The prototype is made once per knex instance, not per request.
-    const callBase = base as unknown as (...args: unknown[]) => object
-    const scoped = Object.setPrototypeOf((...args: unknown[]) => this.watch(callBase(...args)), scopedPrototype(base)) as Record<symbol, RequestScope>
+    // Calls (`request.db('users')`) reach the template with `this` bound to the scope; its
+    // prototype's methods find the scope on the function itself.
+    const scoped = scopedTemplate(base).bind(this) as unknown as Record<symbol, RequestScope>
     scoped[scopeOfKnex] = this
     return scoped as unknown as Knex
+  }
+
+  /** Records the statements `builder` runs as this request's; returns it. */
+  claim<T extends object>(builder: T): T {
+    this.#host.claim(builder, this)
+    return builder
   }
 
   /** `knex.transaction()` on `base`, with the transaction recorded as this request's. */
@@ -114,43 +124,56 @@ export class RequestScope {
     return begin.call(base, container, config).then((trx) => this.#adopt(trx))
   }
 
-  /** Records the statements `builder` runs as this request's; returns it. */
-  watch<T extends object>(builder: T): T {
-    // Shared listeners, no closure per query; knex emits them on the builder (or transaction).
-    const source = builder as unknown as EventSource
-    source.on('query', this.#onQuery)
-    source.on('query-response', this.#onQueryResponse)
-    source.on('query-error', this.#onQueryError)
-    return builder
-  }
-
   #adopt (trx: Knex.Transaction): Knex.Transaction {
-    this.#transactions.add(trx)
+    (this.#transactions ??= new Set()).add(trx)
     // Statements on the transaction are this request's too (its builders are not ours to wrap).
-    this.watch(trx)
+    this.#host.claim(trx.client, this)
+    this.#watchSocket()
+    const settled = () => this.#unwatchSocketIfIdle()
+    trx.executionPromise.then(settled, settled)
     return trx
   }
 
-  readonly #onQuery = (query: QueryEvent): void => {
-    const { __knexQueryUid: queryUid, __knexUid: connectionUid } = query
-    if (queryUid === undefined || connectionUid === undefined) return
-    this.#running.set(queryUid, connectionUid)
-    if (this.#clientGone) this.#host.cancelQueryOn(connectionUid, 'the client went away')
+  /** A statement of this request began on the connection knex tagged `connectionUid`. */
+  started (queryUid: string, connectionUid: string): void {
+    (this.#running ??= new Map()).set(queryUid, connectionUid)
+    if (this.#clientLeft) this.#host.cancelQueryOn(connectionUid, 'the client went away')
+    else this.#watchSocket()
   }
 
-  readonly #onQueryResponse = (_response: unknown, query: QueryEvent): void => {
-    if (query.__knexQueryUid !== undefined) this.#running.delete(query.__knexQueryUid)
+  finished (queryUid: string): void {
+    this.#running?.delete(queryUid)
+    this.#unwatchSocketIfIdle()
   }
 
-  readonly #onQueryError = (_error: unknown, query: QueryEvent): void => {
-    if (query.__knexQueryUid !== undefined) this.#running.delete(query.__knexQueryUid)
+  // A hang-up is seen on the socket, and only while a statement runs or a transaction is open:
+  // a 'close' listener on every request (Fastify's onRequestAbort adds one to the request
+  // stream) measured several percent of throughput in bench/overhead.ts; adding and removing
+  // one on the socket per statement did not.
+  #watchSocket (): void {
+    if (this.#socket !== undefined) return
+    const socket = this.#request.raw.socket as NodeJS.EventEmitter | undefined
+    if (socket === undefined || socket === null || typeof socket.on !== 'function') return
+    this.#socket = socket
+    socket.on('close', this.#onSocketClose)
   }
 
-  /** The client went away before its response was sent (Fastify's onRequestAbort). */
-  clientGone (): void {
-    this.#clientGone = true
+  #unwatchSocketIfIdle (): void {
+    if (this.#socket === undefined || (this.#running?.size ?? 0) > 0 || this.#openTransactions().length > 0) return
+    this.#socket.removeListener('close', this.#onSocketClose)
+    this.#socket = undefined
+  }
+
+  readonly #onSocketClose = (): void => {
+    this.#socket = undefined
+    this.#clientGone()
+  }
+
+  /** The client went away before its response was sent. */
+  #clientGone (): void {
+    this.#clientLeft = true
     let cancelled = 0
-    for (const connectionUid of new Set(this.#running.values())) {
+    for (const connectionUid of new Set(this.#running?.values() ?? [])) {
       if (this.#host.cancelQueryOn(connectionUid, 'the client went away')) cancelled += 1
     }
     const open = this.#openTransactions()
@@ -162,6 +185,8 @@ export class RequestScope {
 
   /** The response has been sent (Fastify's onResponse): what is still open has leaked. */
   responseSent (): void {
+    this.#socket?.removeListener('close', this.#onSocketClose)
+    this.#socket = undefined
     this.#rollBackLeaks()
   }
 
@@ -177,7 +202,7 @@ export class RequestScope {
   }
 
   #openTransactions (): Knex.Transaction[] {
-    return [...this.#transactions].filter((trx) => !trx.isCompleted())
+    return this.#transactions === undefined ? [] : [...this.#transactions].filter((trx) => !trx.isCompleted())
   }
 
   #rollBack (trx: Knex.Transaction): void {

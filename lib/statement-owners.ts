@@ -1,0 +1,55 @@
+import type { Knex } from 'knex'
+
+// Which request does a running statement belong to? Listeners on each builder would answer it,
+// but they change the shape of knex's builders and slowed every request by ~9% in
+// bench/overhead.ts. So ownership is recorded in a WeakMap (builder, or a transaction's client
+// -> owner) and read by four listeners on the client, installed once. knex emits 'start' (with
+// the builder) and then 'query' (with the connection's uid) synchronously, one statement at a
+// time, so the owner seen at 'start' is the owner of the next 'query'. (A statement that fails
+// to compile after 'start' leaves its owner pending until the next 'start'; at worst a
+// transaction's own BEGIN or COMMIT, which has no 'start', is then attributed to it.)
+
+interface QueryEvent {
+  __knexUid?: string
+  __knexQueryUid?: string
+}
+
+/** What an owner is told about its statements. */
+export interface StatementOwner {
+  started: (queryUid: string, connectionUid: string) => void
+  finished: (queryUid: string) => void
+}
+
+export interface StatementOwners {
+  /** Records `owner` for the statements `source` runs: a builder, or a transaction's client. */
+  claim: (source: object, owner: StatementOwner) => void
+}
+
+export function trackStatementOwners (client: Knex.Client): StatementOwners {
+  const owners = new WeakMap<object, StatementOwner>()
+  const running = new Map<string, StatementOwner>()
+  let starting: StatementOwner | undefined
+
+  client.on('start', (builder: { client?: object }) => {
+    starting = owners.get(builder) ?? (builder.client === undefined ? undefined : owners.get(builder.client))
+  })
+  client.on('query', (query: QueryEvent) => {
+    const owner = starting
+    starting = undefined
+    if (owner === undefined || query.__knexQueryUid === undefined || query.__knexUid === undefined) return
+    running.set(query.__knexQueryUid, owner)
+    owner.started(query.__knexQueryUid, query.__knexUid)
+  })
+  const finished = (query: QueryEvent) => {
+    const uid = query?.__knexQueryUid
+    if (uid === undefined || running.size === 0) return
+    const owner = running.get(uid)
+    if (owner === undefined) return
+    running.delete(uid)
+    owner.finished(uid)
+  }
+  client.on('query-response', (_response: unknown, query: QueryEvent) => finished(query))
+  client.on('query-error', (_error: unknown, query: QueryEvent) => finished(query))
+
+  return { claim: (source, owner) => owners.set(source, owner) }
+}
