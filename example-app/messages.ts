@@ -11,10 +11,12 @@ export interface WorkerStats {
  * Worker -> primary:
  * - `recycle`: this worker has served MAX_REQUESTS responses and wants a replacement;
  * - `stats-all`: a client asked this worker for `GET /stats?all=1`: collect every worker's stats;
- * - `stats`: this worker's answer to a `collect-stats`.
+ * - `stats`: this worker's answer to a `collect-stats`;
+ * - `drained`: this worker has drained; its pool's cold-acquire count, for the primary's log.
  */
 export type WorkerMessage =
   | { type: 'recycle' }
+  | { type: 'drained', coldAcquires: number, coldWaitMillis: number }
   | { type: 'stats-all', id: number }
   | { type: 'stats', id: number, stats: WorkerStats }
 

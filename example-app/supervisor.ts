@@ -89,6 +89,9 @@ export class Supervisor {
 
     worker.on('message', (message: WorkerMessage) => {
       if (message?.type === 'stats-all') answerStatsRequest(worker, message.id, [...this.#exited.keys()])
+      if (message?.type === 'drained') {
+        this.#options.log.info({ workerPid: worker.process.pid, coldAcquires: message.coldAcquires, coldWaitMillis: message.coldWaitMillis }, 'worker drained')
+      }
       if (message?.type === 'recycle') {
         this.#options.log.info({ workerPid: worker.process.pid }, 'worker reached MAX_REQUESTS; recycling it')
         this.#replace(worker).catch((error: unknown) => this.#options.log.error({ err: error }, 'recycle failed'))

@@ -53,7 +53,10 @@ export async function runWorker (): Promise<void> {
     process.exit(1)
   }, EXIT_DEADLINE_MILLIS).unref()
   await drain()
-  app.log.info('worker drained')
+  const { coldAcquires } = app.dbPool.stats()
+  app.log.info({ coldAcquires }, 'worker drained')
+  // The primary logs it: a worker's counts die with it, and the respawn benchmark sums them.
+  send({ type: 'drained', coldAcquires: coldAcquires.count, coldWaitMillis: coldAcquires.totalWaitMillis })
   // Disconnecting the IPC channel lets the process exit on its own once nothing is left.
   if (process.connected) process.disconnect()
 }

@@ -1,7 +1,10 @@
 import Fastify from 'fastify'
 import type { Knex } from 'knex'
 import { expect, test } from 'tstyche'
-import forkSafeDb, { forkSafeDb as named, FST_FORK_SAFE_DB_INVALID_OPTION, type ForkSafeDbOptions } from '../../lib'
+import forkSafeDb, {
+  computeBudget, forkSafeDb as named, FST_FORK_SAFE_DB_BUDGET_EXCEEDED, FST_FORK_SAFE_DB_INVALID_OPTION, type ConnectionBudget,
+  type ForkSafeDbManager, type ForkSafeDbOptions, type ForkSafeDbStats
+} from '../../lib'
 
 const app = Fastify()
 
@@ -30,14 +33,36 @@ test('register accepts a URL or a mysql2 connection object with pool options', (
     queryTimeoutMillis: 30_000,
     maxPendingAcquires: 40,
     closeTimeoutMillis: 10_000,
-    allowUnsafe: { multipleStatements: true, localInfile: false, insecureTls: false }
+    allowUnsafe: { multipleStatements: true, localInfile: false, insecureTls: false },
+    budget: { workers: 16, total: 'server', reserve: 10, onExceed: 'fail' },
+    warmupConcurrency: 2,
+    warmupJitterMillis: 500
   })
+})
+
+test('fastify.dbPool reports typed stats and a boolean health check', () => {
+  expect(app.dbPool).type.toBe<ForkSafeDbManager>()
+  expect(app.dbPool.stats()).type.toBe<ForkSafeDbStats>()
+  expect(app.dbPool.stats().connections.used).type.toBe<number>()
+  expect(app.dbPool.stats().budget).type.toBe<ConnectionBudget | undefined>()
+  expect(app.dbPool.check()).type.toBe<Promise<boolean>>()
+})
+
+test('routes accept { db: { transaction: true } } and nothing else under db', () => {
+  expect(app.get).type.toBeCallableWith('/', { db: { transaction: true } }, async () => 'ok')
+  expect(app.get).type.not.toBeCallableWith('/', { db: { transaction: 'yes' } }, async () => 'ok')
+})
+
+test('the budget arithmetic and its error are exported', () => {
+  expect(computeBudget({ workers: 16, total: 151, reserve: 10, poolMax: 10, poolMin: 2, explicitMax: false, explicitMin: false }).perProcess).type.toBe<number>()
+  expect(new FST_FORK_SAFE_DB_BUDGET_EXCEEDED('db', 'x').code).type.toBe<'FST_FORK_SAFE_DB_BUDGET_EXCEEDED'>()
 })
 
 test('register rejects options of the wrong shape', () => {
   expect(app.register).type.not.toBeCallableWith(forkSafeDb, {})
   expect(app.register).type.not.toBeCallableWith(forkSafeDb, { connection: 'mysql://app@host/db', pool: { max: '10' } })
   expect(app.register).type.not.toBeCallableWith(forkSafeDb, { connection: 'mysql://app@host/db', warmUp: true })
+  expect(app.register).type.not.toBeCallableWith(forkSafeDb, { connection: 'mysql://app@host/db', budget: { total: 'auto' } })
 })
 
 test('options and error constructors are exported types', () => {
