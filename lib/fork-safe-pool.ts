@@ -81,6 +81,10 @@ export class ForkSafePool {
     this.#parts?.owners.claim(source, owner)
   }
 
+  runningConnections (owner: StatementOwner): string[] {
+    return this.#parts?.owners.runningConnections(owner) ?? []
+  }
+
   cancelQueryOn (knexUid: string, reason: string): boolean {
     if (this.#pid !== process.pid) return false
     return this.#parts?.canceller.cancelOnConnection(knexUid, reason) ?? false

@@ -22,6 +22,20 @@ export interface ScopeHost {
   cancelQueryOn: (knexUid: string, reason: string) => boolean
   /** Records this scope as the owner of the statements `source` runs. */
   claim: (source: object, owner: StatementOwner) => void
+  /** The connections this scope's statements are running on. */
+  runningConnections: (owner: StatementOwner) => string[]
+}
+
+// One listener function for every watched socket, finding its scope on the socket: watching
+// allocates nothing per request (per-request objects that live across a database round trip
+// are what made the garbage collector's share of CPU grow under load).
+const watchingScope = Symbol('fastify-fork-safe-db:watching-scope')
+type WatchedSocket = NodeJS.EventEmitter & { [watchingScope]?: RequestScope }
+
+function onSocketClose (this: WatchedSocket): void {
+  const scope = this[watchingScope]
+  this[watchingScope] = undefined
+  scope?.hungUp()
 }
 
 type TransactionContainer = (trx: Knex.Transaction) => unknown
@@ -63,14 +77,14 @@ export class RequestScope implements StatementOwner {
   readonly #host: ScopeHost
   readonly #request: FastifyRequest
   readonly #knex: Knex
-  /** Statements running for this request: query uid -> uid of the connection they run on. */
-  // Created on first use: most requests run a statement or two and never begin a transaction.
-  #running: Map<string, string> | undefined
+  /** Statements of this request running now (which ones: see statement-owners.ts). */
+  #running = 0
+  // Created on first use: most requests never begin a transaction.
   #transactions: Set<Knex.Transaction> | undefined
   #routeTransaction: Knex.Transaction | undefined
   #clientLeft = false
   /** The connection's socket, watched for a hang-up only while something of ours is open. */
-  #socket: NodeJS.EventEmitter | undefined
+  #socket: WatchedSocket | undefined
 
   constructor (host: ScopeHost, request: FastifyRequest) {
     this.#host = host
@@ -135,36 +149,43 @@ export class RequestScope implements StatementOwner {
   }
 
   /** A statement of this request began on the connection knex tagged `connectionUid`. */
-  started (queryUid: string, connectionUid: string): void {
-    (this.#running ??= new Map()).set(queryUid, connectionUid)
+  started (connectionUid: string): void {
+    this.#running += 1
     if (this.#clientLeft) this.#host.cancelQueryOn(connectionUid, 'the client went away')
     else this.#watchSocket()
   }
 
-  finished (queryUid: string): void {
-    this.#running?.delete(queryUid)
+  finished (): void {
+    this.#running -= 1
     this.#unwatchSocketIfIdle()
   }
 
   // A hang-up is seen on the socket, and only while a statement runs or a transaction is open:
   // a 'close' listener on every request (Fastify's onRequestAbort adds one to the request
-  // stream) measured several percent of throughput in bench/overhead.ts; adding and removing
-  // one on the socket per statement did not.
+  // stream) measured several percent of throughput in bench/overhead.ts.
   #watchSocket (): void {
     if (this.#socket !== undefined) return
-    const socket = this.#request.raw.socket as NodeJS.EventEmitter | undefined
+    const socket = this.#request.raw.socket as WatchedSocket | undefined
     if (socket === undefined || socket === null || typeof socket.on !== 'function') return
     this.#socket = socket
-    socket.on('close', this.#onSocketClose)
+    socket[watchingScope] = this
+    socket.on('close', onSocketClose)
   }
 
   #unwatchSocketIfIdle (): void {
-    if (this.#socket === undefined || (this.#running?.size ?? 0) > 0 || this.#openTransactions().length > 0) return
-    this.#socket.removeListener('close', this.#onSocketClose)
+    if (this.#socket === undefined || this.#running > 0 || this.#openTransactions().length > 0) return
+    this.#unwatchSocket()
+  }
+
+  #unwatchSocket (): void {
+    if (this.#socket === undefined) return
+    this.#socket.removeListener('close', onSocketClose)
+    this.#socket[watchingScope] = undefined
     this.#socket = undefined
   }
 
-  readonly #onSocketClose = (): void => {
+  /** The socket closed while a statement ran or a transaction was open. */
+  hungUp (): void {
     this.#socket = undefined
     this.#clientGone()
   }
@@ -173,7 +194,7 @@ export class RequestScope implements StatementOwner {
   #clientGone (): void {
     this.#clientLeft = true
     let cancelled = 0
-    for (const connectionUid of new Set(this.#running?.values() ?? [])) {
+    for (const connectionUid of this.#host.runningConnections(this)) {
       if (this.#host.cancelQueryOn(connectionUid, 'the client went away')) cancelled += 1
     }
     const open = this.#openTransactions()
@@ -185,8 +206,7 @@ export class RequestScope implements StatementOwner {
 
   /** The response has been sent (Fastify's onResponse): what is still open has leaked. */
   responseSent (): void {
-    this.#socket?.removeListener('close', this.#onSocketClose)
-    this.#socket = undefined
+    this.#unwatchSocket()
     this.#rollBackLeaks()
   }
 

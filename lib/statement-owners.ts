@@ -16,18 +16,24 @@ interface QueryEvent {
 
 /** What an owner is told about its statements. */
 export interface StatementOwner {
-  started: (queryUid: string, connectionUid: string) => void
-  finished: (queryUid: string) => void
+  /** One of its statements began on the connection knex tagged `connectionUid`. */
+  started: (connectionUid: string) => void
+  finished: () => void
 }
 
 export interface StatementOwners {
   /** Records `owner` for the statements `source` runs: a builder, or a transaction's client. */
   claim: (source: object, owner: StatementOwner) => void
+  /** The connections `owner`'s statements are running on now (a rare question: a scan). */
+  runningConnections: (owner: StatementOwner) => string[]
 }
 
 export function trackStatementOwners (client: Knex.Client): StatementOwners {
   const owners = new WeakMap<object, StatementOwner>()
+  // Statements of owners that are running: query uid -> owner, and -> connection uid. Kept
+  // here rather than per request, so a request allocates nothing for its statements.
   const running = new Map<string, StatementOwner>()
+  const connections = new Map<string, string>()
   let starting: StatementOwner | undefined
 
   client.on('start', (builder: { client?: object }) => {
@@ -38,7 +44,8 @@ export function trackStatementOwners (client: Knex.Client): StatementOwners {
     starting = undefined
     if (owner === undefined || query.__knexQueryUid === undefined || query.__knexUid === undefined) return
     running.set(query.__knexQueryUid, owner)
-    owner.started(query.__knexQueryUid, query.__knexUid)
+    connections.set(query.__knexQueryUid, query.__knexUid)
+    owner.started(query.__knexUid)
   })
   const finished = (query: QueryEvent) => {
     const uid = query?.__knexQueryUid
@@ -46,10 +53,21 @@ export function trackStatementOwners (client: Knex.Client): StatementOwners {
     const owner = running.get(uid)
     if (owner === undefined) return
     running.delete(uid)
-    owner.finished(uid)
+    connections.delete(uid)
+    owner.finished()
   }
   client.on('query-response', (_response: unknown, query: QueryEvent) => finished(query))
   client.on('query-error', (_error: unknown, query: QueryEvent) => finished(query))
 
-  return { claim: (source, owner) => owners.set(source, owner) }
+  return {
+    claim: (source, owner) => owners.set(source, owner),
+    runningConnections (owner) {
+      const found = new Set<string>()
+      for (const [queryUid, candidate] of running) {
+        const connection = connections.get(queryUid)
+        if (candidate === owner && connection !== undefined) found.add(connection)
+      }
+      return [...found]
+    }
+  }
 }
