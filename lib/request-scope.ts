@@ -41,42 +41,37 @@ function onSocketClose (this: WatchedSocket): void {
 type TransactionContainer = (trx: Knex.Transaction) => unknown
 
 const scopeOfKnex = Symbol('fastify-fork-safe-db:request-scope')
-const templates = new WeakMap<Knex, (...args: unknown[]) => unknown>()
+type Scoped = Record<symbol, RequestScope>
 
 /**
- * A callable whose prototype chain ends at the process's knex instance `base`, overriding what
- * creates builders and transactions. Made once per instance; each request binds it to its
- * scope (bound functions share their target's prototype: no per-request prototype change,
- * which would make knex's own property lookups megamorphic).
+ * What a request's knex does differently from the process's instance: everything that creates
+ * builders or transactions. Shared by every request; `this` is the request's proxy, whose
+ * `get` trap answers `scopeOfKnex` with its scope.
  */
-function scopedTemplate (base: Knex): (...args: unknown[]) => unknown {
-  let template = templates.get(base)
-  if (template !== undefined) return template
-  type Scoped = Record<symbol, RequestScope>
-  const callBase = base as unknown as (...args: unknown[]) => object
-  const method = (value: (this: Scoped, ...args: never[]) => unknown): PropertyDescriptor => ({ value, configurable: true, writable: true })
-  const prototype = Object.create(base, {
-    queryBuilder: method(function () { return this[scopeOfKnex].claim(base.queryBuilder()) }),
-    raw: method(function (...args: unknown[]) { return this[scopeOfKnex].claim((base.raw as (...args: unknown[]) => object)(...args)) }),
-    transaction: method(function (container?: TransactionContainer | Knex.TransactionConfig | null, config?: Knex.TransactionConfig) {
-      return this[scopeOfKnex].transaction(base, container, config)
-    }),
-    transactionProvider: method(function (config?: Knex.TransactionConfig) {
-      let trx: Promise<unknown> | undefined
-      return () => (trx ??= this[scopeOfKnex].transaction(base, config))
-    })
-  }) as object
-  template = Object.setPrototypeOf(function (this: RequestScope, ...args: unknown[]) {
-    return this.claim(callBase(...args))
-  }, prototype) as (...args: unknown[]) => unknown
-  templates.set(base, template)
-  return template
+const OVERRIDES: Record<string, (this: Scoped, ...args: never[]) => unknown> = {
+  queryBuilder () {
+    const scope = this[scopeOfKnex]
+    return scope.claim(scope.base.queryBuilder())
+  },
+  raw (...args: unknown[]) {
+    const scope = this[scopeOfKnex]
+    return scope.claim((scope.base.raw as (...args: unknown[]) => object).apply(scope.base, args))
+  },
+  transaction (container?: TransactionContainer | Knex.TransactionConfig | null, config?: Knex.TransactionConfig) {
+    return this[scopeOfKnex].transaction(container, config)
+  },
+  transactionProvider (config?: Knex.TransactionConfig) {
+    let trx: Promise<unknown> | undefined
+    return () => (trx ??= this[scopeOfKnex].transaction(config))
+  }
 }
 
 export class RequestScope implements StatementOwner {
   readonly #host: ScopeHost
   readonly #request: FastifyRequest
   readonly #knex: Knex
+  /** The process's knex instance this request's view is over. */
+  readonly base: Knex
   /** Statements of this request running now (which ones: see statement-owners.ts). */
   #running = 0
   // Created on first use: most requests never begin a transaction.
@@ -89,7 +84,11 @@ export class RequestScope implements StatementOwner {
   constructor (host: ScopeHost, request: FastifyRequest) {
     this.#host = host
     this.#request = request
-    this.#knex = this.#wrap(host.knex)
+    this.base = host.knex
+    // A Proxy, with the scope as its handler: the one object a request adds. A per-request
+    // function (bound, or with knex as its prototype) tripled the garbage collector's share of
+    // CPU under load in bench/overhead.ts: it outlives a database round trip.
+    this.#knex = new Proxy(this.base, this as ProxyHandler<Knex>)
   }
 
   /** What `request.db` returns: the route's transaction if it has one, else the scoped knex. */
@@ -115,12 +114,16 @@ export class RequestScope implements StatementOwner {
     await trx.executionPromise
   }
 
-  #wrap (base: Knex): Knex {
-    // Calls (`request.db('users')`) reach the template with `this` bound to the scope; its
-    // prototype's methods find the scope on the function itself.
-    const scoped = scopedTemplate(base).bind(this) as unknown as Record<symbol, RequestScope>
-    scoped[scopeOfKnex] = this
-    return scoped as unknown as Knex
+  /** Proxy trap: calling `request.db('users')`. */
+  apply (target: Knex, _thisArg: unknown, args: unknown[]): unknown {
+    return this.claim((target as unknown as (...args: unknown[]) => object)(...args))
+  }
+
+  /** Proxy trap: `request.db.select`, `.raw`, `.client`, …; knex's own methods call back through it. */
+  get (target: Knex, property: string | symbol, receiver: unknown): unknown {
+    if (property === scopeOfKnex) return this
+    if (typeof property === 'string' && Object.hasOwn(OVERRIDES, property)) return OVERRIDES[property]
+    return Reflect.get(target, property, receiver)
   }
 
   /** Records the statements `builder` runs as this request's; returns it. */
@@ -129,8 +132,9 @@ export class RequestScope implements StatementOwner {
     return builder
   }
 
-  /** `knex.transaction()` on `base`, with the transaction recorded as this request's. */
-  transaction (base: Knex, container?: TransactionContainer | Knex.TransactionConfig | null, config?: Knex.TransactionConfig): Promise<unknown> {
+  /** `knex.transaction()` on the process's instance, with the transaction recorded as this request's. */
+  transaction (container?: TransactionContainer | Knex.TransactionConfig | null, config?: Knex.TransactionConfig): Promise<unknown> {
+    const base = this.base
     const begin = base.transaction as (this: Knex, container?: unknown, config?: Knex.TransactionConfig) => Promise<Knex.Transaction>
     if (typeof container === 'function') {
       return begin.call(base, (trx: Knex.Transaction) => container(this.#adopt(trx)), config)

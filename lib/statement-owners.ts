@@ -1,9 +1,8 @@
 import type { Knex } from 'knex'
 
 // Which request does a running statement belong to? Listeners on each builder would answer it,
-// but they change the shape of knex's builders and slowed every request by ~9% in
-// bench/overhead.ts. So ownership is recorded in a WeakMap (builder, or a transaction's client
-// -> owner) and read by four listeners on the client, installed once. knex emits 'start' (with
+// but they slowed every request in bench/overhead.ts. So the owner is recorded on the builder
+// (or on a transaction's client) and read by four listeners on the client, installed once. knex emits 'start' (with
 // the builder) and then 'query' (with the connection's uid) synchronously, one statement at a
 // time, so the owner seen at 'start' is the owner of the next 'query'. (A statement that fails
 // to compile after 'start' leaves its owner pending until the next 'start'; at worst a
@@ -28,16 +27,20 @@ export interface StatementOwners {
   runningConnections: (owner: StatementOwner) => string[]
 }
 
+// A property on the builder rather than a WeakMap entry per builder: ephemeron tables are
+// traced on every garbage collection, and a request creates a builder per statement.
+const ownerOf = Symbol('fastify-fork-safe-db:statement-owner')
+type Owned = { [ownerOf]?: StatementOwner, client?: Owned }
+
 export function trackStatementOwners (client: Knex.Client): StatementOwners {
-  const owners = new WeakMap<object, StatementOwner>()
   // Statements of owners that are running: query uid -> owner, and -> connection uid. Kept
   // here rather than per request, so a request allocates nothing for its statements.
   const running = new Map<string, StatementOwner>()
   const connections = new Map<string, string>()
   let starting: StatementOwner | undefined
 
-  client.on('start', (builder: { client?: object }) => {
-    starting = owners.get(builder) ?? (builder.client === undefined ? undefined : owners.get(builder.client))
+  client.on('start', (builder: Owned) => {
+    starting = builder[ownerOf] ?? builder.client?.[ownerOf]
   })
   client.on('query', (query: QueryEvent) => {
     const owner = starting
@@ -60,7 +63,7 @@ export function trackStatementOwners (client: Knex.Client): StatementOwners {
   client.on('query-error', (_error: unknown, query: QueryEvent) => finished(query))
 
   return {
-    claim: (source, owner) => owners.set(source, owner),
+    claim: (source, owner) => { (source as Owned)[ownerOf] = owner },
     runningConnections (owner) {
       const found = new Set<string>()
       for (const [queryUid, candidate] of running) {
