@@ -26,11 +26,14 @@ export interface ScopeHost {
   runningConnections: (owner: StatementOwner) => string[]
 }
 
-// One listener function for every watched socket, finding its scope on the socket: watching
-// allocates nothing per request (per-request objects that live across a database round trip
-// are what made the garbage collector's share of CPU grow under load).
+// A hang-up is seen on the socket. Each socket gets one 'close' listener for its whole life
+// (a kept-alive socket serves many requests), and the scope to tell is a property on it, set
+// while one of its request's statements runs or a transaction is open. Per-request listeners
+// (Fastify's onRequestAbort adds a 'close' listener to every request) and per-statement
+// add/remove both cost throughput in bench/overhead.ts.
 const watchingScope = Symbol('fastify-fork-safe-db:watching-scope')
-type WatchedSocket = NodeJS.EventEmitter & { [watchingScope]?: RequestScope }
+const watched = Symbol('fastify-fork-safe-db:watched')
+type WatchedSocket = NodeJS.EventEmitter & { [watchingScope]?: RequestScope, [watched]?: true }
 
 function onSocketClose (this: WatchedSocket): void {
   const scope = this[watchingScope]
@@ -164,15 +167,14 @@ export class RequestScope implements StatementOwner {
     this.#unwatchSocketIfIdle()
   }
 
-  // A hang-up is seen on the socket, and only while a statement runs or a transaction is open:
-  // a 'close' listener on every request (Fastify's onRequestAbort adds one to the request
-  // stream) measured several percent of throughput in bench/overhead.ts.
   #watchSocket (): void {
     if (this.#socket !== undefined) return
     const socket = this.#request.raw.socket as WatchedSocket | undefined
     if (socket === undefined || socket === null || typeof socket.on !== 'function') return
     this.#socket = socket
     socket[watchingScope] = this
+    if (socket[watched] === true) return
+    socket[watched] = true
     socket.on('close', onSocketClose)
   }
 
@@ -183,8 +185,7 @@ export class RequestScope implements StatementOwner {
 
   #unwatchSocket (): void {
     if (this.#socket === undefined) return
-    this.#socket.removeListener('close', onSocketClose)
-    this.#socket[watchingScope] = undefined
+    if (this.#socket[watchingScope] === this) this.#socket[watchingScope] = undefined
     this.#socket = undefined
   }
 
