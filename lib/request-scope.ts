@@ -88,9 +88,8 @@ export class RequestScope implements StatementOwner {
     this.#host = host
     this.#request = request
     this.base = host.knex
-    // A Proxy, with the scope as its handler: the one object a request adds. A per-request
-    // function (bound, or with knex as its prototype) tripled the garbage collector's share of
-    // CPU under load in bench/overhead.ts: it outlives a database round trip.
+    // A Proxy, with the scope as its handler: callable like knex, and no per-request function
+    // or prototype change (knex's own methods call back through the `get` trap).
     this.#knex = new Proxy(this.base, this as ProxyHandler<Knex>)
   }
 
