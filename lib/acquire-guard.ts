@@ -60,6 +60,7 @@ export function guardAcquire (client: Knex.Client, options: AcquireGuardOptions)
       throw new FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT(options.decorator, options.acquireTimeoutMillis, { cause: error })
     }
   }
-  client.acquireConnection = async () => guarded(true)
-  return async () => guarded(false)
+  // Plain arrows, not async ones: no second promise per borrow on the request path.
+  client.acquireConnection = () => guarded(true)
+  return () => guarded(false)
 }

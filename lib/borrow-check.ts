@@ -51,6 +51,19 @@ export function ping (connection: Pingable, timeoutMillis: number): Promise<void
   })
 }
 
+/**
+ * Pings `connection`; one that does not answer has its socket closed (so the pool drops it and
+ * no later borrow can trust it) before the error is rethrown.
+ */
+export async function pingOrDiscard (connection: Pingable, timeoutMillis: number): Promise<void> {
+  try {
+    await ping(connection, timeoutMillis)
+  } catch (error) {
+    discard(connection, error as Error)
+    throw error
+  }
+}
+
 // setImmediate runs once the current poll phase is done: every socket event that epoll had
 // reported with the one we are handling (a KILL's reply arrives after the victim's FIN) has
 // been processed by then. A close that arrived while the loop was stalled is only read by the
@@ -97,14 +110,8 @@ export function createBorrowCheck (options: BorrowCheckOptions): BorrowCheck {
     async validate (connection) {
       const idle = idleFor(connection)
       if (idle >= options.pingAfterIdleMillis) {
-        try {
-          await ping(connection, options.pingTimeoutMillis)
-          return true
-        } catch (error) {
-          // tarn destroys the connection and opens another within the same acquire deadline.
-          discard(connection, error as Error)
-          return false
-        }
+        // A dead one: tarn destroys it and opens another within the same acquire deadline.
+        return pingOrDiscard(connection, options.pingTimeoutMillis).then(() => true, () => false)
       }
       if (idle >= options.checkAfterIdleMillis) {
         await socketEventsProcessed(idle)

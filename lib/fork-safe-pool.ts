@@ -73,18 +73,20 @@ export class ForkSafePool {
     return this.#instance
   }
 
-  /**
-   * Cancels the statement running on the borrowed connection knex tagged `knexUid`, if this
-   * process's pool still lends it out. Returns whether a KILL QUERY was sent.
-   */
+  /** Records `owner` for the statements `source` (a builder, a transaction's client) runs. */
   claim (source: object, owner: StatementOwner): void {
     this.#parts?.owners.claim(source, owner)
   }
 
+  /** The connections `owner`'s statements are running on now. */
   runningConnections (owner: StatementOwner): string[] {
     return this.#parts?.owners.runningConnections(owner) ?? []
   }
 
+  /**
+   * Cancels the statement running on the borrowed connection knex tagged `knexUid`, if this
+   * process's pool still lends it out. Returns whether a KILL QUERY was sent.
+   */
   cancelQueryOn (knexUid: string, reason: string): boolean {
     if (this.#pid !== process.pid) return false
     return this.#parts?.canceller.cancelOnConnection(knexUid, reason) ?? false
@@ -99,8 +101,10 @@ export class ForkSafePool {
   async warm (): Promise<void> {
     const count = this.#options.warmup
     if (count === 0) {
-      // A numeric budget needs no server; one derived from the server's limits needs a connection.
-      if (this.#options.budget?.total !== 'server') this.#applyBudget(DEFAULT_SERVER_LIMITS)
+      // A numeric budget needs no server; one derived from the server's limits needs a
+      // connection. Without a budget there is nothing to build yet.
+      const budget = this.#options.budget
+      if (budget !== undefined && budget.total !== 'server') this.#applyBudget(DEFAULT_SERVER_LIMITS)
       return
     }
     const started = performance.now()
@@ -205,14 +209,14 @@ export class ForkSafePool {
    */
   async check (): Promise<boolean> {
     if (this.#closing()) return false
-    let parts: PoolParts
+    let client: Knex.Client
     try {
-      this.knex // eslint-disable-line @typescript-eslint/no-unused-expressions -- builds the pool for this pid
-      parts = this.#parts as PoolParts
+      // Builds the pool for this pid if need be.
+      client = this.knex.client
     } catch {
       return false
     }
-    const { client } = parts.knex
+    const parts = this.#parts as PoolParts
     let connection: WarmUpConnection | undefined
     try {
       connection = await parts.acquireInternal() as WarmUpConnection

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
-import { discard, ping } from './borrow-check'
+import { discard, pingOrDiscard } from './borrow-check'
 
 // The warm floor must not go stale, nor grow old. The server closes connections idle past its `wait_timeout`
 // (8 h by default, often minutes in production), and tarn never re-creates `pool.min` by
@@ -87,11 +87,10 @@ export class IdleKeeper {
       const stale = pool.free.map((free) => free.resource).filter((connection) => idleFor(connection) >= interval)
       for (const connection of stale) {
         try {
-          await ping(connection, pingTimeoutMillis)
+          await pingOrDiscard(connection, pingTimeoutMillis)
           markAlive(connection)
         } catch (error) {
           log.debug({ err: error }, 'an idle connection stopped answering; discarding it')
-          discard(connection, error as Error)
           discarded += 1
         }
       }

@@ -3,7 +3,7 @@ import knex, { type Knex } from 'knex'
 import { guardAcquire } from './acquire-guard'
 import { createBorrowCheck } from './borrow-check'
 import { ConnectBreaker } from './connect-breaker'
-import { PoolCounters } from './pool-stats'
+import { PoolCounters, roundMillis } from './pool-stats'
 import { IdleKeeper } from './idle-keeper'
 import { trackConnects } from './teardown'
 import { SECRET_KEYS } from './connection-options'
@@ -81,7 +81,7 @@ export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): P
     breaker,
     onAcquired (waitMillis, cold) {
       counters.recordAcquire(waitMillis, cold)
-      if (cold) log.debug({ waitedMillis: Math.round(waitMillis * 1000) / 1000 }, 'a query waited for a new connection to be opened (cold acquire)')
+      if (cold) log.debug({ waitedMillis: roundMillis(waitMillis) }, 'a query waited for a new connection to be opened (cold acquire)')
     }
   })
   instance.client.pool.on('createSuccess', () => { counters.created += 1 })

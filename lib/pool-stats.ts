@@ -43,17 +43,17 @@ export class PoolCounters {
   acquireWaits (): AcquireWaitStats {
     const samples = Math.min(this.#recorded, WAIT_SAMPLES)
     const sorted = this.#waits.slice(0, samples).sort()
-    const at = (fraction: number) => samples === 0 ? 0 : round(sorted[Math.min(samples - 1, Math.ceil(fraction * samples) - 1)])
-    return { samples, p50: at(0.5), p95: at(0.95), p99: at(0.99), max: samples === 0 ? 0 : round(sorted[samples - 1]) }
+    const at = (fraction: number) => samples === 0 ? 0 : roundMillis(sorted[Math.min(samples - 1, Math.ceil(fraction * samples) - 1)])
+    return { samples, p50: at(0.5), p95: at(0.95), p99: at(0.99), max: samples === 0 ? 0 : roundMillis(sorted[samples - 1]) }
   }
 
   coldAcquires (): ColdAcquireStats {
-    return { count: this.cold.count, totalWaitMillis: round(this.cold.totalWaitMillis), maxWaitMillis: round(this.cold.maxWaitMillis) }
+    return { count: this.cold.count, totalWaitMillis: roundMillis(this.cold.totalWaitMillis), maxWaitMillis: roundMillis(this.cold.maxWaitMillis) }
   }
 }
 
 /** Milliseconds to three decimals: microsecond precision, readable JSON. */
-function round (millis: number): number {
+export function roundMillis (millis: number): number {
   return Math.round(millis * 1000) / 1000
 }
 

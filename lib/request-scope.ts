@@ -14,6 +14,9 @@ import type { StatementOwner } from './statement-owners'
 // The wrapper is created on the first access to `request.db` only; requests that never touch
 // the database pay nothing. Queries on `fastify.db` are not request-scoped.
 
+// Its log lines go through the request's logger (they carry the request id); this names us.
+const PLUGIN_NAME = 'fastify-fork-safe-db'
+
 /** What a scope needs from the pool that owns the process's knex instance. */
 export interface ScopeHost {
   /** The process's knex instance (PID-checked). */
@@ -203,7 +206,7 @@ export class RequestScope implements StatementOwner {
     }
     const open = this.#openTransactions()
     if (cancelled > 0 || open.length > 0) {
-      this.#request.log.info({ plugin: 'fastify-fork-safe-db', cancelledQueries: cancelled, rolledBackTransactions: open.length }, 'client disconnected mid-request: cancelled its running queries')
+      this.#request.log.info({ plugin: PLUGIN_NAME, cancelledQueries: cancelled, rolledBackTransactions: open.length }, 'client disconnected mid-request: cancelled its running queries')
     }
     for (const trx of open) this.#rollBack(trx)
   }
@@ -219,7 +222,7 @@ export class RequestScope implements StatementOwner {
     if (open.length === 0) return
     const { method, url } = this.#request.routeOptions
     this.#request.log.error(
-      { plugin: 'fastify-fork-safe-db', route: `${method.toString()} ${url ?? this.#request.url}`, requestId: this.#request.id, transactions: open.length },
+      { plugin: PLUGIN_NAME, route: `${method.toString()} ${url ?? this.#request.url}`, requestId: this.#request.id, transactions: open.length },
       'a transaction begun through request.db was neither committed nor rolled back when the response ended; rolling it back'
     )
     for (const trx of open) this.#rollBack(trx)
@@ -231,7 +234,7 @@ export class RequestScope implements StatementOwner {
 
   #rollBack (trx: Knex.Transaction): void {
     trx.rollback().catch((error: unknown) => {
-      this.#request.log.warn({ plugin: 'fastify-fork-safe-db', err: error }, 'rolling back an abandoned transaction failed')
+      this.#request.log.warn({ plugin: PLUGIN_NAME, err: error }, 'rolling back an abandoned transaction failed')
     })
   }
 }

@@ -2,9 +2,10 @@ import type { Knex } from 'knex'
 
 // Which request does a running statement belong to? Listeners on each builder would answer it,
 // but they slowed every request in bench/overhead.ts. So the owner is recorded on the builder
-// (or on a transaction's client) and read by four listeners on the client, installed once. knex emits 'start' (with
-// the builder) and then 'query' (with the connection's uid) synchronously, one statement at a
-// time, so the owner seen at 'start' is the owner of the next 'query'. (A statement that fails
+// (or on a transaction's client) and read by four listeners on the client, installed once.
+// knex emits 'start' (with the builder) and then 'query' (with the connection's uid)
+// synchronously, one statement at a time, so the owner seen at 'start' is the owner of the
+// next 'query'. (A statement that fails
 // to compile after 'start' leaves its owner pending until the next 'start'; at worst a
 // transaction's own BEGIN or COMMIT, which has no 'start', is then attributed to it.)
 

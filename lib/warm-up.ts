@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises'
-import { discard, ping } from './borrow-check'
+import { pingOrDiscard } from './borrow-check'
 
 // Warm-up opens the connections a process keeps before it accepts requests. When a whole fleet
 // (re)starts at once, workers x pool.min simultaneous handshakes hit the server; so a process
@@ -31,13 +31,7 @@ export async function warmUp (plan: WarmUpPlan): Promise<void> {
   const openOne = async () => {
     const connection = await plan.acquire()
     opened.push(connection)
-    try {
-      await ping(connection, plan.pingTimeoutMillis)
-    } catch (error) {
-      // Released as dead, so no later borrow can trust it.
-      discard(connection, error as Error)
-      throw error
-    }
+    await pingOrDiscard(connection, plan.pingTimeoutMillis)
     return connection
   }
   try {
