@@ -1,7 +1,7 @@
 import cluster from 'node:cluster'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
-import { ping } from './borrow-check'
+import { pingOrDiscard } from './borrow-check'
 import { warnIfBuiltInPrimary } from './cluster-placement'
 import { computeBudget, serverTotal, type ConnectionBudget } from './connection-budget'
 import { FST_FORK_SAFE_DB_BUDGET_EXCEEDED, FST_FORK_SAFE_DB_CLOSE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from './errors'
@@ -220,7 +220,8 @@ export class ForkSafePool {
     let connection: WarmUpConnection | undefined
     try {
       connection = await parts.acquireInternal() as WarmUpConnection
-      await ping(connection, parts.pingTimeoutMillis)
+      // One that does not answer is closed, not handed back to the pool as if it were alive.
+      await pingOrDiscard(connection, parts.pingTimeoutMillis)
       return true
     } catch (error) {
       this.#log.debug({ err: scrubError(error, this.#options.secrets) }, 'health check failed')

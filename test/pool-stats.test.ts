@@ -116,6 +116,21 @@ describe('check()', () => {
     expect(healthy).toBe(true)
   })
 
+  // Regression: check() returned a connection that had not answered its ping to the pool.
+  test('closes a connection that does not answer its ping, instead of returning it to the pool', async () => {
+    // acquireTimeoutMillis 400 gives pings a 200 ms deadline.
+    build({ connection: proxy.urlFor(fixture.user.url), pool: { min: 1, max: 1, acquireTimeoutMillis: 400 } })
+    await app.ready()
+    proxy.delayMillis = 5000
+    expect(await app.dbPool.check()).toBe(false)
+    // The close reaches the proxy a few event-loop turns later; without the fix it never does.
+    const deadline = performance.now() + 1000
+    while (proxy.closed === 0 && performance.now() < deadline) await new Promise((resolve) => setImmediate(resolve))
+    expect(proxy.closed).toBe(1)
+    proxy.delayMillis = 0
+    expect(await app.dbPool.check()).toBe(true)
+  })
+
   test('is false once the app is closing', async () => {
     build()
     await app.ready()
