@@ -6,7 +6,7 @@ import knex from 'knex'
 import { createPool } from 'mysql2/promise'
 import forkSafeDb from 'fastify-fork-safe-db'
 import { prepareSchema } from '../example-app/schema'
-import { resolveServer } from '../test/helpers/server-url'
+import { resolveServer } from '../support/server-url'
 import { fixed, median, table, writeResult } from './report'
 
 // `npm run bench:overhead`: what the PID-checked getter and the borrow check cost per request.

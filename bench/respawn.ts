@@ -1,9 +1,9 @@
 import { join } from 'node:path'
 import { prepareSchema } from '../example-app/schema'
-import { ExampleProcess, EXAMPLE_ENTRY } from '../test/helpers/example-process'
-import { failures, startLoad } from '../test/helpers/http-load'
-import { resolveServer } from '../test/helpers/server-url'
-import { TcpProxy } from '../test/helpers/tcp-proxy'
+import { ExampleProcess, EXAMPLE_ENTRY } from '../support/example-process'
+import { failures, startLoad } from '../support/http-load'
+import { resolveServer } from '../support/server-url'
+import { TcpProxy } from '../support/tcp-proxy'
 import { latencyPlot } from './latency-plot'
 import { fixed, median, percentile, table, writeResult } from './report'
 

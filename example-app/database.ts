@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
-import type { PrivateServer } from '../test/helpers/private-server'
-import { resolveServer } from '../test/helpers/server-url'
+import type { PrivateServer } from '../support/private-server'
+import { resolveServer } from '../support/server-url'
 
 export interface ExampleDatabase {
   url: string

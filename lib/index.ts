@@ -6,12 +6,12 @@ import type {
 import fp from 'fastify-plugin'
 import type { Knex } from 'knex'
 import * as errors from './errors'
-import { computeBudget } from './connection-budget'
-import { ForkSafePool } from './fork-safe-pool'
-import { resolveOptions, type ForkSafeDbOptions } from './options'
-import type { ForkSafeDbStats } from './pool-stats'
-import { RequestScope } from './request-scope'
-import { addRouteTransactions, type RouteDbOptions } from './route-transaction'
+import { computeBudget } from './pool/budget'
+import { ForkSafePool } from './pool/fork-safe-pool'
+import { resolveOptions, type ForkSafeDbOptions } from './options/resolve-options'
+import type { ForkSafeDbStats } from './pool/stats'
+import { RequestScope } from './request/request-scope'
+import { addRouteTransactions, type RouteDbOptions } from './request/route-transaction'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -90,7 +90,7 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
   fastify.decorateRequest(decorator, { getter () { return scopeOf(this).knex } })
   addRouteTransactions(fastify, decorator, scopeOf)
   // A callback hook, cheap for the requests that never touched the database (no scope). A
-  // client that hangs up is seen by the scope itself (see request-scope.ts).
+  // client that hangs up is seen by the scope itself (see request/request-scope.ts).
   fastify.addHook('onResponse', (request, _reply, done) => {
     (request as Scoped)[scopeSlot]?.responseSent()
     done()
@@ -131,11 +131,11 @@ export {
 } from './errors'
 /** The budget arithmetic, for printing a deployment's budget (the example's startup table). */
 export { computeBudget }
-export type { ConnectionBudget, ConnectionBudgetOptions } from './connection-budget'
-export type { AcquireWaitStats, ColdAcquireStats, ConnectionStats, ForkSafeDbStats, PoolState } from './pool-stats'
-export type { ForkSafeDbOptions, ForkSafeDbPoolOptions } from './options'
-export type { UnsafeOptIns } from './connection-options'
-export type { RouteDbOptions } from './route-transaction'
+export type { ConnectionBudget, ConnectionBudgetOptions } from './pool/budget'
+export type { AcquireWaitStats, ColdAcquireStats, ConnectionStats, ForkSafeDbStats, PoolState } from './pool/stats'
+export type { ForkSafeDbOptions, ForkSafeDbPoolOptions } from './options/resolve-options'
+export type { UnsafeOptIns } from './options/connection'
+export type { RouteDbOptions } from './request/route-transaction'
 
 // `require('fastify-fork-safe-db')` returns the plugin itself, like every Fastify plugin, with the
 // named exports hanging off it so destructuring `require` keeps working.

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import forkSafeDb, { computeBudget } from '../lib'
-import { workersFromEnvironment } from '../lib/connection-budget'
+import { workersFromEnvironment } from '../lib/pool/budget'
 import { buildApp, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
 

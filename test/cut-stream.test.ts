@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import forkSafeDb from '../lib'
 import { buildApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
-import { TcpProxy } from './helpers/tcp-proxy'
+import { TcpProxy } from '../support/tcp-proxy'
 
 // A large result cut off mid-stream must reach the handler as an error, never as a truncated
 // success, and must not leak the connection.

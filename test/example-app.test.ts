@@ -1,8 +1,8 @@
 import http from 'node:http'
 import { perTestUser } from './helpers/database'
-import { ExampleProcess } from './helpers/example-process'
-import { failures, sendOne, startLoad, type Load, type Outcome } from './helpers/http-load'
-import { TcpProxy } from './helpers/tcp-proxy'
+import { ExampleProcess } from '../support/example-process'
+import { failures, sendOne, startLoad, type Load, type Outcome } from '../support/http-load'
+import { TcpProxy } from '../support/tcp-proxy'
 
 // The cluster example, spawned for real: real workers, real signals, real MariaDB.
 

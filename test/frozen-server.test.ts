@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import forkSafeDb from '../lib'
 import { buildApp } from './helpers/app'
-import { PrivateServer } from './helpers/private-server'
-import { TcpProxy } from './helpers/tcp-proxy'
+import { PrivateServer } from '../support/private-server'
+import { TcpProxy } from '../support/tcp-proxy'
 
 // A database that stops answering without closing anything: a private server frozen with
 // SIGSTOP, and a proxy that swallows new connections. No request may wait longer than the

@@ -2,8 +2,8 @@ import type { FastifyInstance } from 'fastify'
 import { createConnection } from 'mysql2/promise'
 import forkSafeDb from '../lib'
 import { buildApp, type LoggedApp } from './helpers/app'
-import { PrivateServer } from './helpers/private-server'
-import { TcpProxy } from './helpers/tcp-proxy'
+import { PrivateServer } from '../support/private-server'
+import { TcpProxy } from '../support/tcp-proxy'
 
 // A server that closes idle connections after 2 s (a private one: wait_timeout is global).
 // The warm floor must survive quiet periods, and an event-loop stall long enough for the server

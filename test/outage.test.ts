@@ -2,8 +2,8 @@ import type { FastifyInstance } from 'fastify'
 import { createConnection, type RowDataPacket } from 'mysql2/promise'
 import forkSafeDb from '../lib'
 import { buildApp } from './helpers/app'
-import { PrivateServer } from './helpers/private-server'
-import { TcpProxy } from './helpers/tcp-proxy'
+import { PrivateServer } from '../support/private-server'
+import { TcpProxy } from '../support/tcp-proxy'
 
 // The database goes away and comes back: a private server (never the machine's shared one),
 // restarted or crashed with SIGKILL, reached through a proxy that counts connect attempts.

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import forkSafeDb from '../lib'
 import { buildApp, simulatePid, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
-import { TcpProxy } from './helpers/tcp-proxy'
+import { TcpProxy } from '../support/tcp-proxy'
 
 // `fastify.dbPool.stats()` must agree with what the server sees, and `check()` must say when
 // the database cannot be reached and recover by itself when it can again.

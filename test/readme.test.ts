@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { DEFAULTS, PLUGIN_KEYS, POOL_KEYS } from '../lib/options'
+import { DEFAULTS, PLUGIN_KEYS, POOL_KEYS } from '../lib/options/resolve-options'
 
 // The README's option reference must name exactly the options the code accepts.
 const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')

@@ -4,8 +4,8 @@ import type { FastifyInstance } from 'fastify'
 import { createConnection, type Connection, type RowDataPacket } from 'mysql2/promise'
 import forkSafeDb from '../lib'
 import { buildApp } from './helpers/app'
-import { PrivateServer } from './helpers/private-server'
-import { TcpProxy } from './helpers/tcp-proxy'
+import { PrivateServer } from '../support/private-server'
+import { TcpProxy } from '../support/tcp-proxy'
 
 // Shutdown against a database that stops answering mid-query: a private server that the test
 // freezes with SIGSTOP (never the machine's shared one), reached through a proxy that counts

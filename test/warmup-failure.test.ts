@@ -2,7 +2,7 @@ import { inspect } from 'node:util'
 import forkSafeDb from '../lib'
 import { buildApp, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
-import { freePort } from './helpers/private-server'
+import { freePort } from '../support/private-server'
 
 const fixture = perTestUser()
 

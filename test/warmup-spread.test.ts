@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import forkSafeDb from '../lib'
 import { buildApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
-import { TcpProxy } from './helpers/tcp-proxy'
+import { TcpProxy } from '../support/tcp-proxy'
 
 // A fleet that restarts at once must not hit the server with workers x pool.min handshakes at
 // the same instant. Three "workers" warm up together through a proxy that adds 30 ms each way,

@@ -1,4 +1,4 @@
-import { resolveServer } from './server-url'
+import { resolveServer } from '../../support/server-url'
 
 // Runs once in Jest's parent process; the workers inherit the environment variable.
 export default async function globalSetup (): Promise<void> {

@@ -1,4 +1,4 @@
-import type { PrivateServer } from './private-server'
+import type { PrivateServer } from '../../support/private-server'
 
 export default async function globalTeardown (): Promise<void> {
   const server = (globalThis as { forkSafeDbPrivateServer?: PrivateServer }).forkSafeDbPrivateServer

@@ -2,7 +2,7 @@
 // queries wait for one, did anyone wait for a connect?"), counted where it happens. Recording
 // is a few additions per borrow; percentiles are computed only when stats are read.
 
-import type { ConnectionBudget } from './connection-budget'
+import type { ConnectionBudget } from './budget'
 
 // The last 1024 borrows: enough for stable percentiles, small enough to sort on every read.
 const WAIT_SAMPLES = 1024

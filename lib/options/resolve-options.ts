@@ -1,7 +1,7 @@
 import type { ConnectionOptions } from 'mysql2'
-import { BUDGET_DEFAULTS, workersFromEnvironment, type ConnectionBudgetOptions, type WorkersSource } from './connection-budget'
-import { checkConnection, UNSAFE_KEYS, type UnsafeOptIns } from './connection-options'
-import { FST_FORK_SAFE_DB_INVALID_OPTION } from './errors'
+import { BUDGET_DEFAULTS, workersFromEnvironment, type ConnectionBudgetOptions, type WorkersSource } from '../pool/budget'
+import { checkConnection, UNSAFE_KEYS, type UnsafeOptIns } from './connection'
+import { FST_FORK_SAFE_DB_INVALID_OPTION } from '../errors'
 import { describeValue, expectInteger, expectKnownKeys, isPlainObject } from './validate'
 
 /** Pool sizing and timing, passed to knex and tarn. */

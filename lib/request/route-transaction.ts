@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { FST_FORK_SAFE_DB_INVALID_OPTION } from './errors'
+import { FST_FORK_SAFE_DB_INVALID_OPTION } from '../errors'
 import type { RequestScope } from './request-scope'
 
 // `{ db: { transaction: true } }` on a route runs its handler in a transaction: `request.db` is

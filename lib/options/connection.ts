@@ -1,6 +1,6 @@
 import type { ConnectionOptions } from 'mysql2'
-import { FST_FORK_SAFE_DB_INVALID_CONNECTION, FST_FORK_SAFE_DB_UNSAFE_OPTION } from './errors'
-import { describeUrl } from './redact'
+import { FST_FORK_SAFE_DB_INVALID_CONNECTION, FST_FORK_SAFE_DB_UNSAFE_OPTION } from '../errors'
+import { describeUrl } from '../logging/redact'
 import { describeValue, expectInteger, isPlainObject } from './validate'
 
 /** The dangerous driver features a user can opt into, one flag each. */

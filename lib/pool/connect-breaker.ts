@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
-import { FST_FORK_SAFE_DB_UNAVAILABLE } from './errors'
+import { FST_FORK_SAFE_DB_UNAVAILABLE } from '../errors'
 
 // While the database is down, every waiting query would trigger its own connect attempt, and
 // every request would wait for it. A breaker around opening connections instead:

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex'
-import { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_POOL_SATURATED } from './errors'
+import { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_POOL_SATURATED } from '../errors'
 
 // A full pool, or a database that is down, must fail fast and clearly, not hang. Waiting queries are capped: beyond
 // `maxPendingAcquires` a query is rejected at once, so a slow database turns into quick 503s

@@ -1,11 +1,11 @@
 import type { Knex } from 'knex'
-import type { KillableConnection, QueryCanceller } from './query-cancel'
+import type { KillableConnection, QueryCanceller } from './cancel'
 
 // A slow query must never stall other requests. Every query without a `.timeout()` of its own
 // gets `queryTimeoutMillis`, with `cancel: true`: on expiry knex sends KILL QUERY on a separate
 // connection, so the statement stops on the server too (without cancel it would run on and keep
 // its connection). knex waits for that cancel before answering the caller; ours answers at once
-// (see query-cancel.ts), so a timeout reaches the caller on time even when the server is silent.
+// (see cancel.ts), so a timeout reaches the caller on time even when the server is silent.
 
 interface TimedBuilder {
   _timeout?: number

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import type { Knex } from 'knex'
-import type { StatementOwner } from './statement-owners'
+import type { StatementOwner } from '../query/owners'
 
 // `request.db` is the process's knex instance seen through a thin per-request wrapper, so the
 // plugin knows which statements and transactions belong to which request:
@@ -78,7 +78,7 @@ export class RequestScope implements StatementOwner {
   readonly #knex: Knex
   /** The process's knex instance this request's view is over. */
   readonly base: Knex
-  /** Statements of this request running now (which ones: see statement-owners.ts). */
+  /** Statements of this request running now (which ones: see query/owners.ts). */
   #running = 0
   // Created on first use: most requests never begin a transaction.
   #transactions: Set<Knex.Transaction> | undefined

@@ -1,4 +1,4 @@
-import { replaceAll, scrubText } from './redact'
+import { replaceAll, scrubText } from '../logging/redact'
 
 // A failed query's error travels far: to the handler, to the log, and (Fastify sends
 // `error.message` even for 500s) to the HTTP client. Stock knex puts the statement with its
