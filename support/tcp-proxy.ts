@@ -5,7 +5,13 @@ import { createServer, connect, type Server, type Socket } from 'node:net'
 // - `refuse` drops new connections at once (a database that is down);
 // - `blackhole` accepts new connections and forwards nothing either way (a peer that vanished);
 // - `cutAfterBytes` ends a connection once that many bytes went from server to client;
-// - `finAll()` / `resetAll()` end every open connection politely or with a reset.
+// - `finAll()` / `resetAll()` end every open connection politely or with a reset;
+// - `delayNewMillis` delays only connections accepted from now on (a slow KILL connection while
+//   the pool's own connections stay fast);
+// - `refuseWhen(n)` refuses the n-th connection (1-based) when it returns true;
+// - `resetOnQuery` resets a connection whose client sends a statement matching it;
+// - `misorderOnQuery` shifts the sequence id of the first reply to a matching statement, which
+//   the driver reports as "packets out of order".
 
 export interface ProxyOptions {
   target: { host: string, port: number }
@@ -18,6 +24,16 @@ export class TcpProxy {
   blackhole = false
   /** With `cutAfterBytes`: 'fin' ends the client side politely, 'rst' resets it. */
   cut: { afterBytes: number, how: 'fin' | 'rst' } | undefined
+  /** When set, connections accepted from now on are delayed by this much (existing ones keep `delayMillis`). */
+  delayNewMillis: number | undefined
+  /** Refuses the n-th accepted connection (1-based) when it returns true. */
+  refuseWhen: ((n: number) => boolean) | undefined
+  /** A connection whose client sends a statement matching this is reset (both sides). */
+  resetOnQuery: RegExp | undefined
+  /** The first reply to a statement matching this arrives with a shifted sequence id. */
+  misorderOnQuery: RegExp | undefined
+  /** Sees every chunk a client sends, as it arrives (to wait for a given command). */
+  onClientData: ((chunk: Buffer) => void) | undefined
   /** Connections accepted (including refused ones), for counting handshakes. */
   accepted = 0
   /** Client connections that have closed. */
@@ -79,7 +95,7 @@ export class TcpProxy {
   #accept (client: Socket): void {
     this.accepted += 1
     this.acceptedAt.push(performance.now())
-    if (this.refuse) {
+    if (this.refuse || this.refuseWhen?.(this.accepted) === true) {
       client.destroy()
       return
     }
@@ -96,8 +112,34 @@ export class TcpProxy {
     }
     const upstream = connect(this.#target.port, this.#target.host)
     this.#track(upstream)
-    this.#pipe(client, upstream)
-    this.#pipe(upstream, client, this.cut)
+    const fixedDelay = this.delayNewMillis
+    const delayOf = fixedDelay === undefined ? () => this.delayMillis : () => fixedDelay
+    // Set when the client sent a statement matching `misorderOnQuery`: the reply gets misordered.
+    const faults = { misorderNextReply: false }
+    this.#pipe(client, upstream, { delayOf, inspect: (chunk) => this.#inspectQuery(chunk, client, upstream, faults) })
+    this.#pipe(upstream, client, { delayOf, cut: this.cut, rewrite: (chunk) => this.#misorder(chunk, faults) })
+  }
+
+  #inspectQuery (chunk: Buffer, client: Socket, upstream: Socket, faults: { misorderNextReply: boolean }): boolean {
+    this.onClientData?.(chunk)
+    if (this.resetOnQuery === undefined && this.misorderOnQuery === undefined) return true
+    const text = chunk.toString('latin1')
+    if (this.resetOnQuery?.test(text) === true) {
+      client.resetAndDestroy()
+      upstream.resetAndDestroy()
+      return false
+    }
+    if (this.misorderOnQuery?.test(text) === true) faults.misorderNextReply = true
+    return true
+  }
+
+  // A MySQL packet starts with a 3-byte length and a 1-byte sequence id.
+  #misorder (chunk: Buffer, faults: { misorderNextReply: boolean }): Buffer {
+    if (!faults.misorderNextReply || chunk.length < 4) return chunk
+    faults.misorderNextReply = false
+    const copy = Buffer.from(chunk)
+    copy[3] = (copy[3] + 7) % 256
+    return copy
   }
 
   #track (socket: Socket): void {
@@ -116,22 +158,35 @@ export class TcpProxy {
     for (const socket of this.#sockets) socket.resetAndDestroy()
   }
 
-  // Each chunk is written `delayMillis` after it arrived; equal timeouts fire in order, so the
+  // Each chunk is written `delayOf()` after it arrived; equal timeouts fire in order, so the
   // byte stream stays intact. Ends and errors travel after the data they follow.
-  #pipe (from: Socket, to: Socket, cut?: { afterBytes: number, how: 'fin' | 'rst' }): void {
+  #pipe (from: Socket, to: Socket, options: {
+    delayOf: () => number
+    cut?: { afterBytes: number, how: 'fin' | 'rst' }
+    /** Sees each chunk as it arrives; false drops it. */
+    inspect?: (chunk: Buffer) => boolean
+    rewrite?: (chunk: Buffer) => Buffer
+  }): void {
+    const { delayOf, cut, inspect, rewrite } = options
     const later = (action: () => void) => {
-      if (this.delayMillis === 0 || this.#closed) {
+      const delay = delayOf()
+      if (delay === 0 || this.#closed) {
         action()
         return
       }
       const timer = setTimeout(() => {
         this.#timers.delete(timer)
         action()
-      }, this.delayMillis)
+      }, delay)
       this.#timers.add(timer)
     }
     let sent = 0
-    from.on('data', (chunk: Buffer) => later(() => {
+    from.on('data', (arrived: Buffer) => {
+      if (inspect !== undefined && !inspect(arrived)) return
+      const chunk = rewrite === undefined ? arrived : rewrite(arrived)
+      later(() => forward(chunk))
+    })
+    const forward = (chunk: Buffer) => {
       if (to.destroyed) return
       if (cut === undefined) {
         to.write(chunk)
@@ -146,7 +201,7 @@ export class TcpProxy {
         else to.resetAndDestroy()
         from.destroy()
       }
-    }))
+    }
     from.on('end', () => later(() => to.end()))
     from.on('error', () => later(() => to.destroy()))
     from.on('close', () => later(() => to.destroy()))
