@@ -1,7 +1,13 @@
 import createError from '@fastify/error'
+import knex from 'knex'
 
 // Every error the plugin raises has a stable code, so callers can match on `err.code`
-// (or `instanceof` these constructors) instead of parsing messages.
+// (or `instanceof` these constructors) instead of parsing messages. The two timeouts are also
+// knex's own `KnexTimeoutError`, so code written for stock knex (`instanceof KnexTimeoutError`)
+// keeps working.
+
+// knex's class, as @fastify/error takes a base class (its constructor is never called).
+const KnexTimeoutError = knex.KnexTimeoutError as unknown as ErrorConstructor
 
 /** An option is missing, has the wrong type or is out of range. Raised at registration. */
 export const FST_FORK_SAFE_DB_INVALID_OPTION = createError(
@@ -48,17 +54,36 @@ export const FST_FORK_SAFE_DB_POOL_SATURATED = createError(
   503
 )
 
-/** No connection became free within pool.acquireTimeoutMillis. */
+/** No connection became free within pool.acquireTimeoutMillis. A `KnexTimeoutError`. */
 export const FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT = createError(
   'FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT',
   'fastify-fork-safe-db: no connection of the "%s" pool became free within %s ms',
-  503
+  503,
+  KnexTimeoutError
+)
+// knex's runner copies a statement and its bound values onto any KnexTimeoutError raised while
+// acquiring a connection (`error.sql`, `error.bindings`); on ours they are not kept, so no log
+// line or response can carry them.
+for (const field of ['sql', 'bindings']) {
+  Object.defineProperty(FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT.prototype, field, { get: () => undefined, set: () => {}, configurable: true })
+}
+
+/**
+ * A statement outlived its `.timeout()` or `queryTimeoutMillis`: it was cancelled on the
+ * server (KILL QUERY), or, for a transaction's own BEGIN/COMMIT/ROLLBACK, its connection was
+ * closed. A `KnexTimeoutError`; `timeout` is the limit in milliseconds.
+ */
+export const FST_FORK_SAFE_DB_QUERY_TIMEOUT = createError(
+  'FST_FORK_SAFE_DB_QUERY_TIMEOUT',
+  'fastify-fork-safe-db: %s',
+  503,
+  KnexTimeoutError
 )
 
 /** The database cannot be reached right now; connect attempts are being held back. */
 export const FST_FORK_SAFE_DB_UNAVAILABLE = createError(
   'FST_FORK_SAFE_DB_UNAVAILABLE',
-  'fastify-fork-safe-db: the database of the "%s" pool cannot be reached right now',
+  'fastify-fork-safe-db: the database of the "%s" pool cannot be reached right now%s',
   503
 )
 
@@ -67,6 +92,26 @@ export const FST_FORK_SAFE_DB_CLOSE_TIMEOUT = createError(
   'FST_FORK_SAFE_DB_CLOSE_TIMEOUT',
   'fastify-fork-safe-db: the "%s" pool was torn down because the database did not finish within closeTimeoutMillis (%s ms)',
   503
+)
+
+/**
+ * The client of the request went away (its socket closed) before this statement was sent: it
+ * is not sent at all, since nobody would read its result. 499 is nginx's "client closed request".
+ */
+export const FST_FORK_SAFE_DB_CLIENT_GONE = createError(
+  'FST_FORK_SAFE_DB_CLIENT_GONE',
+  'fastify-fork-safe-db: the client of this request went away; the statement was not sent',
+  499
+)
+
+/**
+ * The installed knex, tarn or mysql2 no longer has a field or method the plugin relies on.
+ * Raised when the plugin registers (or, for mysql2's connection fields, by the first connection).
+ */
+export const FST_FORK_SAFE_DB_UNSUPPORTED_VERSION = createError(
+  'FST_FORK_SAFE_DB_UNSUPPORTED_VERSION',
+  'fastify-fork-safe-db: %s is missing or has changed shape (installed: %s); this version of the plugin supports knex ^3.2.0 and mysql2 ^3.19.0',
+  500
 )
 
 /** The pool was used after the Fastify instance closed. */

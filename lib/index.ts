@@ -7,6 +7,7 @@ import fp from 'fastify-plugin'
 import type { Knex } from 'knex'
 import * as errors from './errors'
 import { computeBudget } from './pool/budget'
+import { checkKnexInternals } from './driver/internals'
 import { ForkSafePool } from './pool/fork-safe-pool'
 import { resolveOptions, type ForkSafeDbOptions } from './options/resolve-options'
 import type { ForkSafeDbStats } from './pool/stats'
@@ -66,6 +67,8 @@ const RETRYABLE = new Set([
 ])
 
 const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, rawOptions) => {
+  // A knex or tarn that moved a part the plugin relies on fails here, before anything is built.
+  checkKnexInternals()
   // Validate before anything else: a bad option must fail registration, before any socket opens.
   const options = resolveOptions(rawOptions)
   const { decorator } = options
@@ -88,7 +91,7 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
   fastify.decorate(managerName, manager)
   fastify.decorateRequest(scopeSlot as unknown as string, null)
   fastify.decorateRequest(decorator, { getter () { return scopeOf(this).knex } })
-  addRouteTransactions(fastify, decorator, scopeOf)
+  addRouteTransactions(fastify, decorator, { scopeOf, existingScope: (request) => (request as Scoped)[scopeSlot] })
   // A callback hook, cheap for the requests that never touched the database (no scope). A
   // client that hangs up is seen by the scope itself (see request/request-scope.ts).
   fastify.addHook('onResponse', (request, _reply, done) => {
@@ -124,17 +127,20 @@ export {
   FST_FORK_SAFE_DB_WARMUP_FAILED,
   FST_FORK_SAFE_DB_POOL_SATURATED,
   FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT,
+  FST_FORK_SAFE_DB_QUERY_TIMEOUT,
   FST_FORK_SAFE_DB_UNAVAILABLE,
   FST_FORK_SAFE_DB_CLOSE_TIMEOUT,
   FST_FORK_SAFE_DB_CLOSED,
-  FST_FORK_SAFE_DB_BUDGET_EXCEEDED
+  FST_FORK_SAFE_DB_CLIENT_GONE,
+  FST_FORK_SAFE_DB_BUDGET_EXCEEDED,
+  FST_FORK_SAFE_DB_UNSUPPORTED_VERSION
 } from './errors'
 /** The budget arithmetic, for printing a deployment's budget (the example's startup table). */
 export { computeBudget }
 export type { ConnectionBudget, ConnectionBudgetOptions } from './pool/budget'
 export type { AcquireWaitStats, ColdAcquireStats, ConnectionStats, ForkSafeDbStats, PoolState } from './pool/stats'
-export type { ForkSafeDbOptions, ForkSafeDbPoolOptions } from './options/resolve-options'
-export type { UnsafeOptIns } from './options/connection'
+export type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions } from './options/resolve-options'
+export type { ConnectionProvider, ProvidedConnection, UnsafeOptIns } from './options/connection'
 export type { RouteDbOptions } from './request/route-transaction'
 
 // `require('fastify-fork-safe-db')` returns the plugin itself, like every Fastify plugin, with the

@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import forkSafeDb from '../lib'
 import { buildApp, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
+import { TcpProxy } from '../support/tcp-proxy'
 
 // Nobody is waiting for the result of a request whose client went away: its running statement is
 // cancelled on the server (KILL QUERY), so a user who gives up on a slow page does not keep a
@@ -97,4 +98,52 @@ test('leaves a statement alone once its response has been sent', async () => {
   })
   expect(JSON.parse(body)).toEqual([[{ fast: 1 }], expect.any(Array)])
   expect(logged.lines().some((line) => typeof line.msg === 'string' && line.msg.startsWith('client disconnected'))).toBe(false)
+})
+
+test('a statement that fails to compile leaves nothing behind that a disconnect could cancel in another request', async () => {
+  // Every round trip takes 600 ms, so the other request's statement is still running when the client hangs up.
+  const target = new URL(fixture.user.url)
+  const proxy = await TcpProxy.start({ target: { host: target.hostname, port: Number(target.port) }, delayMillis: 300 })
+  const slow = buildApp()
+  try {
+    await slow.app.register(forkSafeDb, { connection: proxy.urlFor(fixture.user.url), pool: { min: 2, max: 2 } })
+    let reached: () => void = () => {}
+    const handlerWaiting = new Promise<void>((resolve) => { reached = resolve })
+    let release: () => void = () => {}
+    const held = new Promise<void>((resolve) => { release = resolve })
+    slow.app.get('/compile-error', async (request) => {
+      // knex emits 'start', then fails to compile: no statement of this request ever runs.
+      await request.db('visits').where('id', undefined as unknown as number).catch(() => {})
+      reached()
+      await held
+      return 'done'
+    })
+    await slow.app.listen({ port: 0, host: '127.0.0.1' })
+    const { port } = slow.app.server.address() as AddressInfo
+    const hangingUp = http.get({ host: '127.0.0.1', port, path: '/compile-error', agent: false })
+    hangingUp.on('error', () => {})
+    const hungUp = new Promise((resolve) => hangingUp.once('close', resolve))
+    await handlerWaiting
+
+    // Other work streams a statement (knex emits no 'start' for a stream); hang up while it runs.
+    const begun = new Promise<void>((resolve) => slow.app.db.client.once('query', () => resolve()))
+    const rows: unknown[] = []
+    const stream = slow.app.db.raw('SELECT SLEEP(0.5) AS streamed').stream()
+    const streamed = new Promise((resolve, reject) => {
+      stream.on('data', (row: unknown) => rows.push(row))
+      stream.on('end', resolve)
+      stream.on('error', reject)
+    })
+    await begun
+    hangingUp.destroy()
+    await hungUp
+    await streamed
+    release()
+
+    expect(rows).toEqual([{ streamed: 0 }])
+    expect(slow.lines().some((line) => typeof line.msg === 'string' && line.msg.startsWith('client disconnected'))).toBe(false)
+  } finally {
+    await slow.app.close()
+    await proxy.close()
+  }
 })

@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import forkSafeDb, { computeBudget } from '../lib'
 import { workersFromEnvironment } from '../lib/pool/budget'
-import { buildApp, type LoggedApp } from './helpers/app'
+import { buildApp, simulatePid, type LoggedApp } from './helpers/app'
+import { TcpProxy } from '../support/tcp-proxy'
 import { perTestUser } from './helpers/database'
 
 // workers x pool.max is what the server sees; a budget makes each process's pool.max its share.
@@ -100,5 +101,69 @@ describe('at warm-up', () => {
   test('refuses a malformed budget at registration', async () => {
     build({ budget: { workers: 0 } })
     await expect(app.ready()).rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_INVALID_OPTION', message: expect.stringContaining('budget.workers') })
+  })
+})
+
+describe('a budget that must not silently do nothing', () => {
+  let logged: LoggedApp
+  let app: FastifyInstance
+  afterEach(async () => { await app.close() })
+
+  /** The most connections the server saw while `load` ran. */
+  async function peakDuring (load: Promise<unknown>): Promise<number> {
+    const state = { done: false, peak: 0 }
+    load.finally(() => { state.done = true }).catch(() => {})
+    while (!state.done) {
+      state.peak = Math.max(state.peak, await fixture.database.countConnections(fixture.user.user))
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    await load
+    return state.peak
+  }
+
+  test('is applied at the first connection of a warmup: false pool, from the server\'s limits', async () => {
+    await fixture.database.admin.query('ALTER USER ?@\'%\' WITH MAX_USER_CONNECTIONS 14', [fixture.user.user])
+    logged = buildApp()
+    app = logged.app
+    await app.register(forkSafeDb, { connection: fixture.user.url, warmup: false, budget: { workers: 4, reserve: 10 } })
+    app.get('/sleep', async (request) => request.db.raw('SELECT SLEEP(0.2) AS budgeted'))
+    await app.ready()
+    expect(await fixture.database.countConnections(fixture.user.user)).toBe(0)
+    const responses = Array.from({ length: 8 }, () => app.inject('/sleep'))
+    expect(await peakDuring(Promise.all(responses))).toBe(1)
+    expect(app.dbPool.stats().budget).toMatchObject({ total: 14, totalFrom: 'max_user_connections', perProcess: 1, poolMax: 1 })
+    expect(logged.lines().find((line) => line.msg === 'connection budget applied')).toBeDefined()
+  })
+
+  test('still caps the pool built after a pid change', async () => {
+    logged = buildApp()
+    app = logged.app
+    await app.register(forkSafeDb, { connection: fixture.user.url, budget: { workers: 4, total: 22, reserve: 10 } })
+    await app.ready()
+    const inherited = app.db
+    const restorePid = simulatePid(process.pid + 100_000)
+    try {
+      await app.db.raw('SELECT 1')
+      expect(app.dbPool.stats()).toMatchObject({ rebuilds: 1, budget: { poolMax: 3 }, connections: { max: 3 } })
+      await app.close()
+    } finally {
+      restorePid()
+      await inherited.destroy()
+    }
+  })
+
+  test('rejects ready() when the server\'s limits cannot be read, instead of budgeting against a guess', async () => {
+    const target = new URL(fixture.user.url)
+    const proxy = await TcpProxy.start({ target: { host: target.hostname, port: Number(target.port) } })
+    try {
+      proxy.resetOnQuery = /max_user_connections/
+      logged = buildApp()
+      app = logged.app
+      await app.register(forkSafeDb, { connection: proxy.urlFor(fixture.user.url), budget: { workers: 2 } })
+      await expect(app.ready()).rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_WARMUP_FAILED' })
+      expect(app.dbPool.stats().budget).toBeUndefined()
+    } finally {
+      await proxy.close()
+    }
   })
 })

@@ -34,13 +34,15 @@ async function register (connection: string, pool: { min: number, max: number })
     closeTimeoutMillis: CLOSE_TIMEOUT_MILLIS
   })
   app.get('/ping', async (request) => request.db.raw('SELECT 1 AS ok'))
+  app.get('/ping-in-route', { db: { transaction: true } }, async (request) => request.db.raw('SELECT 1 AS ok'))
+  app.get('/ping-in-transaction', async (request) => request.db.transaction(async (trx) => trx.raw('SELECT 1 AS ok')))
   return app
 }
 
-async function timed (instance: FastifyInstance, count: number): Promise<Array<{ status: number, code?: string, took: number }>> {
+async function timed (instance: FastifyInstance, count: number, path = '/ping'): Promise<Array<{ status: number, code?: string, took: number }>> {
   return Promise.all(Array.from({ length: count }, async () => {
     const sent = performance.now()
-    const response = await instance.inject('/ping')
+    const response = await instance.inject(path)
     return { status: response.statusCode, code: response.json<{ code?: string }>().code, took: performance.now() - sent }
   }))
 }
@@ -61,6 +63,26 @@ test('answers every request within acquire + query timeout while the server is f
   let recovered = await timed(instance, 1)
   while (recovered[0].status !== 200) recovered = await timed(instance, 1)
   expect((await timed(instance, 4)).map((answer) => answer.status)).toEqual([200, 200, 200, 200])
+})
+
+test.each([
+  ['a { db: { transaction: true } } route', '/ping-in-route'],
+  ['request.db.transaction()', '/ping-in-transaction']
+])('answers every request in %s within acquire + query timeout while the server is frozen, then recovers', async (_where, path) => {
+  const instance = await register(server.url, { min: 2, max: 2 })
+  await instance.ready()
+  await server.signal('SIGSTOP')
+
+  // BEGIN and COMMIT are statements too: a frozen server must not hold them forever.
+  for (const answer of await timed(instance, 4, path)) {
+    expect(answer.status).toBe(503)
+    expect(answer.took).toBeLessThan(ACQUIRE_TIMEOUT_MILLIS + QUERY_TIMEOUT_MILLIS + SLACK_MILLIS)
+  }
+
+  await server.signal('SIGCONT')
+  let recovered = await timed(instance, 1, path)
+  while (recovered[0].status !== 200) recovered = await timed(instance, 1, path)
+  expect((await timed(instance, 4, path)).map((answer) => answer.status)).toEqual([200, 200, 200, 200])
 })
 
 test('answers within the acquire timeout when new connections go into a black hole', async () => {

@@ -90,3 +90,25 @@ test('replaces connections near their maximum lifetime in the background, never 
     await aging.close()
   }
 })
+
+test('never pings a connection a request has borrowed: a keeper ping cannot cut a running query', async () => {
+  // Pings take 300 ms through the proxy and time out after 400 ms; the keeper ticks every 500 ms
+  // (a quarter of wait_timeout). A query borrows one connection while the keeper pings the other.
+  const racing = buildApp().app
+  await racing.register(forkSafeDb, { connection: proxy.urlFor(server.url), pool: { min: 2, max: 2, acquireTimeoutMillis: 800 } })
+  racing.get('/slow', async (request) => request.db.raw('SELECT SLEEP(1) AS borrowed_during_keeper_ping'))
+  try {
+    await racing.ready()
+    proxy.delayMillis = 150
+    // A COM_PING packet: a 1-byte payload, command 0x0e.
+    const keeperPinging = new Promise<void>((resolve) => {
+      proxy.onClientData = (chunk) => { if (chunk.length === 5 && chunk[4] === 0x0e) resolve() }
+    })
+    await keeperPinging
+    proxy.onClientData = undefined
+    const response = await racing.inject('/slow')
+    expect(response.statusCode).toBe(200)
+  } finally {
+    await racing.close()
+  }
+})

@@ -2,6 +2,7 @@ import { inspect } from 'node:util'
 import forkSafeDb from '../lib'
 import { buildApp, simulatePid, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
+import { TcpProxy } from '../support/tcp-proxy'
 
 const fixture = perTestUser()
 
@@ -69,4 +70,23 @@ test('logs the warm-up with the connection described without its password', asyn
   const warmed = logged.lines().find((line) => line.msg === 'connection pool warmed')
   expect(warmed).toMatchObject({ connections: 2, connection: `${fixture.user.user}@${fixture.user.connection.host}:${fixture.user.connection.port}/${fixture.user.connection.database}` })
   expect(logged.text()).not.toContain(fixture.user.password)
+})
+
+test('sends mysql2\'s "packets out of order" warning to the logger only, not also to the console', async () => {
+  const target = new URL(fixture.user.url)
+  const proxy = await TcpProxy.start({ target: { host: target.hostname, port: Number(target.port) } })
+  const written: string[] = []
+  const spy = jest.spyOn(console, 'error').mockImplementation((...args: unknown[]) => { written.push(args.join(' ')) })
+  try {
+    await logged.app.register(forkSafeDb, { connection: proxy.urlFor(fixture.user.url), pool: { min: 1, max: 1 } })
+    await logged.app.ready()
+    proxy.misorderOnQuery = /misordered_reply/
+    await expect(logged.app.db.raw('SELECT 1 AS misordered_reply')).resolves.toBeDefined()
+  } finally {
+    spy.mockRestore()
+    await logged.app.close()
+    await proxy.close()
+  }
+  expect(logged.lines().find((line) => line.source === 'mysql2')).toMatchObject({ level: 40, msg: 'mysql2 warning', err: expect.objectContaining({ message: expect.stringContaining('packets out of order') }) })
+  expect(written).toEqual([])
 })

@@ -139,3 +139,13 @@ describe('check()', () => {
     expect(app.dbPool.stats().state).toBe('closed')
   })
 })
+
+test('keeps counting after db.destroy() and db.initialize() give the client a new pool', async () => {
+  build({ pool: { min: 1, max: 2 } })
+  await app.ready()
+  expect(app.dbPool.stats().connections.created).toBe(1)
+  await app.db.destroy()
+  app.db.initialize()
+  await app.db.raw('SELECT 1')
+  expect(app.dbPool.stats().connections).toMatchObject({ created: 2, destroyed: 1, free: 1 })
+})

@@ -86,7 +86,7 @@ test('answers a query that outlives its .timeout() with a coded 503 that keeps t
   const response = await app.inject('/slow')
   expect(response.statusCode).toBe(503)
   expect(response.headers['retry-after']).toBe('1')
-  expect(response.json()).toMatchObject({ code: 'FST_FORK_SAFE_DB_QUERY_TIMEOUT', message: 'Database query failed (FST_FORK_SAFE_DB_QUERY_TIMEOUT)' })
+  expect(response.json()).toMatchObject({ code: 'FST_FORK_SAFE_DB_QUERY_TIMEOUT', message: 'fastify-fork-safe-db: the statement did not finish within 100 ms and was cancelled on the server (KILL QUERY)' })
   expect(everythingSent([response.body])).not.toContain(secretToken)
 })
 
@@ -105,3 +105,4 @@ test('never lets the server ask for a local file: LOCAL_FILES is withdrawn unles
   // the server would have asked for the file and mysql2 would have failed with no errno.
   expect([1148, 4166]).toContain(response.json().errno)
 })
+

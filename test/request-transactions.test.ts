@@ -105,6 +105,19 @@ describe('the { db: { transaction: true } } route option', () => {
     expect((await app.inject('/names')).json()).toEqual([])
   })
 
+  test('builds no pool for a request turned away before its handler (a 400 from validation)', async () => {
+    const lazy = buildApp().app
+    await lazy.register(forkSafeDb, { connection: fixture.user.url, warmup: false })
+    lazy.post('/validated', { db: { transaction: true }, schema: { body: { type: 'object', required: ['name'] } } }, async () => 'never')
+    try {
+      await lazy.ready()
+      expect((await lazy.inject({ method: 'POST', url: '/validated', payload: {} })).statusCode).toBe(400)
+      expect(lazy.dbPool.stats().state).toBe('new')
+    } finally {
+      await lazy.close()
+    }
+  })
+
   test('is refused at registration when it is not { transaction: boolean }', async () => {
     const bad = buildApp().app
     await bad.register(forkSafeDb, { connection: fixture.user.url })

@@ -80,6 +80,48 @@ test('close() finishes within closeTimeoutMillis when the database freezes mid-q
   expect(proxy.accepted).toBe(connectionsBefore)
 })
 
+test('close() keeps closeTimeoutMillis when the database freezes mid-statement inside a { db: { transaction: true } } route', async () => {
+  app = buildApp().app
+  await app.register(forkSafeDb, { connection: proxy.urlFor(server.url), pool: { min: 2, max: 2 }, closeTimeoutMillis: CLOSE_TIMEOUT_MILLIS })
+  app.get('/slow-in-route', { db: { transaction: true } }, async (request) => {
+    await request.db.raw('SELECT SLEEP(5) AS stuck_in_route')
+    return 'finished'
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const response = get((app.server.address() as AddressInfo).port, '/slow-in-route')
+  while (!(await queryIsRunning('SLEEP(5) AS stuck_in_route'))) await new Promise((resolve) => setImmediate(resolve))
+  await server.signal('SIGSTOP')
+
+  const started = performance.now()
+  await app.close()
+  const elapsed = performance.now() - started
+  app = undefined
+  expect(elapsed).toBeLessThan(CLOSE_TIMEOUT_MILLIS + 200)
+  expect((await response).status).toBe(503)
+})
+
+test('a statement cancelled while the pool is closing is still stopped on the server', async () => {
+  app = buildApp().app
+  // The query times out after close() began: its KILL needs a new connection all the same.
+  await app.register(forkSafeDb, { connection: proxy.urlFor(server.url), pool: { min: 1, max: 1 }, queryTimeoutMillis: 300, closeTimeoutMillis: 10_000 })
+  app.get('/slow', async (request) => request.db.raw('SELECT SLEEP(3) AS cancelled_while_closing'))
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const response = get((app.server.address() as AddressInfo).port, '/slow')
+  while (!(await queryIsRunning('SLEEP(3) AS cancelled_while_closing'))) await new Promise((resolve) => setImmediate(resolve))
+  const closed = app.close()
+  app = undefined
+  expect((await response).status).toBe(503)
+  // Polled: the KILL runs in the background, after the caller was answered.
+  const deadline = performance.now() + 1000
+  let running = await queryIsRunning('SLEEP(3) AS cancelled_while_closing')
+  while (running && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    running = await queryIsRunning('SLEEP(3) AS cancelled_while_closing')
+  }
+  expect(running).toBe(false)
+  await closed
+})
+
 test('close() of an idle pool does not wait for the deadline', async () => {
   app = buildApp().app
   await app.register(forkSafeDb, { connection: proxy.urlFor(server.url), closeTimeoutMillis: 60_000 })

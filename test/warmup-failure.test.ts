@@ -3,6 +3,7 @@ import forkSafeDb from '../lib'
 import { buildApp, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
 import { freePort } from '../support/private-server'
+import { TcpProxy } from '../support/tcp-proxy'
 
 const fixture = perTestUser()
 
@@ -64,4 +65,44 @@ test('closes the connections it did open when warm-up fails part way, without wa
     cause: expect.objectContaining({ code: 'ER_USER_LIMIT_REACHED' })
   })
   expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
+})
+
+describe('a warm-up that is interrupted', () => {
+  let proxy: TcpProxy
+  beforeEach(async () => {
+    const target = new URL(fixture.user.url)
+    proxy = await TcpProxy.start({ target: { host: target.hostname, port: Number(target.port) }, delayMillis: 50 })
+  })
+  afterEach(async () => { await proxy.close() })
+
+  /** Settles with what `promise` did, or 'pending' after `millis`. */
+  async function within (millis: number, promise: PromiseLike<unknown>): Promise<string> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<string>((resolve) => { timer = setTimeout(() => resolve('pending'), millis) })
+    try {
+      return await Promise.race([Promise.resolve(promise).then(() => 'resolved', () => 'rejected'), late])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  test('rejects ready() promptly and leaves no connection when one connect fails while another is still opening', async () => {
+    // The third connection is refused while the second is still in its (slow) handshake.
+    proxy.refuseWhen = (n) => n === 3
+    await logged.app.register(forkSafeDb, { connection: proxy.urlFor(fixture.user.url), pool: { min: 4, max: 4 }, warmupConcurrency: 2 })
+    expect(await within(3000, logged.app.ready())).toBe('rejected')
+    expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
+  })
+
+  test('lets db.destroy() during warm-up finish without waiting for the acquire timeout', async () => {
+    await logged.app.register(forkSafeDb, { connection: proxy.urlFor(fixture.user.url), pool: { min: 4, max: 4, acquireTimeoutMillis: 5000 }, warmupConcurrency: 1 })
+    const ready = Promise.resolve(logged.app.ready())
+    ready.catch(() => {})
+    // Warm-up holds its first connection and is opening the second.
+    while (proxy.accepted < 2) await new Promise((resolve) => setTimeout(resolve, 10))
+    const started = performance.now()
+    await logged.app.db.destroy()
+    expect(performance.now() - started).toBeLessThan(1500)
+    expect(await within(1000, ready)).not.toBe('pending')
+  })
 })

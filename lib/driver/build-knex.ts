@@ -1,107 +1,68 @@
 import type { FastifyBaseLogger } from 'fastify'
 import knex, { type Knex } from 'knex'
-import { guardAcquire } from '../pool/acquire-guard'
-import { createBorrowCheck } from '../pool/borrow-check'
-import { ConnectBreaker } from '../pool/connect-breaker'
-import { PoolCounters, roundMillis } from '../pool/stats'
-import { IdleKeeper } from '../pool/idle-keeper'
-import { trackConnects } from '../pool/teardown'
 import { SECRET_KEYS } from '../options/connection'
-import { forwardDriverWarnings, knexLogBridge, tarnLogBridge } from '../logging/log-bridges'
-import type { ResolvedOptions } from '../options/resolve-options'
-import { sanitizeQueryError, type FailedQuery } from '../query/sanitize-error'
-import { createQueryCanceller, type QueryCanceller } from '../query/cancel'
-import { applyQueryTimeouts } from '../query/timeout'
-import { trackStatementOwners, type StatementOwners } from '../query/owners'
+import { knexLogBridge, tarnLogBridge } from '../logging/log-bridges'
 import { hideProperties } from '../logging/redact'
+import type { AfterCreate, ResolvedOptions } from '../options/resolve-options'
+import { sanitizeQueryError, type FailedQuery } from '../query/sanitize-error'
+import { ForkSafeClient } from './fork-safe-client'
+import type { DriverConnection } from './internals'
+import { ClientRuntime, runtimeEntry, type RuntimeEvents } from './runtime'
 
-const MAX_PING_TIMEOUT_MILLIS = 2000
-
-// Probes a silently dropped peer within a minute instead of the OS default of two hours.
-const TCP_KEEPALIVE_INITIAL_DELAY_MILLIS = 30_000
-
-/** A knex instance and the parts the pool manager works with. */
-export interface PoolParts {
+/** A knex instance of the plugin and the state its client (and its transactions' clients) share. */
+export interface BuiltKnex {
   knex: Knex
-  keeper: IdleKeeper
-  connecting: ReturnType<typeof trackConnects>
-  canceller: QueryCanceller
-  counters: PoolCounters
-  /** Borrows without being recorded as a query's wait (warm-up, keeper, health check). */
-  acquireInternal: () => Promise<unknown>
-  pingTimeoutMillis: number
-  /** Which request's scope runs which statement. */
-  owners: StatementOwners
+  runtime: ClientRuntime
 }
 
 /**
- * Builds a knex instance for the current process. Constructing it opens nothing: tarn creates
- * connections on the first acquire (and never pre-creates `pool.min` by itself).
+ * Builds a knex instance for the current process, on the plugin's client class, with the user's
+ * knex options. Constructing it opens nothing: tarn creates connections on the first acquire
+ * (and never pre-creates `pool.min` by itself).
  */
-export function createKnex (options: ResolvedOptions, log: FastifyBaseLogger): PoolParts {
-  const { secrets } = options
-  // At most half the acquire deadline, so a dead connection is replaced within the same deadline.
-  const pingTimeoutMillis = Math.min(MAX_PING_TIMEOUT_MILLIS, Math.max(1, Math.floor(options.pool.acquireTimeoutMillis / 2)))
-  const borrowCheck = createBorrowCheck({
-    checkAfterIdleMillis: options.checkAfterIdleMillis,
-    pingAfterIdleMillis: options.pingAfterIdleMillis,
-    pingTimeoutMillis,
-    looksAlive: (connection) => instance.client.validateConnection(connection)
-  })
-
+export function buildKnex (options: ResolvedOptions, log: FastifyBaseLogger, events: RuntimeEvents): BuiltKnex {
+  const runtime = new ClientRuntime(options, log, events)
+  const { afterCreate, validate, log: poolLog } = options.poolHooks
   const instance = knex({
-    client: 'mysql2',
-    connection: { keepAliveInitialDelay: TCP_KEEPALIVE_INITIAL_DELAY_MILLIS, ...options.connection } as Knex.MySql2ConnectionConfig,
+    ...options.knex,
+    client: ForkSafeClient as unknown as typeof Knex.Client,
+    connection: options.connection.knex as Knex.Config['connection'],
     // Placeholders, not values, in the statement knex prepends to a driver error's message.
     compileSqlOnError: false,
-    log: knexLogBridge(log, secrets),
+    log: knexLogBridge(log, options.secrets, options.knexLog),
     pool: {
       ...options.pool,
       // Fail fast on a wrong password or an unreachable server instead of retrying until the acquire timeout.
       propagateCreateError: true,
-      log: tarnLogBridge(log, secrets),
-      afterCreate (connection: NodeJS.EventEmitter & { config: object }, done: (error: Error | null, connection: unknown) => void) {
-        // mysql2 keeps every password it was given on `connection.config`; knex hides only `password`.
-        hideProperties(connection.config, SECRET_KEYS)
-        forwardDriverWarnings(connection, log, secrets)
-        borrowCheck.markIdle(connection)
-        done(null, connection)
-      },
-      validate: borrowCheck.validate
-    } as Knex.PoolConfig
-  })
+      log: tarnLogBridge(log, options.secrets, poolLog),
+      ...(afterCreate === undefined ? {} : { afterCreate: closingOnFailure(afterCreate) }),
+      ...(validate === undefined ? {} : { validate })
+    },
+    ...runtimeEntry(runtime)
+  } as Knex.Config)
+  // knex hides `password` only; mysql2 takes four more.
+  hideProperties(instance.client.config.connection ?? {}, SECRET_KEYS)
+  hideProperties(instance.client.connectionSettings ?? {}, SECRET_KEYS)
+  // Ahead of every other listener (knex's own forwards it to `knex.on('query-error')`), so no
+  // handler or listener ever sees the error unsanitized.
+  instance.client.prependListener('query-error', (error: unknown, query: FailedQuery) => sanitizeQueryError(error, query, options.secrets))
+  return { knex: instance, runtime }
+}
 
-  const breaker = new ConnectBreaker(options.decorator, log)
-  breaker.guard(instance.client)
-  const counters = new PoolCounters()
-  const acquireInternal = guardAcquire(instance.client, {
-    decorator: options.decorator,
-    maxPendingAcquires: options.maxPendingAcquires,
-    acquireTimeoutMillis: options.pool.acquireTimeoutMillis,
-    breaker,
-    onAcquired (waitMillis, cold) {
-      counters.recordAcquire(waitMillis, cold)
-      if (cold) log.debug({ waitedMillis: roundMillis(waitMillis) }, 'a query waited for a new connection to be opened (cold acquire)')
+/**
+ * knex opens the connection, then runs `pool.afterCreate`; when that fails, knex reports the
+ * error but never closes the connection it opened. This one is closed.
+ */
+function closingOnFailure (afterCreate: AfterCreate): AfterCreate {
+  return (connection, done) => {
+    const finish = (error: Error | null, result?: unknown) => {
+      if (error !== null && error !== undefined) (connection as DriverConnection).destroy()
+      done(error, result ?? connection)
     }
-  })
-  instance.client.pool.on('createSuccess', () => { counters.created += 1 })
-  instance.client.pool.on('destroySuccess', () => { counters.destroyed += 1 })
-  hideProperties(instance.client.config.connection, SECRET_KEYS)
-  hideProperties(instance.client.connectionSettings, SECRET_KEYS)
-  instance.client.pool.on('release', borrowCheck.markIdle)
-  // Emitted before the error is rethrown to the caller, so the handler only ever sees it sanitized.
-  const sanitize = (error: unknown, query: FailedQuery) => sanitizeQueryError(error, query, secrets)
-  instance.client.on('query-error', sanitize)
-  const canceller = createQueryCanceller(instance.client, pingTimeoutMillis, log)
-  applyQueryTimeouts(instance.client, options.queryTimeoutMillis, canceller, sanitize)
-  const keeper = new IdleKeeper({
-    client: instance.client,
-    acquire: acquireInternal,
-    log,
-    pingTimeoutMillis,
-    idleFor: borrowCheck.idleFor,
-    markAlive: borrowCheck.markIdle
-  })
-  const owners = trackStatementOwners(instance.client)
-  return { knex: instance, keeper, connecting: trackConnects(instance.client), canceller, counters, acquireInternal, pingTimeoutMillis, owners }
+    try {
+      afterCreate(connection, finish)
+    } catch (error) {
+      finish(error as Error)
+    }
+  }
 }

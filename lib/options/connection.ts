@@ -1,6 +1,6 @@
 import type { ConnectionOptions } from 'mysql2'
 import { FST_FORK_SAFE_DB_INVALID_CONNECTION, FST_FORK_SAFE_DB_UNSAFE_OPTION } from '../errors'
-import { describeUrl } from '../logging/redact'
+import { describeUrl, hideProperties } from '../logging/redact'
 import { describeValue, expectInteger, isPlainObject } from './validate'
 
 /** The dangerous driver features a user can opt into, one flag each. */
@@ -14,6 +14,63 @@ export interface UnsafeOptIns {
 }
 
 export const UNSAFE_KEYS = ['multipleStatements', 'localInfile', 'insecureTls'] as const
+
+/** What a connection function returns: a URL or a mysql2 object, with knex's optional `expirationChecker`. */
+export type ProvidedConnection = string | (ConnectionOptions & { expirationChecker?: () => boolean })
+
+/**
+ * knex's way to rotate credentials (cloud IAM tokens): called before each new connection while
+ * the settings it last returned are expired (always, without an `expirationChecker`).
+ */
+export type ConnectionProvider = () => ProvidedConnection | Promise<ProvidedConnection>
+
+/** The `connection` option after registration: checked settings, or a function whose results are checked as they come. */
+export interface ResolvedConnection {
+  /** What knex is given as `connection`. */
+  readonly knex: ConnectionOptions | (() => Promise<ConnectionOptions>)
+  /** `user@host:port/database`, safe for logs (for a function: of its latest result). */
+  description: string
+}
+
+// Probes a silently dropped peer within a minute instead of the OS default of two hours.
+const TCP_KEEPALIVE_INITIAL_DELAY_MILLIS = 30_000
+
+/**
+ * Validates `connection` (a URL, a mysql2 object, or a function returning one). Every password
+ * it holds, now or (for a function) later, is added to `secrets` for scrubbing.
+ */
+export function resolveConnection (connection: unknown, unsafe: UnsafeOptIns, secrets: string[]): ResolvedConnection {
+  if (typeof connection !== 'function') {
+    const checked = checkConnection(connection, unsafe)
+    secrets.push(...checked.secrets)
+    return { knex: driverSettings(checked.settings), description: checked.description }
+  }
+  const provide = connection as ConnectionProvider
+  const resolved: ResolvedConnection = {
+    description: 'a connection function (not called yet)',
+    knex: async () => {
+      const provided: unknown = await provide()
+      const { expirationChecker, ...rest } = isPlainObject(provided) ? provided : { expirationChecker: undefined }
+      if (expirationChecker !== undefined && typeof expirationChecker !== 'function') {
+        throw invalid(`the connection function's expirationChecker must be a function, got ${describeValue(expirationChecker)}`)
+      }
+      const checked = checkConnection(typeof provided === 'string' ? provided : isPlainObject(provided) ? rest : provided, unsafe, 'the connection function\'s result')
+      for (const secret of checked.secrets) if (!secrets.includes(secret)) secrets.push(secret)
+      resolved.description = checked.description
+      const settings = driverSettings(checked.settings)
+      // knex uses a function's result as it is (a static object it copies, and hides itself).
+      hideProperties(settings, SECRET_KEYS)
+      // knex reads the checker off the result and deletes it before mysql2 sees the settings.
+      return expirationChecker === undefined ? settings : Object.assign(settings, { expirationChecker })
+    }
+  }
+  return resolved
+}
+
+/** The settings mysql2 gets: the user's, on top of the plugin's defaults. */
+function driverSettings (settings: ConnectionOptions): ConnectionOptions {
+  return { keepAliveInitialDelay: TCP_KEEPALIVE_INITIAL_DELAY_MILLIS, ...settings }
+}
 
 /** A validated mysql2 connection object, with what the plugin needs to keep secret. */
 export interface CheckedConnection {
@@ -62,11 +119,11 @@ const TIMEZONE = /^(?:local|Z|[ +-]\d\d:\d\d)$/
 const invalid = (message: string) => new FST_FORK_SAFE_DB_INVALID_CONNECTION(message)
 
 /** Validates `connection` (a URL or a mysql2 object) and returns a private, checked copy. */
-export function checkConnection (connection: unknown, unsafe: UnsafeOptIns): CheckedConnection {
+export function checkConnection (connection: unknown, unsafe: UnsafeOptIns, what = 'connection'): CheckedConnection {
   if (typeof connection === 'string') return checkObject(parseConnectionUrl(connection), unsafe, [connection])
   if (isPlainObject(connection)) return checkObject({ ...connection }, unsafe, [])
   throw invalid(
-    `connection must be a URL like mysql://user:password@host:3306/database or a mysql2 connection object, got ${describeValue(connection)}`
+    `${what} must be a URL like mysql://user:password@host:3306/database, a mysql2 connection object or a function returning one, got ${describeValue(connection)}`
   )
 }
 

@@ -1,10 +1,15 @@
+import type { Knex } from 'knex'
 import type { ConnectionOptions } from 'mysql2'
 import { BUDGET_DEFAULTS, workersFromEnvironment, type ConnectionBudgetOptions, type WorkersSource } from '../pool/budget'
-import { checkConnection, UNSAFE_KEYS, type UnsafeOptIns } from './connection'
+import { resolveConnection, UNSAFE_KEYS, type ConnectionProvider, type ResolvedConnection, type UnsafeOptIns } from './connection'
 import { FST_FORK_SAFE_DB_INVALID_OPTION } from '../errors'
+import { checkKnexLog, checkKnexPoolOptions, KNEX_KEYS, KNEX_POOL_KEYS, resolveKnexConfig, type KnexPassThrough } from './knex-config'
 import { describeValue, expectInteger, expectKnownKeys, isPlainObject } from './validate'
 
-/** Pool sizing and timing, passed to knex and tarn. */
+/** knex's per-connection hook: `(connection, done) => …`, with the mysql2 connection. */
+export type AfterCreate = (connection: unknown, done: (error: Error | null, connection?: unknown) => void) => void
+
+/** Pool sizing and timing, passed to knex and tarn, and knex's own pool hooks. */
 export interface ForkSafeDbPoolOptions {
   /** Connections kept open while idle, and opened by warm-up. Default 2. */
   min?: number
@@ -26,12 +31,30 @@ export interface ForkSafeDbPoolOptions {
   maxConnectionLifetimeMillis?: number
   /** Random spread added to each connection's lifetime, so they do not expire together. Default 10% of it. */
   maxConnectionLifetimeJitterMillis?: number
+  /** knex's hook for per-connection session set-up (`SET time_zone …`); runs after the plugin's own. */
+  afterCreate?: AfterCreate
+  /** knex's hook to refuse a connection on borrow; runs before the plugin's borrow check. */
+  validate?: (connection: unknown) => boolean | Promise<boolean>
+  /** tarn's log: receives its warnings (scrubbed) instead of the Fastify logger. */
+  log?: (message: string, level: string) => void
+  /** Must stay true (the default): a failed connect fails the waiting query at once. */
+  propagateCreateError?: true
 }
 
-export interface ForkSafeDbOptions {
-  /** `mysql://user:password@host:3306/database` or a mysql2 connection object. */
-  connection: string | ConnectionOptions
+/**
+ * The plugin's options: knex's own configuration (knex's names; `client` may only be 'mysql2'),
+ * plus the plugin's.
+ */
+export interface ForkSafeDbOptions extends KnexPassThrough {
+  /** knex's client; the plugin is knex's mysql2 client, extended. */
+  client?: 'mysql2'
+  /** `mysql://user:password@host:3306/database`, a mysql2 connection object, or a function returning one (knex's rotating credentials). */
+  connection: string | ConnectionOptions | ConnectionProvider
   pool?: ForkSafeDbPoolOptions
+  /** knex's log: its warnings, errors, deprecations and debug lines (scrubbed); levels left out go to the Fastify logger. */
+  log?: Knex.Logger
+  /** Only `false` (the plugin's setting): `true` would put bound values into error messages. */
+  compileSqlOnError?: false
   /** Connections to open and verify on `onReady`: `true` for `pool.min`, `false` for none, or a count. */
   warmup?: boolean | number
   /** Let `ready()` resolve with a cold pool (and a logged warning) when warm-up fails. Default false. */
@@ -69,13 +92,22 @@ export interface ResolvedBudget {
   explicitMin: boolean
 }
 
+/** Pool sizes and timings, validated; acquireTimeoutMillis is the one knex will apply. */
+export type ResolvedPool = Required<Pick<ForkSafeDbPoolOptions, 'min' | 'max' | 'acquireTimeoutMillis'>> &
+  Omit<ForkSafeDbPoolOptions, 'afterCreate' | 'validate' | 'log' | 'propagateCreateError'>
+
 /** Options after validation and defaults; what the pool manager works from. */
 export interface ResolvedOptions {
   decorator: string
-  connection: ConnectionOptions
-  connectionDescription: string
-  secrets: readonly string[]
-  pool: Required<Pick<ForkSafeDbPoolOptions, 'min' | 'max' | 'acquireTimeoutMillis'>> & ForkSafeDbPoolOptions
+  connection: ResolvedConnection
+  /** Every password the plugin knows of, for scrubbing; a connection function adds to it. */
+  secrets: string[]
+  pool: ResolvedPool
+  /** knex's own pool hooks, as the user gave them. */
+  poolHooks: Pick<ForkSafeDbPoolOptions, 'afterCreate' | 'validate' | 'log'>
+  /** knex's own options, passed through. */
+  knex: KnexPassThrough
+  knexLog: Knex.Logger | undefined
   warmup: number
   allowColdStart: boolean
   checkAfterIdleMillis: number
@@ -88,10 +120,12 @@ export interface ResolvedOptions {
   warmupJitterMillis: number
 }
 
+/** The plugin's options (documented under Options); knex's own are KNEX_KEYS. */
 export const PLUGIN_KEYS = [
   'connection', 'pool', 'warmup', 'allowColdStart', 'decorator', 'checkAfterIdleMillis', 'pingAfterIdleMillis', 'queryTimeoutMillis',
   'maxPendingAcquires', 'closeTimeoutMillis', 'allowUnsafe', 'budget', 'warmupConcurrency', 'warmupJitterMillis'
 ] as const
+export { KNEX_KEYS, KNEX_POOL_KEYS }
 export const BUDGET_KEYS = ['workers', 'total', 'reserve', 'onExceed'] as const
 const POOL_MILLISECOND_KEYS = [
   'acquireTimeoutMillis', 'createTimeoutMillis', 'destroyTimeoutMillis', 'idleTimeoutMillis',
@@ -119,14 +153,16 @@ const invalid = (message: string) => new FST_FORK_SAFE_DB_INVALID_OPTION(message
 /** Validates the plugin's options synchronously; throws a coded error on the first problem. */
 export function resolveOptions (options: unknown): ResolvedOptions {
   if (!isPlainObject(options)) throw invalid(`options must be an object, got ${describeValue(options)}`)
-  expectKnownKeys(FST_FORK_SAFE_DB_INVALID_OPTION, 'options', options, PLUGIN_KEYS)
+  expectKnownKeys(FST_FORK_SAFE_DB_INVALID_OPTION, 'options', options, [...PLUGIN_KEYS, ...KNEX_KEYS, 'connectionPool', 'dialect'])
+  const knex = resolveKnexConfig(options)
+  const knexLog = checkKnexLog(options.log)
 
   const decorator = options.decorator ?? DEFAULTS.decorator
   if (typeof decorator !== 'string' || !IDENTIFIER.test(decorator)) {
     throw invalid(`decorator must be an identifier such as "db" or "replica", got ${describeValue(decorator)}`)
   }
   const allowUnsafe = resolveAllowUnsafe(options.allowUnsafe)
-  const pool = resolvePool(options.pool)
+  const { pool, hooks: poolHooks } = resolvePool(options.pool, knex.acquireConnectionTimeout)
   const warmup = resolveWarmup(options.warmup, pool)
   const allowColdStart = options.allowColdStart ?? false
   if (typeof allowColdStart !== 'boolean') throw invalid(`allowColdStart must be a boolean, got ${describeValue(allowColdStart)}`)
@@ -149,16 +185,19 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'warmupJitterMillis', warmupJitterMillis, 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer (milliseconds)')
 
   if (options.connection === undefined) {
-    throw invalid('connection is required: a URL like mysql://user:password@host:3306/database or a mysql2 connection object')
+    throw invalid('connection is required: a URL like mysql://user:password@host:3306/database, a mysql2 connection object or a function returning one')
   }
-  const connection = checkConnection(options.connection, allowUnsafe)
+  const secrets: string[] = []
+  const connection = resolveConnection(options.connection, allowUnsafe, secrets)
 
   return {
     decorator,
-    connection: connection.settings,
-    connectionDescription: connection.description,
-    secrets: connection.secrets,
+    connection,
+    secrets,
     pool,
+    poolHooks,
+    knex,
+    knexLog,
     warmup,
     allowColdStart,
     checkAfterIdleMillis,
@@ -197,11 +236,17 @@ function resolveBudget (budget: unknown, pool: unknown): ResolvedBudget | undefi
   }
 }
 
-function resolvePool (pool: unknown): ResolvedOptions['pool'] {
-  if (pool === undefined) return resolvePool({})
+function resolvePool (pool: unknown, acquireConnectionTimeout: number | undefined): { pool: ResolvedPool, hooks: ResolvedOptions['poolHooks'] } {
+  if (pool === undefined) return resolvePool({}, acquireConnectionTimeout)
   if (!isPlainObject(pool)) throw invalid(`pool must be an object, got ${describeValue(pool)}`)
-  expectKnownKeys(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool', pool, POOL_KEYS)
-  const resolved = { ...DEFAULTS.pool, ...pool } as ResolvedOptions['pool']
+  checkKnexPoolOptions(pool)
+  expectKnownKeys(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool', pool, [...POOL_KEYS, ...KNEX_POOL_KEYS])
+  const { afterCreate, validate, log, propagateCreateError: _alwaysTrue, ...sizes } = pool
+  const resolved = { ...DEFAULTS.pool, ...sizes } as ResolvedPool
+  // knex applies the smaller of acquireConnectionTimeout and pool.acquireTimeoutMillis; the
+  // plugin's 5 s default only stands in when neither is set.
+  const given = [sizes.acquireTimeoutMillis, acquireConnectionTimeout].filter((value) => value !== undefined)
+  if (given.length > 0 && given.every((value) => typeof value === 'number')) resolved.acquireTimeoutMillis = Math.min(...(given as number[]))
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool.max', resolved.max, 1)
   // `{ max: 1 }` alone means a pool of one, not an error about the default min.
   if (pool.min === undefined) resolved.min = Math.min(DEFAULTS.pool.min, resolved.max)
@@ -214,10 +259,13 @@ function resolvePool (pool: unknown): ResolvedOptions['pool'] {
     const [min, expected] = key === 'maxConnectionLifetimeJitterMillis' ? [0, 'a non-negative integer (milliseconds)'] : [1, 'a positive integer (milliseconds)']
     expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, `pool.${key}`, resolved[key], min, Number.MAX_SAFE_INTEGER, expected)
   }
-  return resolved
+  return {
+    pool: resolved,
+    hooks: { afterCreate: afterCreate as AfterCreate | undefined, validate: validate as ForkSafeDbPoolOptions['validate'], log: log as ForkSafeDbPoolOptions['log'] }
+  }
 }
 
-function resolveWarmup (warmup: unknown, pool: ResolvedOptions['pool']): number {
+function resolveWarmup (warmup: unknown, pool: ResolvedPool): number {
   if (warmup === undefined || warmup === true) return pool.min
   if (warmup === false) return 0
   expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, 'warmup', warmup, 0, pool.max, `a boolean or an integer from 0 to pool.max (${pool.max})`)

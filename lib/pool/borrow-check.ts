@@ -1,3 +1,5 @@
+import { disposedReason, socketOf, type DriverConnection } from '../driver/internals'
+
 // A connection sitting idle in the pool can die without the client noticing: the server's
 // `wait_timeout`, a `KILL`, a restart, a NAT that drops idle flows. knex's own validation reads
 // only in-memory flags, which stay stale until the event loop has processed the socket's close
@@ -5,29 +7,23 @@
 //
 // - on every borrow (from `checkAfterIdleMillis`, default 0): a socket check with no round
 //   trip: let the event loop process the socket events that have already arrived (one turn, two
-//   for connections idle over a second), so a FIN or RST is seen, then read the flags. This catches KILL, wait_timeout and restarts,
-//   which all close the socket. HikariCP skips its check for connections used in the last
-//   500 ms; with that window a burst right after a KILL was handed a dead connection.
+//   for connections idle over a second), so a FIN or RST is seen, then read the flags. This
+//   catches KILL, wait_timeout and restarts, which all close the socket. HikariCP skips its check
+//   for connections used in the last 500 ms; with that window a burst right after a KILL was
+//   handed a dead connection.
 // - from `pingAfterIdleMillis` (30 s): a COM_PING round trip, which also catches peers that
 //   vanished silently. A ping costs one network round trip on the request's path: at 15 ms each
 //   way that doubled the latency of requests that found a connection idle for over 500 ms, so
 //   it is kept for connections idle long enough to have been silently dropped.
+// - the idle keeper pings idle connections in the background. A borrower that takes one while
+//   its ping is in flight waits for the answer: were it handed the connection, the ping would
+//   queue behind its query, time out, and the socket would be closed under the query.
 
-/** The part of a mysql2 connection the check needs. */
-interface Pingable {
-  ping: (callback: (error: Error | null) => void) => void
-  stream?: { destroy: (error?: Error) => void, readableEnded?: boolean, writable?: boolean }
-  __knex__disposed?: unknown
-}
-
-/**
- * What the socket itself says. On a FIN mysql2 only emits 'end'; its own flags follow on
- * 'close', a turn or more later, and knex's disposal mark was read before the check began.
- */
-function socketAlive (connection: Pingable): boolean {
-  const stream = connection.stream
-  return connection.__knex__disposed === undefined &&
-    (stream === undefined || (stream.readableEnded !== true && stream.writable !== false))
+/** What the socket itself says. On a FIN mysql2 only emits 'end'; its own flags follow on 'close', a turn or more later. */
+function socketAlive (connection: DriverConnection): boolean {
+  const socket = socketOf(connection)
+  return disposedReason(connection) === undefined &&
+    (socket === undefined || (socket.readableEnded !== true && socket.writable !== false))
 }
 
 /**
@@ -35,12 +31,12 @@ function socketAlive (connection: Pingable): boolean {
  * end() would queue COM_QUIT behind the unanswered ping and leave the socket open; with an
  * error, mysql2 also settles whatever command was pending.
  */
-export function discard (connection: Pingable, reason: Error): void {
-  connection.stream?.destroy(reason)
+export function discard (connection: DriverConnection, reason: Error): void {
+  socketOf(connection)?.destroy(reason)
 }
 
 /** Resolves when the server answers a COM_PING; rejects on error or after `timeoutMillis`. */
-export function ping (connection: Pingable, timeoutMillis: number): Promise<void> {
+export function ping (connection: DriverConnection, timeoutMillis: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(Object.assign(new Error(`ping timed out after ${timeoutMillis} ms`), { code: 'PING_TIMEOUT' })), timeoutMillis)
     connection.ping((error) => {
@@ -55,7 +51,7 @@ export function ping (connection: Pingable, timeoutMillis: number): Promise<void
  * Pings `connection`; one that does not answer has its socket closed (so the pool drops it and
  * no later borrow can trust it) before the error is rethrown.
  */
-export async function pingOrDiscard (connection: Pingable, timeoutMillis: number): Promise<void> {
+export async function pingOrDiscard (connection: DriverConnection, timeoutMillis: number): Promise<void> {
   try {
     await ping(connection, timeoutMillis)
   } catch (error) {
@@ -83,43 +79,61 @@ export interface BorrowCheckOptions {
   checkAfterIdleMillis: number
   pingAfterIdleMillis: number
   pingTimeoutMillis: number
-  /** The driver's in-memory liveness test (knex's, which runs after ours anyway). */
-  looksAlive: (connection: Pingable) => boolean
+  /** The driver's in-memory liveness test (knex's, which would otherwise run alone). */
+  looksAlive: (connection: DriverConnection) => boolean
 }
 
-export interface BorrowCheck {
+export class BorrowCheck {
+  readonly #options: BorrowCheckOptions
+  readonly #idleSince = new WeakMap<DriverConnection, number>()
+  /** Pings the idle keeper has in flight, and whether each was answered. */
+  readonly #pinging = new WeakMap<DriverConnection, Promise<boolean>>()
+
+  constructor (options: BorrowCheckOptions) {
+    this.#options = options
+  }
+
   /** Call when a connection is created, returned to the pool, or verified alive. */
-  markIdle: (connection: object) => void
-  /** Milliseconds since the connection was last used or verified. */
-  idleFor: (connection: object) => number
-  /** tarn `validate`: true when the connection may be handed out. */
-  validate: (connection: Pingable) => Promise<boolean>
-}
+  markIdle (connection: DriverConnection): void {
+    this.#idleSince.set(connection, performance.now())
+  }
 
-export function createBorrowCheck (options: BorrowCheckOptions): BorrowCheck {
-  const idleSince = new WeakMap<object, number>()
-  const idleFor = (connection: object) => {
-    const since = idleSince.get(connection)
+  /** Milliseconds since the connection was last used or verified. */
+  idleFor (connection: DriverConnection): number {
+    const since = this.#idleSince.get(connection)
     return since === undefined ? Number.POSITIVE_INFINITY : performance.now() - since
   }
-  return {
-    markIdle (connection) {
-      idleSince.set(connection, performance.now())
-    },
-    idleFor,
-    async validate (connection) {
-      const idle = idleFor(connection)
-      if (idle >= options.pingAfterIdleMillis) {
-        // A dead one: tarn destroys it and opens another within the same acquire deadline.
-        return pingOrDiscard(connection, options.pingTimeoutMillis).then(() => true, () => false)
-      }
-      if (idle >= options.checkAfterIdleMillis) {
-        await socketEventsProcessed(idle)
-        if (socketAlive(connection) && options.looksAlive(connection)) return true
-        discard(connection, new Error('the server closed the connection'))
-        return false
-      }
-      return true
+
+  /**
+   * Pings a connection that sits idle in the pool (the keeper's check); resolves whether it
+   * answered. One that did not has its socket closed; a borrower that took it meanwhile waited.
+   */
+  pingIdle (connection: DriverConnection): Promise<boolean> {
+    const inFlight = this.#pinging.get(connection)
+    if (inFlight !== undefined) return inFlight
+    const answered = pingOrDiscard(connection, this.#options.pingTimeoutMillis).then(
+      () => { this.markIdle(connection); return true },
+      () => false
+    ).finally(() => this.#pinging.delete(connection))
+    this.#pinging.set(connection, answered)
+    return answered
+  }
+
+  /** The pool's check as it lends the connection out: true when it may be handed to a query. */
+  async validate (connection: DriverConnection): Promise<boolean> {
+    const inFlight = this.#pinging.get(connection)
+    if (inFlight !== undefined) return (await inFlight) && this.#options.looksAlive(connection)
+    const idle = this.idleFor(connection)
+    if (idle >= this.#options.pingAfterIdleMillis) {
+      // A dead one: tarn destroys it and opens another within the same acquire deadline.
+      return pingOrDiscard(connection, this.#options.pingTimeoutMillis).then(() => true, () => false)
     }
+    if (idle >= this.#options.checkAfterIdleMillis) {
+      await socketEventsProcessed(idle)
+      if (socketAlive(connection) && this.#options.looksAlive(connection)) return true
+      discard(connection, new Error('the server closed the connection'))
+      return false
+    }
+    return true
   }
 }

@@ -7,6 +7,17 @@
 // `reserve` keeps connections free for everything that is not this app: admin sessions,
 // migrations, monitoring, the short-lived connection each KILL QUERY opens, and the overlap of
 // a rolling restart (or count that one in `workers`).
+//
+// A numeric total is applied as soon as the pool is built; `'server'` as soon as the server's
+// limits are read on the pool's first connection (warm-up's first, or the first query's when the
+// pool is lazy: that query waits for it, so no connection opens before the cap is known). A pool
+// rebuilt after a pid change gets the same cap at once.
+
+import type { FastifyBaseLogger } from 'fastify'
+import cluster from 'node:cluster'
+import { FST_FORK_SAFE_DB_BUDGET_EXCEEDED } from '../errors'
+import type { ResolvedBudget } from '../options/resolve-options'
+import type { ServerLimits } from './server-limits'
 
 export interface ConnectionBudgetOptions {
   /** Processes sharing the total. Default: WEB_CONCURRENCY, then pm2's `instances`, else 1. */
@@ -86,4 +97,30 @@ function positiveInteger (text: string | undefined): number | undefined {
   if (text === undefined || !/^\d+$/.test(text)) return undefined
   const value = Number(text)
   return value > 0 ? value : undefined
+}
+
+/**
+ * The budget as it applies to this process, or undefined while it waits for the server's
+ * limits. `configured` is the pool size the user asked for.
+ */
+export function budgetFor (budget: ResolvedBudget, configured: { min: number, max: number }, limits: ServerLimits | undefined): ConnectionBudget | undefined {
+  if (budget.total === 'server' && limits === undefined) return undefined
+  const { total, from } = budget.total === 'server' && limits !== undefined
+    ? serverTotal(limits.maxConnections, limits.maxUserConnections)
+    : { total: budget.total as number, from: 'option' as const }
+  const shares = computeBudget({ ...budget, total, poolMax: configured.max, poolMin: configured.min })
+  return { workers: budget.workers, workersFrom: budget.workersFrom, total, totalFrom: from, reserve: budget.reserve, ...shares }
+}
+
+/** Logs the budget as applied; throws FST_FORK_SAFE_DB_BUDGET_EXCEEDED when it cannot fit and `onExceed` is 'fail'. */
+export function reportBudget (applied: ConnectionBudget, options: ResolvedBudget, decorator: string, log: FastifyBaseLogger): void {
+  const report = { budget: applied }
+  if (!applied.fits) {
+    if (options.onExceed === 'fail') throw new FST_FORK_SAFE_DB_BUDGET_EXCEEDED(decorator, applied.problem)
+    log.warn(report, `the connection budget does not fit: ${applied.problem ?? ''}`)
+  } else if (options.workersFrom === 'assumed' && !cluster.isPrimary) {
+    log.warn(report, 'connection budget: the number of workers is unknown, assuming 1; set budget.workers or WEB_CONCURRENCY')
+  } else {
+    log.info(report, 'connection budget applied')
+  }
 }

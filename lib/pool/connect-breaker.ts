@@ -1,5 +1,4 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { Knex } from 'knex'
 import { FST_FORK_SAFE_DB_UNAVAILABLE } from '../errors'
 
 // While the database is down, every waiting query would trigger its own connect attempt, and
@@ -32,33 +31,32 @@ export class ConnectBreaker {
     return this.#failures > 0 && (this.#probing || performance.now() < this.#openUntil)
   }
 
+  /** The error a query gets while attempts are held back; it names the driver's last error code. */
   unavailable (): Error {
-    return new FST_FORK_SAFE_DB_UNAVAILABLE(this.#decorator, { cause: this.#lastError })
+    const code = (this.#lastError as { code?: unknown } | undefined)?.code
+    return new FST_FORK_SAFE_DB_UNAVAILABLE(this.#decorator, typeof code === 'string' ? ` (${code})` : '', { cause: this.#lastError })
   }
 
-  /** Routes the client's connection opening through the breaker. */
-  guard (client: Knex.Client): void {
-    const connect = client.acquireRawConnection.bind(client)
-    client.acquireRawConnection = async () => {
-      if (this.isOpen()) throw this.unavailable()
-      const probe = this.#failures > 0
-      if (probe) this.#probing = true
-      try {
-        const connection = await connect()
-        if (this.#failures > 0) this.#log.info({ failedAttempts: this.#failures }, 'database reachable again')
-        this.#failures = 0
-        return connection
-      } catch (error) {
-        this.#failures += 1
-        this.#lastError = error
-        this.#openUntil = performance.now() + Math.min(MAX_BACKOFF_MILLIS, FIRST_BACKOFF_MILLIS * 2 ** (this.#failures - 1))
-        if (this.#failures === 1) this.#log.warn({ err: error }, 'cannot connect to the database; holding connect attempts back')
-        // The first failure is reported as the driver said it (warm-up shows it as its cause);
-        // a failed probe is part of the outage clients are already being told about.
-        throw probe ? this.unavailable() : error
-      } finally {
-        if (probe) this.#probing = false
-      }
+  /** Runs `connect` unless attempts are held back; records its outcome. */
+  async attempt<T> (connect: () => Promise<T>): Promise<T> {
+    if (this.isOpen()) throw this.unavailable()
+    const probe = this.#failures > 0
+    if (probe) this.#probing = true
+    try {
+      const connection = await connect()
+      if (this.#failures > 0) this.#log.info({ failedAttempts: this.#failures }, 'database reachable again')
+      this.#failures = 0
+      return connection
+    } catch (error) {
+      this.#failures += 1
+      this.#lastError = error
+      this.#openUntil = performance.now() + Math.min(MAX_BACKOFF_MILLIS, FIRST_BACKOFF_MILLIS * 2 ** (this.#failures - 1))
+      if (this.#failures === 1) this.#log.warn({ err: error }, 'cannot connect to the database; holding connect attempts back')
+      // The first failure is reported as the driver said it (warm-up shows it as its cause);
+      // a failed probe is part of the outage clients are already being told about.
+      throw probe ? this.unavailable() : error
+    } finally {
+      if (probe) this.#probing = false
     }
   }
 }

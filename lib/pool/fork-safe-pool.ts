@@ -1,17 +1,29 @@
-import cluster from 'node:cluster'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
-import { pingOrDiscard } from './borrow-check'
-import { warnIfBuiltInPrimary } from './cluster-placement'
-import { computeBudget, serverTotal, type ConnectionBudget } from './budget'
-import { FST_FORK_SAFE_DB_BUDGET_EXCEEDED, FST_FORK_SAFE_DB_CLOSE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from '../errors'
-import { createKnex, type PoolParts } from '../driver/build-knex'
-import type { ResolvedOptions } from '../options/resolve-options'
-import { describePool, type ForkSafeDbStats, type PoolState } from './stats'
+import { buildKnex } from '../driver/build-knex'
+import { poolOf, poolSize, resizePool, type DriverConnection } from '../driver/internals'
+import type { ClientRuntime } from '../driver/runtime'
+import { FST_FORK_SAFE_DB_BUDGET_EXCEEDED, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from '../errors'
 import { scrubError } from '../logging/redact'
-import type { StatementOwner } from '../query/owners'
-import { refuseNewConnections, tearDownConnections } from './teardown'
-import { DEFAULT_SERVER_LIMITS, readServerLimits, warmUp, type ServerLimits, type WarmUpConnection } from './warm-up'
+import type { ResolvedOptions } from '../options/resolve-options'
+import { acquireGuarded } from './acquire-guard'
+import { budgetFor, reportBudget, type ConnectionBudget } from './budget'
+import { warnIfBuiltInPrimary } from './cluster-placement'
+import { checkHealth } from './health'
+import { IdleKeeper } from './idle-keeper'
+import { DEFAULT_SERVER_LIMITS, type ServerLimits } from './server-limits'
+import { CloseDeadline } from './shutdown'
+import { describePool, type ForkSafeDbStats, type PoolState } from './stats'
+import { warmUp } from './warm-up'
+
+/** The knex instance one process built, and what keeps it. */
+interface Built {
+  pid: number
+  knex: Knex
+  runtime: ClientRuntime
+  keeper: IdleKeeper
+  stopPlacementWatch: () => void
+}
 
 /**
  * Owns the knex instance of one registration and makes sure it belongs to the current process.
@@ -20,21 +32,23 @@ import { DEFAULT_SERVER_LIMITS, readServerLimits, warmUp, type ServerLimits, typ
  * - PID-checked: an instance built under another pid (a fork, a snapshot restore) is abandoned,
  *   never closed: closing would send COM_QUIT on sockets the parent still uses.
  * - Warm: `warm()` opens and verifies connections before the server accepts requests.
+ * - Budgeted: the pool's size is capped at its share of the connection budget (budget.ts),
+ *   also after a pid change.
  * - Disposed: `close()` destroys only the instance this process built, after in-flight queries,
- *   and never takes longer than `closeTimeoutMillis` from `beginClose()`.
+ *   and never takes longer than `closeTimeoutMillis` from `beginClose()` (shutdown.ts).
  */
 export class ForkSafePool {
   readonly #options: ResolvedOptions
   readonly #log: FastifyBaseLogger
-  #instance: Knex | undefined
-  #parts: PoolParts | undefined
-  #pid = 0
+  #built: Built | undefined
   #rebuilds = 0
   #warm: 'no' | 'warming' | 'yes' = 'no'
+  /** The server's limits, once read: the same server for every pid. */
+  #limits: ServerLimits | undefined
   #budget: ConnectionBudget | undefined
-  #stopPlacementWatch = () => {}
+  #budgetReported = false
   #closed = false
-  #deadline: NodeJS.Timeout | undefined
+  readonly #deadline = new CloseDeadline()
 
   constructor (options: ResolvedOptions, log: FastifyBaseLogger) {
     this.#options = options
@@ -45,51 +59,79 @@ export class ForkSafePool {
   get knex (): Knex {
     // Building is synchronous, so concurrent first accesses cannot race: one build per pid.
     const pid = process.pid
-    if (this.#instance !== undefined && this.#pid === pid) return this.#instance
-    return this.#build(pid)
+    const built = this.#built
+    if (built !== undefined && built.pid === pid) return built.knex
+    return this.#build(pid).knex
   }
 
-  #build (pid: number): Knex {
+  /** What this process built, if it built anything; never another process's. */
+  get #own (): Built | undefined {
+    return this.#built?.pid === process.pid ? this.#built : undefined
+  }
+
+  #build (pid: number): Built {
     if (this.#closed) throw new FST_FORK_SAFE_DB_CLOSED(this.#options.decorator)
-    if (this.#instance !== undefined) {
+    const previous = this.#built
+    if (previous !== undefined) {
       this.#log.warn(
-        { previousPid: this.#pid, pid },
+        { previousPid: previous.pid, pid },
         'process id changed: abandoning the pool inherited from the parent process (its connections are left open for the parent) and building a fresh one'
       )
       // Its keeper must not ping the parent's sockets: stopping a timer sends nothing.
-      this.#parts?.keeper.stop()
-      this.#stopPlacementWatch()
+      previous.keeper.stop()
+      previous.stopPlacementWatch()
       this.#rebuilds += 1
       this.#warm = 'no'
     }
-    const parts = createKnex(this.#options, this.#log)
-    this.#instance = parts.knex
-    this.#parts = parts
-    // Until warm-up reads the server's own idle limit, assume the default one.
-    parts.keeper.start(DEFAULT_SERVER_LIMITS.waitTimeoutSeconds, this.#options.pool.maxConnectionLifetimeMillis)
-    this.#stopPlacementWatch = warnIfBuiltInPrimary(this.#log)
-    this.#pid = pid
-    this.#log.debug({ pid, connection: this.#options.connectionDescription }, 'built the connection pool')
-    return this.#instance
+    const { knex, runtime } = buildKnex(this.#options, this.#log, { serverLimits: (limits) => this.#learned(runtime, limits) })
+    const built: Built = { pid, knex, runtime, keeper: new IdleKeeper(runtime), stopPlacementWatch: warnIfBuiltInPrimary(this.#log) }
+    this.#built = built
+    runtime.serverLimits = this.#limits
+    // A budget needing the server's limits holds the first query back until they are read.
+    runtime.needsLimitsFirst = this.#options.budget?.total === 'server' && this.#limits === undefined
+    this.#applyBudget(runtime)
+    this.#keepAlive(built)
+    this.#log.debug({ pid, connection: this.#options.connection.description }, 'built the connection pool')
+    return built
   }
 
-  /** Records `owner` for the statements `source` (a builder, a transaction's client) runs. */
-  claim (source: object, owner: StatementOwner): void {
-    this.#parts?.owners.claim(source, owner)
+  /** This process's runtime read the server's limits on one of its connections. */
+  #learned (runtime: ClientRuntime, limits: ServerLimits): void {
+    const own = this.#own
+    if (own?.runtime !== runtime) return
+    this.#limits = limits
+    this.#applyBudget(runtime)
+    this.#keepAlive(own)
+    this.#reportBudget()
   }
 
-  /** The connections `owner`'s statements are running on now. */
-  runningConnections (owner: StatementOwner): string[] {
-    return this.#parts?.owners.runningConnections(owner) ?? []
+  #keepAlive (built: Built): number {
+    const waitTimeoutSeconds = (this.#limits ?? DEFAULT_SERVER_LIMITS).waitTimeoutSeconds
+    return built.keeper.start(waitTimeoutSeconds, this.#options.pool.maxConnectionLifetimeMillis)
   }
 
-  /**
-   * Cancels the statement running on the borrowed connection knex tagged `knexUid`, if this
-   * process's pool still lends it out. Returns whether a KILL QUERY was sent.
-   */
-  cancelQueryOn (knexUid: string, reason: string): boolean {
-    if (this.#pid !== process.pid) return false
-    return this.#parts?.canceller.cancelOnConnection(knexUid, reason) ?? false
+  /** Caps the runtime's pool at its share, once the budget can be computed (tarn reads max and min live). */
+  #applyBudget (runtime: ClientRuntime): void {
+    const options = this.#options.budget
+    const pool = runtime.client === undefined ? undefined : poolOf(runtime.client)
+    if (options === undefined || pool === undefined) return
+    const budget = budgetFor(options, this.#options.pool, this.#limits)
+    if (budget === undefined) return
+    this.#budget = budget
+    resizePool(pool, { min: budget.poolMin, max: budget.poolMax })
+  }
+
+  /** Reports the applied budget once; throws FST_FORK_SAFE_DB_BUDGET_EXCEEDED for `onExceed: 'fail'`. */
+  #reportBudget (): void {
+    const options = this.#options.budget
+    if (options === undefined || this.#budget === undefined || this.#budgetReported) return
+    reportBudget(this.#budget, options, this.#options.decorator, this.#log)
+    this.#budgetReported = true
+  }
+
+  /** Sends KILL QUERY for the statement on `connection`, a connection of this process's pool. */
+  cancel (connection: DriverConnection, reason: string): void {
+    this.#own?.runtime.canceller.cancel(connection, reason)
   }
 
   /**
@@ -101,28 +143,33 @@ export class ForkSafePool {
   async warm (): Promise<void> {
     const count = this.#options.warmup
     if (count === 0) {
-      // A numeric budget needs no server; one derived from the server's limits needs a
-      // connection. Without a budget there is nothing to build yet.
-      const budget = this.#options.budget
-      if (budget !== undefined && budget.total !== 'server') this.#applyBudget(DEFAULT_SERVER_LIMITS)
+      // A numeric budget is known without a server: report it now. One derived from the server's
+      // limits is applied before the first query borrows a connection.
+      if (typeof this.#options.budget?.total === 'number') {
+        this.#ownBuild()
+        this.#reportBudget()
+      }
       return
     }
     const started = performance.now()
-    let limits = DEFAULT_SERVER_LIMITS
-    const { client } = this.knex
-    const parts = this.#parts as PoolParts
+    const built = this.#ownBuild()
+    const { runtime } = built
+    const client = runtime.client as NonNullable<ClientRuntime['client']>
     this.#warm = 'warming'
     try {
       await warmUp({
-        acquire: parts.acquireInternal as () => Promise<WarmUpConnection>,
+        acquire: () => acquireGuarded(client, runtime, false),
         release: async (connection) => client.releaseConnection(connection),
         count,
         concurrency: this.#options.warmupConcurrency,
         jitterMillis: this.#options.warmupJitterMillis,
         pingTimeoutMillis: this.#options.pool.acquireTimeoutMillis,
+        signal: runtime.warmUpStop.signal,
         afterFirst: async (connection) => {
-          limits = await readServerLimits(connection)
-          return this.#applyBudget(limits)
+          await runtime.learnServerLimits(connection)
+          this.#reportBudget()
+          const pool = poolOf(client)
+          return pool === undefined ? count : poolSize(pool).max
         }
       })
     } catch (driverError) {
@@ -133,72 +180,54 @@ export class ForkSafePool {
         return
       }
       if (driverError instanceof FST_FORK_SAFE_DB_BUDGET_EXCEEDED) {
-        await this.#discardInstance()
+        await this.#discard()
         throw driverError
       }
       const cause = scrubError(driverError, this.#options.secrets)
       const error = new FST_FORK_SAFE_DB_WARMUP_FAILED(this.#options.decorator, describeError(cause), { cause })
       if (!this.#options.allowColdStart) {
         // ready() rejects: do not leave open sockets and tarn's reaper timer keeping the process alive.
-        await this.#discardInstance()
+        await this.#discard()
         throw error
       }
       this.#log.warn({ err: error }, 'warm-up failed; starting with a cold pool because allowColdStart is set')
       return
     }
     this.#warm = 'yes'
-    const keepAliveEveryMillis = parts.keeper.start(limits.waitTimeoutSeconds, this.#options.pool.maxConnectionLifetimeMillis)
-    this.#log.info(
-      { connections: Math.min(count, client.pool.max), ms: Math.round(performance.now() - started), connection: this.#options.connectionDescription, waitTimeoutSeconds: limits.waitTimeoutSeconds, keepAliveEveryMillis },
-      'connection pool warmed'
-    )
+    const keepAliveEveryMillis = this.#keepAlive(built)
+    const pool = poolOf(client)
+    this.#log.info({
+      connections: Math.min(count, pool === undefined ? count : poolSize(pool).max),
+      ms: Math.round(performance.now() - started),
+      connection: this.#options.connection.description,
+      waitTimeoutSeconds: (this.#limits ?? DEFAULT_SERVER_LIMITS).waitTimeoutSeconds,
+      keepAliveEveryMillis
+    }, 'connection pool warmed')
   }
 
-  /**
-   * Caps this process's pool at its share of the budget (tarn reads max and min live) and
-   * reports a configuration that cannot fit. Returns how many connections warm-up may open.
-   */
-  #applyBudget (limits: ServerLimits): number {
-    const budget = this.#options.budget
-    const pool = this.knex.client.pool as { max: number, min: number }
-    if (budget === undefined) return pool.max
-    const { total, from } = budget.total === 'server'
-      ? serverTotal(limits.maxConnections, limits.maxUserConnections)
-      : { total: budget.total, from: 'option' as const }
-    const { pool: configured } = this.#options
-    const shares = computeBudget({ ...budget, total, poolMax: configured.max, poolMin: configured.min })
-    this.#budget = { workers: budget.workers, workersFrom: budget.workersFrom, total, totalFrom: from, reserve: budget.reserve, ...shares }
-    pool.max = shares.poolMax
-    pool.min = shares.poolMin
-    const report = { budget: this.#budget }
-    if (!shares.fits) {
-      if (budget.onExceed === 'fail') throw new FST_FORK_SAFE_DB_BUDGET_EXCEEDED(this.#options.decorator, shares.problem)
-      this.#log.warn(report, `the connection budget does not fit: ${shares.problem ?? ''}`)
-    } else if (budget.workersFrom === 'assumed' && !cluster.isPrimary) {
-      this.#log.warn(report, 'connection budget: the number of workers is unknown, assuming 1; set budget.workers or WEB_CONCURRENCY')
-    } else {
-      this.#log.info(report, 'connection budget applied')
-    }
-    return pool.max
+  /** What this process built, building it if need be. */
+  #ownBuild (): Built {
+    const { pid } = process
+    return this.#built?.pid === pid ? this.#built : this.#build(pid)
   }
 
   /** Counts and timings of this process's pool: what `fastify.dbPool.stats()` returns. */
   stats (): ForkSafeDbStats {
-    const parts = this.#pid === process.pid ? this.#parts : undefined
+    const own = this.#own
     return {
       pid: process.pid,
       decorator: this.#options.decorator,
-      state: this.#state(parts !== undefined),
-      warm: parts !== undefined && this.#warm === 'yes',
+      state: this.#state(own !== undefined),
+      warm: own !== undefined && this.#warm === 'yes',
       rebuilds: this.#rebuilds,
-      ...describePool(parts?.knex.client.pool, parts?.counters),
+      ...describePool(own?.runtime.client === undefined ? undefined : poolOf(own.runtime.client), own?.runtime.counters),
       budget: this.#budget
     }
   }
 
   #state (built: boolean): PoolState {
     if (this.#closed) return 'closed'
-    if (this.#deadline !== undefined) return 'closing'
+    if (this.#deadline.armed) return 'closing'
     if (!built) return 'new'
     return this.#warm === 'warming' ? 'warming' : 'open'
   }
@@ -209,25 +238,11 @@ export class ForkSafePool {
    */
   async check (): Promise<boolean> {
     if (this.#closing()) return false
-    let client: Knex.Client
     try {
       // Builds the pool for this pid if need be.
-      client = this.knex.client
+      return await checkHealth(this.#ownBuild().runtime)
     } catch {
       return false
-    }
-    const parts = this.#parts as PoolParts
-    let connection: WarmUpConnection | undefined
-    try {
-      connection = await parts.acquireInternal() as WarmUpConnection
-      // One that does not answer is closed, not handed back to the pool as if it were alive.
-      await pingOrDiscard(connection, parts.pingTimeoutMillis)
-      return true
-    } catch (error) {
-      this.#log.debug({ err: scrubError(error, this.#options.secrets) }, 'health check failed')
-      return false
-    } finally {
-      if (connection !== undefined) await client.releaseConnection(connection)
     }
   }
 
@@ -236,52 +251,43 @@ export class ForkSafePool {
    * connection, and arm the deadline after which whatever is still running is torn down.
    */
   beginClose (): void {
-    const instance = this.#ownInstance()
-    if (instance === undefined || this.#deadline !== undefined) return
-    const { decorator, closeTimeoutMillis } = this.#options
-    refuseNewConnections(instance.client, () => new FST_FORK_SAFE_DB_CLOSED(decorator))
-    this.#deadline = setTimeout(() => {
-      const used = instance.client.pool?.numUsed() ?? 0
-      this.#log.error({ inUse: used, closeTimeoutMillis }, 'the database did not finish in time for shutdown; tearing its connections down')
-      tearDownConnections(instance.client, this.#parts?.connecting ?? new Set(), () => new FST_FORK_SAFE_DB_CLOSE_TIMEOUT(decorator, closeTimeoutMillis))
-    }, closeTimeoutMillis)
-    // The deadline must not keep a process alive that has nothing else left to do.
-    this.#deadline.unref()
+    const own = this.#own
+    if (own === undefined) return
+    this.#deadline.arm(own.runtime, this.#log)
   }
 
   /** Destroys the instance this process built, waiting for in-flight queries; abandons any other. */
   async close (): Promise<void> {
     this.beginClose()
     this.#closed = true
-    this.#parts?.keeper.stop()
-    this.#stopPlacementWatch()
-    const instance = this.#ownInstance()
-    this.#instance = undefined
-    try {
-      if (instance !== undefined) await instance.destroy()
-    } finally {
-      clearTimeout(this.#deadline)
+    const own = this.#own
+    if (this.#built !== undefined && own === undefined) {
+      this.#log.debug({ ownerPid: this.#built.pid, pid: process.pid }, 'leaving the pool of another process untouched')
     }
-    if (instance !== undefined) this.#log.debug('connection pool closed')
+    this.#built = undefined
+    if (own === undefined) return
+    own.keeper.stop()
+    own.stopPlacementWatch()
+    try {
+      await own.knex.destroy()
+    } finally {
+      this.#deadline.clear()
+    }
+    this.#log.debug('connection pool closed')
   }
 
   #closing (): boolean {
-    return this.#closed || this.#deadline !== undefined
+    return this.#closed || this.#deadline.armed
   }
 
-  async #discardInstance (): Promise<void> {
-    const instance = this.#ownInstance()
-    this.#parts?.keeper.stop()
-    this.#stopPlacementWatch()
-    this.#instance = undefined
-    await instance?.destroy()
-  }
-
-  /** The instance, if this process built it; an inherited one is left untouched. */
-  #ownInstance (): Knex | undefined {
-    if (this.#instance === undefined || this.#pid === process.pid) return this.#instance
-    this.#log.debug({ ownerPid: this.#pid, pid: process.pid }, 'leaving the pool of another process untouched')
-    return undefined
+  /** Destroys what this process built after a failed warm-up; the next access builds afresh. */
+  async #discard (): Promise<void> {
+    const own = this.#own
+    if (own === undefined) return
+    this.#built = undefined
+    own.keeper.stop()
+    own.stopPlacementWatch()
+    await own.knex.destroy()
   }
 }
 

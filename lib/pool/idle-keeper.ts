@@ -1,52 +1,30 @@
-import type { FastifyBaseLogger } from 'fastify'
-import type { Knex } from 'knex'
-import { discard, pingOrDiscard } from './borrow-check'
+import { acquireGuarded } from './acquire-guard'
+import { discard } from './borrow-check'
+import { idleConnections, lifetimeLimit, poolOf, poolSize, type DriverConnection } from '../driver/internals'
+import type { ClientRuntime } from '../driver/runtime'
 
-// The warm floor must not go stale, nor grow old. The server closes connections idle past its `wait_timeout`
-// (8 h by default, often minutes in production), and tarn never re-creates `pool.min` by
-// itself, so after a quiet period the first burst would pay for connects again. Every quarter
-// of the server's idle limit (read at warm-up), the keeper pings connections idle for at least
+// The warm floor must not go stale, nor grow old. The server closes connections idle past its
+// `wait_timeout` (8 h by default, often minutes in production), and tarn never re-creates
+// `pool.min` by itself, so after a quiet period the first burst would pay for connects again.
+// Every quarter of the server's idle limit (read on the pool's first connection), the keeper
+// pings the connections that sit idle in the pool at that instant and have been idle at least
 // that long, so none stays silent for more than half the limit; it discards those that do not
-// answer and opens connections in the background until the pool is back at `pool.min`. Idle
-// connections close to their maximum lifetime are replaced the same way. Its timer is unref'd
-// and stopped on close.
+// answer and opens connections in the background until the pool is back at `pool.min`. It never
+// pings a borrowed connection (its ping would queue behind the query, time out, and close the
+// socket under it); a query that borrows one while its ping is in flight waits for the answer.
+// Idle connections close to their maximum lifetime are replaced the same way. Its timer is
+// unref'd and stopped on close.
 
 const MIN_INTERVAL_MILLIS = 250
 const MAX_INTERVAL_MILLIS = 5 * 60_000
 
-interface FreeResource {
-  resource: object & {
-    ping: (callback: (error: Error | null) => void) => void
-    /** Set by knex when pool.maxConnectionLifetimeMillis is: when it expires (performance.now()). */
-    __knexLifetimeLimit?: number
-  }
-}
-interface TarnPool {
-  min: number
-  free: FreeResource[]
-  numUsed: () => number
-  numFree: () => number
-  numPendingCreates: () => number
-}
-
-export interface IdleKeeperOptions {
-  client: Knex.Client
-  /** Borrows a connection without counting as a query's wait. */
-  acquire: () => Promise<unknown>
-  log: FastifyBaseLogger
-  pingTimeoutMillis: number
-  /** When the connection was last used or verified (the borrow check's record). */
-  idleFor: (connection: object) => number
-  markAlive: (connection: object) => void
-}
-
 export class IdleKeeper {
-  readonly #options: IdleKeeperOptions
+  readonly #runtime: ClientRuntime
   #timer: NodeJS.Timeout | undefined
   #running = false
 
-  constructor (options: IdleKeeperOptions) {
-    this.#options = options
+  constructor (runtime: ClientRuntime) {
+    this.#runtime = runtime
   }
 
   /**
@@ -68,39 +46,37 @@ export class IdleKeeper {
   }
 
   async #tick (interval: number): Promise<void> {
-    if (this.#running) return
+    const client = this.#runtime.client
+    const pool = client === undefined ? undefined : poolOf(client)
+    if (this.#running || client === undefined || pool === undefined || this.#runtime.closing) return
     this.#running = true
-    const { client, acquire, log, pingTimeoutMillis, idleFor, markAlive } = this.#options
-    const pool = client.pool as unknown as TarnPool | undefined
+    const { borrowCheck, log } = this.#runtime
     try {
-      if (pool === undefined) return
-      let discarded = 0
       // Recycled here, idle, before knex's borrow-time lifetime check would replace them on a
       // request's path (a connect the request would wait for).
       const now = performance.now()
-      for (const { resource: connection } of pool.free) {
-        if (connection.__knexLifetimeLimit !== undefined && connection.__knexLifetimeLimit - 2 * interval <= now) {
+      const retired = new Set<DriverConnection>()
+      for (const connection of idleConnections(pool)) {
+        const limit = lifetimeLimit(connection)
+        if (limit !== undefined && limit - 2 * interval <= now) {
           discard(connection, new Error('connection reached its maximum lifetime'))
-          discarded += 1
+          retired.add(connection)
         }
       }
-      const stale = pool.free.map((free) => free.resource).filter((connection) => idleFor(connection) >= interval)
-      for (const connection of stale) {
-        try {
-          await pingOrDiscard(connection, pingTimeoutMillis)
-          markAlive(connection)
-        } catch (error) {
-          log.debug({ err: error }, 'an idle connection stopped answering; discarding it')
-          discarded += 1
-        }
-      }
+      // Started in one synchronous pass, so each connection is idle as its ping starts.
+      const pings = idleConnections(pool)
+        .filter((connection) => !retired.has(connection) && borrowCheck.idleFor(connection) >= interval)
+        .map((connection) => borrowCheck.pingIdle(connection))
+      const silent = (await Promise.all(pings)).filter((answered) => !answered).length
+      if (silent > 0) log.debug({ connections: silent }, 'idle connections stopped answering; discarding them')
       // Back up to the warm floor, in the background rather than on a request's path. Discarded
       // connections still sit in the free list until a borrow checks them, so after a discard
       // every free connection is borrowed at once (dead ones are replaced) and returned.
-      const missing = pool.min - (pool.numUsed() + pool.numFree() + pool.numPendingCreates())
+      const discarded = retired.size + silent
+      const missing = poolSize(pool).min - (pool.numUsed() + pool.numFree() + pool.numPendingCreates())
       const wanted = discarded > 0 ? Math.max(pool.numFree(), missing) : missing
       if (wanted <= 0) return
-      const borrowed = await Promise.allSettled(Array.from({ length: wanted }, acquire))
+      const borrowed = await Promise.allSettled(Array.from({ length: wanted }, () => acquireGuarded(client, this.#runtime, false)))
       for (const result of borrowed) if (result.status === 'fulfilled') await client.releaseConnection(result.value)
     } finally {
       this.#running = false

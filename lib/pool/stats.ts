@@ -3,6 +3,7 @@
 // is a few additions per borrow; percentiles are computed only when stats are read.
 
 import type { ConnectionBudget } from './budget'
+import { poolSize, type TarnPool } from '../driver/internals'
 
 // The last 1024 borrows: enough for stable percentiles, small enough to sort on every read.
 const WAIT_SAMPLES = 1024
@@ -94,27 +95,18 @@ export interface ForkSafeDbStats {
   budget: ConnectionBudget | undefined
 }
 
-interface TarnCounts {
-  min: number
-  max: number
-  numUsed: () => number
-  numFree: () => number
-  numPendingAcquires: () => number
-  numPendingCreates: () => number
-}
-
 /** The connection counts and timings of a pool, or zeros when there is none in this process. */
-export function describePool (pool: unknown, counters: PoolCounters | undefined): Pick<ForkSafeDbStats, 'connections' | 'acquireWaitMillis' | 'coldAcquires'> {
-  const tarn = pool as TarnCounts | undefined
+export function describePool (pool: TarnPool | undefined, counters: PoolCounters | undefined): Pick<ForkSafeDbStats, 'connections' | 'acquireWaitMillis' | 'coldAcquires'> {
   const source = counters ?? new PoolCounters()
+  const size = pool === undefined ? { min: 0, max: 0 } : poolSize(pool)
   return {
     connections: {
-      used: tarn?.numUsed() ?? 0,
-      free: tarn?.numFree() ?? 0,
-      pendingAcquires: tarn?.numPendingAcquires() ?? 0,
-      pendingCreates: tarn?.numPendingCreates() ?? 0,
-      min: tarn?.min ?? 0,
-      max: tarn?.max ?? 0,
+      used: pool?.numUsed() ?? 0,
+      free: pool?.numFree() ?? 0,
+      pendingAcquires: pool?.numPendingAcquires() ?? 0,
+      pendingCreates: pool?.numPendingCreates() ?? 0,
+      min: size.min,
+      max: size.max,
       created: source.created,
       destroyed: source.destroyed
     },

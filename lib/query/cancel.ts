@@ -1,61 +1,67 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { Knex } from 'knex'
+import { openConnection } from '../driver/connect'
+import { markDisposed, socketOf, type DriverConnection } from '../driver/internals'
+import type { ClientRuntime } from '../driver/runtime'
 
 // Cancelling a statement means a KILL QUERY sent on a separate connection: closing our side of
 // the socket would leave the statement running on the server. The caller that gave up must not
 // wait for that KILL (against a server that stopped answering it would last a whole connect
 // timeout), so it goes on in the background, bounded, and the connection is marked disposed:
-// the pool never hands it out again while its statement may still be running.
+// the pool never hands it out again while its statement may still be running. The KILL's
+// connection is opened even while the pool is closing (the pool opens no connection of its own
+// then, but a statement left running would outlive the process's interest in it).
 
-/** The part of a mysql2 connection a cancel needs. */
-export interface KillableConnection {
-  __knexUid?: string
-  stream?: { destroy: (error?: Error) => void }
-  __knex__disposed?: unknown
-}
+export class QueryCanceller {
+  readonly #runtime: ClientRuntime
+  readonly #log: FastifyBaseLogger
+  /** Connections a cancel has already been sent for (a timeout and a hang-up can both ask). */
+  readonly #cancelled = new WeakSet<DriverConnection>()
 
-interface UsedConnections {
-  used: Array<{ resource: KillableConnection }>
-}
-
-export interface QueryCanceller {
-  /** Stops the statement running on `connection`; never rejects and never waits for the server. */
-  cancel: (connection: KillableConnection, reason: string) => void
-  /** The same, for the borrowed connection knex tagged with `knexUid` (ignored if it is back in the pool). */
-  cancelOnConnection: (knexUid: string, reason: string) => boolean
-}
-
-/** Wraps the dialect's KILL QUERY; call before anything else replaces `client.cancelQuery`. */
-export function createQueryCanceller (client: Knex.Client, cancelTimeoutMillis: number, log: FastifyBaseLogger): QueryCanceller {
-  // knex's typings declare cancelQuery without its argument; the dialects take the connection.
-  const kill = (client as unknown as { cancelQuery: (connection: KillableConnection) => Promise<unknown> }).cancelQuery.bind(client)
-
-  const cancel = (connection: KillableConnection, reason: string): void => {
-    connection.__knex__disposed = new Error(reason)
-    const timer = setTimeout(() => {
-      log.warn({ cancelTimeoutMillis, reason }, 'KILL QUERY did not complete in time; closing the connection')
-      connection.stream?.destroy(new Error('KILL QUERY did not complete in time'))
-    }, cancelTimeoutMillis)
-    kill(connection).then(
-      () => clearTimeout(timer),
-      (error: unknown) => {
-        clearTimeout(timer)
-        log.warn({ err: error, reason }, 'KILL QUERY failed; closing the connection')
-        connection.stream?.destroy(error as Error)
-      }
-    )
+  constructor (runtime: ClientRuntime, log: FastifyBaseLogger) {
+    this.#runtime = runtime
+    this.#log = log
   }
 
-  return {
-    cancel,
-    cancelOnConnection (knexUid, reason) {
-      // Only a connection still borrowed can be running the statement; a released one may
-      // already serve someone else.
-      const pool = client.pool as unknown as UsedConnections | undefined
-      const connection = pool?.used.find((used) => used.resource.__knexUid === knexUid)?.resource
-      if (connection === undefined || connection.__knex__disposed !== undefined) return false
-      cancel(connection, reason)
-      return true
+  /** Stops the statement running on `connection`; never rejects and never waits for the server. */
+  cancel (connection: DriverConnection, reason: string): void {
+    if (this.#cancelled.has(connection)) return
+    this.#cancelled.add(connection)
+    markDisposed(connection, new Error(reason))
+    const { threadId } = connection
+    const client = this.#runtime.client
+    if (threadId === null || client === undefined) {
+      socketOf(connection)?.destroy(new Error(reason))
+      return
     }
+    const timeoutMillis = this.#runtime.pingTimeoutMillis
+    let killer: DriverConnection | undefined
+    let settled = false
+    const giveUp = (error: Error, message: string) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      this.#log.warn({ err: error, reason, cancelTimeoutMillis: timeoutMillis }, message)
+      // Closing the socket at least frees the connection; the statement may run on.
+      socketOf(connection)?.destroy(error)
+      killer?.destroy()
+    }
+    const timer = setTimeout(() => giveUp(new Error('KILL QUERY did not complete in time'), 'KILL QUERY did not complete in time; closing the connection'), timeoutMillis)
+    openConnection(client, this.#runtime, 'kill')
+      .then((opened) => {
+        killer = opened
+        if (settled) {
+          opened.destroy()
+          return
+        }
+        return new Promise<void>((resolve, reject) => {
+          opened.query('KILL QUERY ?', [threadId], (error) => { if (error === null) resolve(); else reject(error) })
+        })
+      })
+      .then(() => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        killer?.end()
+      }, (error: unknown) => giveUp(error as Error, 'KILL QUERY failed; closing the connection'))
   }
 }

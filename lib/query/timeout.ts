@@ -1,33 +1,44 @@
-import type { Knex } from 'knex'
-import type { KillableConnection, QueryCanceller } from './cancel'
+import knex from 'knex'
+import { FST_FORK_SAFE_DB_QUERY_TIMEOUT } from '../errors'
+import { cancelsOnTimeout, markDisposed, socketOf, timeoutOf, type CompiledQuery, type DriverConnection } from '../driver/internals'
 
-// A slow query must never stall other requests. Every query without a `.timeout()` of its own
-// gets `queryTimeoutMillis`, with `cancel: true`: on expiry knex sends KILL QUERY on a separate
-// connection, so the statement stops on the server too (without cancel it would run on and keep
-// its connection). knex waits for that cancel before answering the caller; ours answers at once
-// (see cancel.ts), so a timeout reaches the caller on time even when the server is silent.
+// A slow query must never stall other requests.
+// - Every statement of a query builder or `raw()` without a `.timeout()` of its own gets
+//   `queryTimeoutMillis`, with `cancel: true` (see driver/fork-safe-runner.ts): on expiry knex
+//   cancels it, and the plugin's cancel (cancel.ts) answers at once and sends KILL QUERY in the
+//   background. knex's timeout error becomes FST_FORK_SAFE_DB_QUERY_TIMEOUT, still a
+//   KnexTimeoutError, without the statement's bound values knex attaches to it.
+// - A transaction's own statements (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) bypass knex's runner and
+//   have no timeout in knex: against a frozen server a `{ db: { transaction: true } }` route
+//   waited forever for its BEGIN. They get the same limit; on expiry the connection is closed
+//   (a KILL would need a new connection to the same stuck server), which fails the statement,
+//   and with it the transaction, with FST_FORK_SAFE_DB_QUERY_TIMEOUT.
 
-interface TimedBuilder {
-  _timeout?: number
-  timeout?: (ms: number, options: { cancel: boolean }) => unknown
-  once: (event: 'query-error', listener: (error: unknown, query: never) => void) => unknown
+/** knex's expired-statement error as the plugin's; any other error unchanged. */
+export function asQueryTimeout (error: unknown, query: CompiledQuery): unknown {
+  if (!(error instanceof knex.KnexTimeoutError) || error instanceof FST_FORK_SAFE_DB_QUERY_TIMEOUT) return error
+  const timeout = timeoutOf(query)
+  // An acquire timeout is a KnexTimeoutError too; only a statement's carries its limit.
+  if (timeout === undefined || (error as { timeout?: unknown }).timeout !== timeout) return error
+  const what = cancelsOnTimeout(query)
+    ? 'and was cancelled on the server (KILL QUERY)'
+    : 'and was abandoned: it may still run on the server (use .timeout(ms, { cancel: true }) to stop it)'
+  return Object.assign(new FST_FORK_SAFE_DB_QUERY_TIMEOUT(`the statement did not finish within ${timeout} ms ${what}`), { timeout, query: query.sql })
 }
 
-/**
- * `onTimeoutError` sees a timed-out query's error before its caller does: knex reports a
- * `.timeout()` expiry on the query's own builder only, not on the client.
- */
-export function applyQueryTimeouts (
-  client: Knex.Client, queryTimeoutMillis: number, canceller: QueryCanceller,
-  onTimeoutError: (error: unknown, query: never) => void
-): void {
-  // One listener per query does both: give it the default timeout, then watch for its expiry.
-  client.on('start', (builder: TimedBuilder) => {
-    if (queryTimeoutMillis > 0 && builder._timeout === undefined && typeof builder.timeout === 'function') {
-      builder.timeout(queryTimeoutMillis, { cancel: true })
-    }
-    if (builder._timeout !== undefined) builder.once('query-error', onTimeoutError)
-  })
-  const dialect = client as unknown as { cancelQuery: (connection: KillableConnection) => Promise<void> }
-  dialect.cancelQuery = async (connection) => canceller.cancel(connection, 'its query timed out')
+/** Runs a transaction's own statement `sql` on `connection`, closing the connection if it outlives `timeoutMillis`. */
+export function boundTransactionStatement (connection: DriverConnection, sql: string, timeoutMillis: number, run: () => Promise<unknown>): Promise<unknown> {
+  if (timeoutMillis === 0) return run()
+  const timer = setTimeout(() => {
+    const statement = sql.replace(/;\s*$/, '').split(' ')[0].toUpperCase()
+    const outcome = statement === 'COMMIT' ? ' (whether the transaction was committed is unknown)' : ''
+    const error = Object.assign(
+      new FST_FORK_SAFE_DB_QUERY_TIMEOUT(`the transaction's ${statement} did not finish within ${timeoutMillis} ms; its connection was closed${outcome}`),
+      { timeout: timeoutMillis }
+    )
+    markDisposed(connection, error)
+    // With an error, mysql2 fails the pending statement with it.
+    socketOf(connection)?.destroy(error)
+  }, timeoutMillis)
+  return run().finally(() => clearTimeout(timer))
 }

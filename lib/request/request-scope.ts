@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { Knex } from 'knex'
-import type { StatementOwner } from '../query/owners'
+import type { DriverConnection } from '../driver/internals'
+import { claim, type StatementOwner } from '../query/owners'
 
 // `request.db` is the process's knex instance seen through a thin per-request wrapper, so the
 // plugin knows which statements and transactions belong to which request:
@@ -21,12 +22,8 @@ const PLUGIN_NAME = 'fastify-fork-safe-db'
 export interface ScopeHost {
   /** The process's knex instance (PID-checked). */
   readonly knex: Knex
-  /** Sends KILL QUERY for the statement on the borrowed connection `knexUid`; false if none. */
-  cancelQueryOn: (knexUid: string, reason: string) => boolean
-  /** Records this scope as the owner of the statements `source` runs. */
-  claim: (source: object, owner: StatementOwner) => void
-  /** The connections this scope's statements are running on. */
-  runningConnections: (owner: StatementOwner) => string[]
+  /** Sends KILL QUERY for the statement running on `connection` (a connection of this process's pool). */
+  cancel: (connection: DriverConnection, reason: string) => void
 }
 
 // A hang-up is seen on the socket. Each socket gets one 'close' listener for its whole life
@@ -78,12 +75,13 @@ export class RequestScope implements StatementOwner {
   readonly #knex: Knex
   /** The process's knex instance this request's view is over. */
   readonly base: Knex
-  /** Statements of this request running now (which ones: see query/owners.ts). */
-  #running = 0
+  /** Connections running a statement of this request now (see query/owners.ts); made on first use. */
+  #running: Set<DriverConnection> | undefined
   // Created on first use: most requests never begin a transaction.
   #transactions: Set<Knex.Transaction> | undefined
   #routeTransaction: Knex.Transaction | undefined
-  #clientLeft = false
+  /** The client went away before its response was sent. */
+  clientGone = false
   /** The connection's socket, watched for a hang-up only while something of ours is open. */
   #socket: WatchedSocket | undefined
 
@@ -133,7 +131,7 @@ export class RequestScope implements StatementOwner {
 
   /** Records the statements `builder` runs as this request's; returns it. */
   claim<T extends object>(builder: T): T {
-    this.#host.claim(builder, this)
+    claim(builder, this)
     return builder
   }
 
@@ -150,22 +148,21 @@ export class RequestScope implements StatementOwner {
   #adopt (trx: Knex.Transaction): Knex.Transaction {
     (this.#transactions ??= new Set()).add(trx)
     // Statements on the transaction are this request's too (its builders are not ours to wrap).
-    this.#host.claim(trx.client, this)
+    claim(trx.client, this)
     this.#watchSocket()
     const settled = () => this.#unwatchSocketIfIdle()
     trx.executionPromise.then(settled, settled)
     return trx
   }
 
-  /** A statement of this request began on the connection knex tagged `connectionUid`. */
-  started (connectionUid: string): void {
-    this.#running += 1
-    if (this.#clientLeft) this.#host.cancelQueryOn(connectionUid, 'the client went away')
-    else this.#watchSocket()
+  /** A statement of this request began on `connection`. */
+  started (connection: DriverConnection): void {
+    (this.#running ??= new Set()).add(connection)
+    this.#watchSocket()
   }
 
-  finished (): void {
-    this.#running -= 1
+  finished (connection: DriverConnection): void {
+    this.#running?.delete(connection)
     this.#unwatchSocketIfIdle()
   }
 
@@ -181,7 +178,7 @@ export class RequestScope implements StatementOwner {
   }
 
   #unwatchSocketIfIdle (): void {
-    if (this.#socket === undefined || this.#running > 0 || this.#openTransactions().length > 0) return
+    if (this.#socket === undefined || (this.#running?.size ?? 0) > 0 || this.#openTransactions().length > 0) return
     this.#unwatchSocket()
   }
 
@@ -194,16 +191,15 @@ export class RequestScope implements StatementOwner {
   /** The socket closed while a statement ran or a transaction was open. */
   hungUp (): void {
     this.#socket = undefined
-    this.#clientGone()
+    this.#abandon()
   }
 
   /** The client went away before its response was sent. */
-  #clientGone (): void {
-    this.#clientLeft = true
-    let cancelled = 0
-    for (const connectionUid of this.#host.runningConnections(this)) {
-      if (this.#host.cancelQueryOn(connectionUid, 'the client went away')) cancelled += 1
-    }
+  #abandon (): void {
+    this.clientGone = true
+    const running = [...(this.#running ?? [])]
+    for (const connection of running) this.#host.cancel(connection, 'the client went away')
+    const cancelled = running.length
     const open = this.#openTransactions()
     if (cancelled > 0 || open.length > 0) {
       this.#request.log.info({ plugin: PLUGIN_NAME, cancelledQueries: cancelled, rolledBackTransactions: open.length }, 'client disconnected mid-request: cancelled its running queries')

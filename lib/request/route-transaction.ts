@@ -7,7 +7,8 @@ import type { RequestScope } from './request-scope'
 // for a request that authentication turns away) and ends in onSend, before a byte of the
 // response is written: committed for a 2xx/3xx reply, rolled back for an error. A client can
 // therefore never see a success whose commit then failed; a failed commit becomes the error
-// response instead.
+// response instead. A request turned away before its preHandlers (a 400 from validation, a 404)
+// never began one, and its onSend touches nothing: no scope, no pool.
 
 /** The per-route option, under the decorator's name (`db` by default). */
 export interface RouteDbOptions {
@@ -23,9 +24,14 @@ function appendHook (existing: unknown, hook: Hook): unknown[] {
   return Array.isArray(existing) ? [...existing, hook] : [existing, hook]
 }
 
-export function addRouteTransactions (
-  fastify: FastifyInstance, decorator: string, scopeOf: (request: FastifyRequest) => RequestScope
-): void {
+export interface RouteScopes {
+  /** The request's scope, made on first use. */
+  scopeOf: (request: FastifyRequest) => RequestScope
+  /** The request's scope if it has one. */
+  existingScope: (request: FastifyRequest) => RequestScope | null
+}
+
+export function addRouteTransactions (fastify: FastifyInstance, decorator: string, scopes: RouteScopes): void {
   fastify.addHook('onRoute', (route) => {
     const option = (route as unknown as Record<string, unknown>)[decorator]
     if (option === undefined) return
@@ -36,9 +42,9 @@ export function addRouteTransactions (
     }
     if (transaction !== true) return
     const hooks = route as unknown as { preHandler?: unknown, onSend?: unknown }
-    hooks.preHandler = appendHook(hooks.preHandler, async (request) => scopeOf(request).beginRouteTransaction())
+    hooks.preHandler = appendHook(hooks.preHandler, async (request) => scopes.scopeOf(request).beginRouteTransaction())
     hooks.onSend = appendHook(hooks.onSend, async (request, reply, payload) => {
-      await scopeOf(request).endRouteTransaction(reply.statusCode < 400)
+      await scopes.existingScope(request)?.endRouteTransaction(reply.statusCode < 400)
       return payload
     })
   })

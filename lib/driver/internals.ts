@@ -1,0 +1,264 @@
+import { dirname } from 'node:path'
+import type { Knex } from 'knex'
+import { FST_FORK_SAFE_DB_UNSUPPORTED_VERSION } from '../errors'
+
+// The one place that knows knex's, tarn's and mysql2's undocumented parts.
+//
+// The plugin extends knex where knex invites it: its mysql2 dialect is a class, knex accepts a
+// class as `client`, and transactions build their clients from that class's prototype. Beyond
+// that it reads and writes a few fields none of the three documents: tarn's lists of free and
+// borrowed connections and its live min/max, the marks knex puts on a connection
+// (`__knexUid`, `__knex__disposed`, `__knexLifetimeLimit`), the timeout fields of a compiled
+// query, and the socket under a mysql2 connection. Each is named here and nowhere else, and
+// checked once: knex's and tarn's when the plugin registers, mysql2's on the first connection
+// (its fields exist only once one does). A release that moves one fails with
+// FST_FORK_SAFE_DB_UNSUPPORTED_VERSION naming all three versions, never with a guarantee
+// silently lost. `test/internals.test.ts` keeps other modules from naming these fields.
+
+/** The socket under a mysql2 connection (a net.Socket or TLS socket). */
+export interface DriverSocket {
+  destroy: (error?: Error) => void
+  readonly readableEnded?: boolean
+  readonly writable?: boolean
+}
+
+type Callback<T = unknown> = (error: Error | null, result?: T) => void
+
+/** A mysql2 connection as knex pools it: the parts the plugin uses. */
+export interface DriverConnection extends NodeJS.EventEmitter {
+  readonly threadId: number | null
+  readonly config: object
+  ping: (callback: (error: Error | null) => void) => void
+  query: (sql: string, values: unknown[], callback: Callback<Array<Record<string, unknown>>>) => void
+  connect: (callback: (error: Error | null) => void) => void
+  end: (callback?: (error?: Error | null) => void) => void
+  destroy: () => void
+}
+
+/** mysql2's module, as knex calls it. */
+export interface Driver {
+  createConnection: (settings: object) => DriverConnection
+}
+
+/** What knex compiles a statement into (the object its runner and `client.query` pass around). */
+export interface CompiledQuery {
+  sql: string
+  bindings?: readonly unknown[]
+  method?: string
+}
+
+/**
+ * knex's mysql2 client with the members the plugin overrides or calls. Declared rather than
+ * taken from knex's typings, which give `cancelQuery` no parameter and omit `checkVersion`.
+ */
+// Method signatures, not properties: the plugin's classes override them as methods.
+export interface DialectClient extends NodeJS.EventEmitter {
+  config: Knex.Config
+  connectionSettings: object
+  driver: Driver
+  /** knex's public field: the tarn pool, undefined once destroyed. */
+  pool?: unknown
+  acquireConnection (): Promise<DriverConnection>
+  releaseConnection (connection: DriverConnection): Promise<void>
+  acquireRawConnection (): Promise<DriverConnection>
+  destroyRawConnection (connection: DriverConnection): Promise<void>
+  validateConnection (connection: DriverConnection): boolean | Promise<boolean>
+  cancelQuery (connection: DriverConnection): Promise<unknown>
+  checkVersion (connection: DriverConnection): Promise<unknown>
+  query (connection: DriverConnection, query: CompiledQuery | string): Promise<unknown>
+  runner (builder: object): unknown
+  transaction (container: (trx: Knex.Transaction) => unknown, config?: Knex.TransactionConfig, outerTx?: unknown): unknown
+  initializePool (config?: Knex.Config): void
+  destroy (callback?: (error?: unknown) => void): Promise<void>
+}
+
+/** knex's runner (one per statement run): the parts the plugin's subclass reads. */
+export interface KnexRunner {
+  readonly client: DialectClient
+  readonly builder: object
+  readonly connection: DriverConnection | undefined
+  query (query: CompiledQuery): Promise<unknown>
+}
+
+// knex's dialect modules are its documented way to extend a dialect (knex resolves a `client`
+// given as a class); the runner is not, hence the shape check below.
+export const KnexMySql2Client = require('knex/lib/dialects/mysql2') as new (config: Knex.Config) => DialectClient
+export const KnexRunnerBase = require('knex/lib/execution/runner') as new (client: DialectClient, builder: object) => KnexRunner
+
+// ---- tarn's pool -------------------------------------------------------------------------------
+
+interface TarnResource { resource: DriverConnection }
+
+/** tarn's pool as knex creates it. Counts and events are tarn's public API. */
+export interface TarnPool {
+  numUsed: () => number
+  numFree: () => number
+  numPendingAcquires: () => number
+  numPendingCreates: () => number
+  release: (connection: DriverConnection) => boolean
+  on: (event: 'createSuccess' | 'destroySuccess' | 'release', listener: (...args: never[]) => void) => void
+}
+
+interface TarnPoolFields extends TarnPool {
+  min: number
+  max: number
+  used: TarnResource[]
+  free: TarnResource[]
+}
+
+/** The client's tarn pool, or undefined once it has been destroyed. */
+export function poolOf (client: { pool?: unknown }): TarnPool | undefined {
+  return client.pool as TarnPool | undefined
+}
+
+/** Connections lent out right now (including those being validated for a borrower). */
+export function borrowedConnections (pool: TarnPool): DriverConnection[] {
+  return (pool as TarnPoolFields).used.map((used) => used.resource)
+}
+
+/** Connections idle in the pool right now. */
+export function idleConnections (pool: TarnPool): DriverConnection[] {
+  return (pool as TarnPoolFields).free.map((free) => free.resource)
+}
+
+export function poolSize (pool: TarnPool): { min: number, max: number } {
+  const { min, max } = pool as TarnPoolFields
+  return { min, max }
+}
+
+/** tarn reads min and max on every decision, so a live change takes effect at once. */
+export function resizePool (pool: TarnPool, size: { min: number, max: number }): void {
+  const fields = pool as TarnPoolFields
+  fields.max = size.max
+  fields.min = size.min
+}
+
+// ---- knex's marks on a connection ----------------------------------------------------------------
+
+interface KnexMarks {
+  __knexUid?: string
+  __knex__disposed?: unknown
+  __knexLifetimeLimit?: number | null
+}
+
+/** Why knex must not lend the connection out again, if anything says so. */
+export function disposedReason (connection: DriverConnection): unknown {
+  return (connection as KnexMarks).__knex__disposed
+}
+
+/** From now on knex destroys the connection instead of lending it out (knex's own mark). */
+export function markDisposed (connection: DriverConnection, reason: unknown): void {
+  (connection as KnexMarks).__knex__disposed = reason
+}
+
+/** When knex will retire the connection (performance.now() time), if it has a lifetime. */
+export function lifetimeLimit (connection: DriverConnection): number | undefined {
+  return (connection as KnexMarks).__knexLifetimeLimit ?? undefined
+}
+
+// ---- a compiled query's timeout -------------------------------------------------------------------
+
+interface TimedQuery extends CompiledQuery {
+  timeout?: number | false
+  cancelOnTimeout?: boolean
+}
+
+/** Gives a statement without a `.timeout()` of its own this one, cancelled on the server. */
+export function applyDefaultTimeout (query: CompiledQuery, timeoutMillis: number): void {
+  const timed = query as TimedQuery
+  if (timed.timeout !== undefined && timed.timeout !== false && timed.timeout > 0) return
+  timed.timeout = timeoutMillis
+  timed.cancelOnTimeout = true
+}
+
+/** The timeout knex applied to the statement, if any. */
+export function timeoutOf (query: CompiledQuery): number | undefined {
+  const { timeout } = query as TimedQuery
+  return typeof timeout === 'number' && timeout > 0 ? timeout : undefined
+}
+
+// ---- mysql2's connection -------------------------------------------------------------------------
+
+interface Mysql2Fields {
+  stream?: DriverSocket
+}
+
+/** The socket under the connection (undefined only before mysql2 made one). */
+export function socketOf (connection: DriverConnection): DriverSocket | undefined {
+  return (connection as Mysql2Fields).stream
+}
+
+// ---- the shape check ------------------------------------------------------------------------------
+
+const KNEX_CLIENT_METHODS = [
+  'acquireConnection', 'releaseConnection', 'acquireRawConnection', 'destroyRawConnection', 'validateConnection',
+  'cancelQuery', 'checkVersion', 'query', 'runner', 'initializePool', 'destroy', 'transaction'
+] as const
+const KNEX_RUNNER_METHODS = ['run', 'query', 'ensureConnection'] as const
+const TARN_METHODS = ['numUsed', 'numFree', 'numPendingAcquires', 'numPendingCreates', 'release', 'on', 'acquire', 'destroy'] as const
+const MYSQL2_METHODS = ['ping', 'query', 'connect', 'end', 'destroy', 'on'] as const
+
+/** "knex 3.3.0, tarn 3.1.2, mysql2 3.24.6", as installed next to the plugin. */
+export function installedVersions (): string {
+  const knexDirectory = dirname(resolvePackage('knex') ?? '.')
+  return `knex ${versionOf('knex')}, tarn ${versionOf('tarn', knexDirectory)}, mysql2 ${versionOf('mysql2')}`
+}
+
+function resolvePackage (name: string, from?: string): string | undefined {
+  try {
+    return require.resolve(`${name}/package.json`, from === undefined ? undefined : { paths: [from] })
+  } catch {
+    return undefined
+  }
+}
+
+function versionOf (name: string, from?: string): string {
+  const path = resolvePackage(name, from)
+  return path === undefined ? 'not found' : String((require(path) as { version?: unknown }).version)
+}
+
+function unsupported (what: string): Error {
+  return new FST_FORK_SAFE_DB_UNSUPPORTED_VERSION(what, installedVersions())
+}
+
+function expectMethods (owner: string, target: unknown, names: readonly string[]): void {
+  for (const name of names) {
+    if (typeof (target as Record<string, unknown> | undefined)?.[name] !== 'function') throw unsupported(`${owner}.${name}()`)
+  }
+}
+
+let checkedKnex = false
+
+/** Checks knex's and tarn's parts once per process; throws FST_FORK_SAFE_DB_UNSUPPORTED_VERSION. */
+export function checkKnexInternals (): void {
+  if (checkedKnex) return
+  expectMethods('knex\'s mysql2 client', KnexMySql2Client.prototype, KNEX_CLIENT_METHODS)
+  expectMethods('knex\'s runner', KnexRunnerBase.prototype, KNEX_RUNNER_METHODS)
+  checkedKnex = true
+}
+
+/** Checks a pool knex has just built (tarn's fields exist only on an instance). */
+export function checkPool (pool: unknown): asserts pool is TarnPool {
+  expectMethods('tarn\'s pool', pool, TARN_METHODS)
+  const fields = pool as Partial<TarnPoolFields>
+  if (!Array.isArray(fields.used)) throw unsupported('tarn\'s pool.used')
+  if (!Array.isArray(fields.free)) throw unsupported('tarn\'s pool.free')
+  if (typeof fields.min !== 'number' || typeof fields.max !== 'number') throw unsupported('tarn\'s pool.min / pool.max')
+}
+
+let checkedConnection = false
+
+/** Checks the first connection mysql2 opened; later ones share its class. */
+export function checkDriverConnection (connection: DriverConnection): void {
+  if (checkedConnection) return
+  expectMethods('mysql2\'s connection', connection, MYSQL2_METHODS)
+  const socket = socketOf(connection)
+  if (socket === undefined || typeof socket.destroy !== 'function') throw unsupported('mysql2\'s connection.stream')
+  if (typeof connection.threadId !== 'number') throw unsupported('mysql2\'s connection.threadId')
+  checkedConnection = true
+}
+
+/** Whether knex will cancel the statement on the server when its timeout expires. */
+export function cancelsOnTimeout (query: CompiledQuery): boolean {
+  return (query as TimedQuery).cancelOnTimeout === true
+}

@@ -1,0 +1,126 @@
+import { inspect } from 'node:util'
+import type { FastifyBaseLogger } from 'fastify'
+import type { ResolvedOptions } from '../options/resolve-options'
+import { BorrowCheck } from '../pool/borrow-check'
+import { ConnectBreaker } from '../pool/connect-breaker'
+import { PoolCounters } from '../pool/stats'
+import { DEFAULT_SERVER_LIMITS, readServerLimits, type ServerLimits } from '../pool/server-limits'
+import { QueryCanceller } from '../query/cancel'
+import { scrubError } from '../logging/redact'
+import { KnexMySql2Client, type DialectClient, type DriverConnection } from './internals'
+
+// Everything one knex instance of the plugin shares with the clients of its transactions. knex
+// builds a transaction's client from the client class's prototype and copies a handful of
+// fields onto it, `config` among them; so the plugin's client methods find their state through
+// `config`, never through fields of their own `this`, and a transaction gets every guarantee.
+
+const RUNTIME = Symbol('fastify-fork-safe-db:runtime')
+
+// At most half the acquire deadline, so a dead connection is replaced within the same deadline.
+const MAX_PING_TIMEOUT_MILLIS = 2000
+
+/** What the pool manager is told by a runtime. */
+export interface RuntimeEvents {
+  /** The server's limits were read on one of this pool's connections (at most once per runtime). */
+  serverLimits: (limits: ServerLimits) => void
+}
+
+const stockValidate = KnexMySql2Client.prototype.validateConnection
+
+export class ClientRuntime {
+  readonly options: ResolvedOptions
+  readonly log: FastifyBaseLogger
+  readonly breaker: ConnectBreaker
+  readonly counters = new PoolCounters()
+  readonly borrowCheck: BorrowCheck
+  readonly canceller: QueryCanceller
+  readonly pingTimeoutMillis: number
+  /** Connections being opened: a close deadline must reach a connect stuck in a black hole. */
+  readonly connecting = new Set<DriverConnection>()
+  /** Connections some query borrowed before; a query that borrows any other waited for its connect. */
+  readonly borrowedBefore = new WeakSet<DriverConnection>()
+  /** Aborted when the pool is destroyed: a warm-up in progress stops waiting for connections. */
+  readonly warmUpStop = new AbortController()
+  /** The knex client this runtime belongs to (set by the client's constructor). */
+  client: DialectClient | undefined
+  /** Shutdown has begun: the pool opens no new connection (a KILL QUERY still may). */
+  closing = false
+  /** The close deadline passed: every socket was destroyed; connections close without COM_QUIT. */
+  tornDown = false
+  serverLimits: ServerLimits | undefined
+  /**
+   * While set, a query's first borrow waits for the server's limits: a pool whose budget is
+   * derived from them must not open connections before it knows its cap.
+   */
+  needsLimitsFirst = false
+  readonly #events: RuntimeEvents
+  #learning: Promise<void> | undefined
+
+  constructor (options: ResolvedOptions, log: FastifyBaseLogger, events: RuntimeEvents) {
+    this.options = options
+    this.log = log
+    this.#events = events
+    this.pingTimeoutMillis = Math.min(MAX_PING_TIMEOUT_MILLIS, Math.max(1, Math.floor(options.pool.acquireTimeoutMillis / 2)))
+    this.breaker = new ConnectBreaker(options.decorator, log)
+    this.borrowCheck = new BorrowCheck({
+      checkAfterIdleMillis: options.checkAfterIdleMillis,
+      pingAfterIdleMillis: options.pingAfterIdleMillis,
+      pingTimeoutMillis: this.pingTimeoutMillis,
+      // knex's own in-memory test (mysql2's error and closing flags), after the plugin's.
+      looksAlive: (connection) => stockValidate.call(this.client, connection) as boolean
+    })
+    this.canceller = new QueryCanceller(this, log)
+  }
+
+  /**
+   * Reads the server's idle timeout and connection limits on `connection`, once. When they
+   * cannot be read, a budget derived from them fails (it would be a guess); otherwise the
+   * defaults are assumed and a warning logged.
+   */
+  async learnServerLimits (connection: DriverConnection): Promise<void> {
+    if (this.serverLimits !== undefined) return
+    let limits: ServerLimits
+    try {
+      limits = await readServerLimits(connection)
+    } catch (error) {
+      if (this.options.budget?.total === 'server') throw error
+      this.log.warn({ err: scrubError(error, this.options.secrets) }, 'could not read the server\'s idle timeout and connection limits; assuming the defaults')
+      limits = DEFAULT_SERVER_LIMITS
+    }
+    this.#events.serverLimits(limits)
+    this.serverLimits = limits
+    this.needsLimitsFirst = false
+  }
+
+  /** Borrows one connection to read the server's limits; concurrent first borrows share it. */
+  limitsBeforeFirstBorrow (acquire: () => Promise<DriverConnection>, release: (connection: DriverConnection) => Promise<void>): Promise<void> {
+    this.#learning ??= (async () => {
+      const connection = await acquire()
+      try {
+        await this.learnServerLimits(connection)
+      } finally {
+        await release(connection)
+      }
+    })().finally(() => { this.#learning = undefined })
+    return this.#learning
+  }
+
+  // The runtime sits in knex's config, which people log and inspect: show nothing of it.
+  [inspect.custom] (): string {
+    return 'ClientRuntime {}'
+  }
+
+  toJSON (): string {
+    return '[fastify-fork-safe-db runtime]'
+  }
+}
+
+/** The config entry that carries the runtime into knex (and from there into transactions). */
+export function runtimeEntry (runtime: ClientRuntime): { [RUNTIME]: ClientRuntime } {
+  return { [RUNTIME]: runtime }
+}
+
+/** The runtime of a knex client of the plugin, or of one of its transactions' clients. */
+export function runtimeOf (client: { config: object }): ClientRuntime {
+  return (client.config as { [RUNTIME]: ClientRuntime })[RUNTIME]
+}
