@@ -70,7 +70,7 @@ test('keeps bound values of a failing raw query and a failing transaction out of
   }))
   const raw = await app.inject('/raw')
   const transaction = await app.inject('/transaction')
-  expect(raw.json()).toMatchObject({ statusCode: 500, code: 'ER_NO_SUCH_TABLE', message: 'Database query failed (ER_NO_SUCH_TABLE)' })
+  expect(raw.json()).toMatchObject({ statusCode: 500, code: 'ER_NO_SUCH_TABLE', message: `Database query failed (ER_NO_SUCH_TABLE): Table '${fixture.user.user}.missing_table' doesn't exist` })
   expect(transaction.json()).toMatchObject({ statusCode: 500, code: 'ER_DUP_ENTRY' })
   const sent = everythingSent([raw.body, transaction.body])
   expect(sent).not.toContain(secretToken)
@@ -106,3 +106,26 @@ test('never lets the server ask for a local file: LOCAL_FILES is withdrawn unles
   expect([1148, 4166]).toContain(response.json().errno)
 })
 
+describe('the server\'s own words', () => {
+  test('stay in the message when they quote no bound value', async () => {
+    app.get('/missing-table', async (request) => request.db('unknown_table').where({ id: 42 }).first())
+    app.post('/null-name', async (request) => request.db.raw('INSERT INTO accounts (email) VALUES (?)', [null]))
+    const missing = await app.inject('/missing-table')
+    expect(missing.json()).toMatchObject({ code: 'ER_NO_SUCH_TABLE', message: `Database query failed (ER_NO_SUCH_TABLE): Table '${fixture.user.user}.unknown_table' doesn't exist` })
+    const nullName = await app.inject({ method: 'POST', url: '/null-name' })
+    expect(nullName.json()).toMatchObject({ code: 'ER_BAD_NULL_ERROR', message: 'Database query failed (ER_BAD_NULL_ERROR): Column \'email\' cannot be null' })
+  })
+
+  test('are left out when they quote a bound value, even one the server cut short', async () => {
+    const long = `${'x'.repeat(80)}-${secretToken}`
+    await fixture.database.admin.query(`CREATE TABLE \`${fixture.user.user}\`.codes (code VARCHAR(200) PRIMARY KEY)`)
+    await fixture.database.admin.query(`INSERT INTO \`${fixture.user.user}\`.codes VALUES (?)`, [long])
+    app.post('/codes', async (request) => request.db('codes').insert({ code: long }))
+    app.post('/short', async (request) => request.db.raw('INSERT INTO accounts (id, email) VALUES (?, ?)', [1, 'x1@example.com']))
+    const duplicate = await app.inject({ method: 'POST', url: '/codes' })
+    expect(duplicate.json()).toMatchObject({ code: 'ER_DUP_ENTRY', message: 'Database query failed (ER_DUP_ENTRY)' })
+    const shortValue = await app.inject({ method: 'POST', url: '/short' })
+    expect(shortValue.json()).toMatchObject({ code: 'ER_DUP_ENTRY', message: 'Database query failed (ER_DUP_ENTRY)' })
+    expect(everythingSent([duplicate.body, shortValue.body])).not.toContain(secretToken)
+  })
+})

@@ -5,7 +5,11 @@ import { replaceAll, scrubText } from '../logging/redact'
 // bound values interpolated into the message, mysql2 adds the formatted statement as `err.sql`,
 // and the server's own message can quote a value ("Duplicate entry 'alice@example.com'").
 // So, before the handler sees the error, it is rewritten in place:
-// - `message` becomes generic ("Database query failed (ER_DUP_ENTRY)"), safe for any client;
+// - `message` becomes "Database query failed (ER_DUP_ENTRY)", safe for any client; the server's
+//   own words follow when they quote no bound value ("Database query failed (ER_NO_SUCH_TABLE):
+//   Table 'shop.unknown_table' doesn't exist"), so logs and handlers that read the message stay
+//   useful. The server quotes values between single quotes, and may cut a long one short, so
+//   a quoted fragment that overlaps any bound value keeps the message generic;
 // - `detail` keeps what developers need: the statement with `?` placeholders and the server's
 //   message, with every bound value and secret replaced; `query` is the statement alone;
 // - `sql` (mysql2's formatted statement) is deleted; `code`, `errno` and `sqlState` stay, so
@@ -41,7 +45,8 @@ export function sanitizeQueryError (error: unknown, query: FailedQuery, secrets:
     fields.statusCode = 503
   }
   const code = typeof fields.code === 'string' ? fields.code : undefined
-  const message = `Database query failed${code === undefined ? '' : ` (${code})`}`
+  const words = typeof fields.sqlMessage === 'string' ? serverWords(fields.sqlMessage, query.bindings, secrets) : undefined
+  const message = `Database query failed${code === undefined ? '' : ` (${code})`}${words === undefined ? '' : `: ${words}`}`
   fields.detail = scrub(error.message)
   if (typeof query.sql === 'string') fields.query = query.sql
   if (typeof fields.sqlMessage === 'string') fields.sqlMessage = scrub(fields.sqlMessage)
@@ -53,6 +58,29 @@ export function sanitizeQueryError (error: unknown, query: FailedQuery, secrets:
     error.stack = `${error.name}: ${message}${frames === -1 ? '' : error.stack.slice(frames)}`
   }
   Object.defineProperty(error, 'sanitized', { value: true, enumerable: false })
+}
+
+const QUOTED = /'([^']*)'/g
+const TRUNCATION = /\.\.\.$/
+
+/** The server's message, when it quotes no bound value and holds no secret; else undefined. */
+function serverWords (sqlMessage: string, bindings: readonly unknown[] | undefined, secrets: readonly string[]): string | undefined {
+  if (scrubText(sqlMessage, secrets) !== sqlMessage) return undefined
+  const texts: string[] = []
+  for (const value of bindings ?? []) {
+    if (value === null || value === undefined) continue
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') texts.push(String(value))
+    // A date, a buffer or an object is formatted by the driver: its text cannot be told apart.
+    else if (QUOTED.test(sqlMessage)) return undefined
+  }
+  QUOTED.lastIndex = 0
+  for (const [, quoted] of sqlMessage.matchAll(QUOTED)) {
+    const fragment = quoted.replace(TRUNCATION, '')
+    if (texts.some((text) => text !== '' && (fragment.includes(text) || (fragment !== '' && text.includes(fragment))))) return undefined
+  }
+  // Unquoted, only a value long enough not to be an ordinary word counts.
+  if (texts.some((text) => text.length >= MIN_SCRUBBED_LENGTH && sqlMessage.includes(text))) return undefined
+  return sqlMessage
 }
 
 function boundTexts (bindings: readonly unknown[] | undefined): string[] {
