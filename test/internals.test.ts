@@ -36,7 +36,7 @@ function shadow (target: object, name: string): void {
 }
 
 test('registration fails with FST_FORK_SAFE_DB_UNSUPPORTED_VERSION when knex\'s client lost a method, naming the versions', async () => {
-  const error = await readyWith((load) => shadow(load('knex/lib/dialects/mysql2').prototype, 'cancelQuery'))
+  const error = await readyWith((load) => shadow(load('knex')({ client: 'mysql2' }).client.constructor.prototype, 'cancelQuery'))
   expect(error).toMatchObject({ code: 'FST_FORK_SAFE_DB_UNSUPPORTED_VERSION', message: expect.stringMatching(/knex's mysql2 client\.cancelQuery\(\) is missing/) })
   expect((error as Error).message).toMatch(VERSIONS)
   expect(await fixture.database.countConnections(fixture.user.user)).toBe(0)

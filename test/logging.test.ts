@@ -25,6 +25,8 @@ test('writes nothing to the console through a whole lifecycle, warnings included
     // A server that refuses the first warm-up makes knex and the plugin warn; allowColdStart carries on.
     await app.register(forkSafeDb, { connection: { ...fixture.user.connection, password: 'wrong' }, allowColdStart: true })
     await app.ready()
+    // knex warns (in every 3.x) about a builder made without a table.
+    ;(app.db as unknown as () => unknown)()
     // The refused warm-up left the connect breaker open: a coded 503, not a console line.
     expect((await app.inject('/broken')).json()).toMatchObject({ statusCode: 503, code: 'FST_FORK_SAFE_DB_UNAVAILABLE' })
 
@@ -40,8 +42,8 @@ test('writes nothing to the console through a whole lifecycle, warnings included
   }
   expect(written).toEqual([])
   const lines = logged.lines()
-  // knex's own warning about the refused connection arrived as a pino line of the plugin's child logger.
-  expect(lines.find((line) => line.source === 'knex')).toMatchObject({ plugin: 'fastify-fork-safe-db', level: 40, msg: expect.stringContaining('Acquire connection error') })
+  // knex's own warning arrived as a pino line of the plugin's child logger.
+  expect(lines.find((line) => line.source === 'knex' && String(line.msg).includes('without a tableName'))).toMatchObject({ plugin: 'fastify-fork-safe-db', level: 40 })
   expect(lines.some((line) => String(line.msg).startsWith('process id changed'))).toBe(true)
 })
 

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { DEFAULTS, PLUGIN_KEYS, POOL_KEYS } from '../lib/options/resolve-options'
+import { DEFAULTS, KNEX_KEYS, KNEX_POOL_KEYS, PLUGIN_KEYS, POOL_KEYS } from '../lib/options/resolve-options'
 
 // The README's option reference must name exactly the options the code accepts.
 const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
@@ -24,4 +24,10 @@ test('names every pool setting the code accepts, with the code\'s defaults', () 
   expect(optionsSection).toContain(`{ min: ${DEFAULTS.pool.min}, max: ${DEFAULTS.pool.max}, acquireTimeoutMillis: ${DEFAULTS.pool.acquireTimeoutMillis} }`)
   expect(optionsSection).toContain(`Default: \`${DEFAULTS.checkAfterIdleMillis}\``)
   expect(optionsSection).toContain(`Default: \`${DEFAULTS.pingAfterIdleMillis}\``)
+})
+
+test('names every knex option the plugin takes, and every knex pool hook, in the Options section', () => {
+  const knexSection = optionsSection.slice(optionsSection.indexOf('### knex\'s own options'))
+  for (const key of KNEX_KEYS) expect(knexSection).toContain(`\`${key}\``)
+  for (const key of KNEX_POOL_KEYS) expect(optionsSection).toContain(`\`${key}`)
 })

@@ -1,5 +1,6 @@
-import { dirname } from 'node:path'
-import type { Knex } from 'knex'
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import knex, { type Knex } from 'knex'
 import { FST_FORK_SAFE_DB_UNSUPPORTED_VERSION } from '../errors'
 
 // The one place that knows knex's, tarn's and mysql2's undocumented parts.
@@ -80,10 +81,13 @@ export interface KnexRunner {
   query (query: CompiledQuery): Promise<unknown>
 }
 
-// knex's dialect modules are its documented way to extend a dialect (knex resolves a `client`
-// given as a class); the runner is not, hence the shape check below.
-export const KnexMySql2Client = require('knex/lib/dialects/mysql2') as new (config: Knex.Config) => DialectClient
-export const KnexRunnerBase = require('knex/lib/execution/runner') as new (client: DialectClient, builder: object) => KnexRunner
+// knex accepts a class as `client`, but not every release lets its dialect classes be required by
+// path (3.2.0's exports map hides lib/, later 3.2 releases expose it in two different ways). So
+// they are taken from a knex instance built without a connection, which opens nothing, loads no
+// driver and starts no timer; the shape check below covers what the plugin relies on.
+const probe = knex({ client: 'mysql2' })
+export const KnexMySql2Client = probe.client.constructor as new (config: Knex.Config) => DialectClient
+export const KnexRunnerBase = (probe.client.runner(probe.queryBuilder()) as object).constructor as new (client: DialectClient, builder: object) => KnexRunner
 
 // ---- tarn's pool -------------------------------------------------------------------------------
 
@@ -200,21 +204,28 @@ const MYSQL2_METHODS = ['ping', 'query', 'connect', 'end', 'destroy', 'on'] as c
 
 /** "knex 3.3.0, tarn 3.1.2, mysql2 3.24.6", as installed next to the plugin. */
 export function installedVersions (): string {
-  const knexDirectory = dirname(resolvePackage('knex') ?? '.')
-  return `knex ${versionOf('knex')}, tarn ${versionOf('tarn', knexDirectory)}, mysql2 ${versionOf('mysql2')}`
+  const knexRoot = packageRoot('knex')
+  return `knex ${versionAt(knexRoot)}, tarn ${versionAt(packageRoot('tarn', knexRoot))}, mysql2 ${versionAt(packageRoot('mysql2'))}`
 }
 
-function resolvePackage (name: string, from?: string): string | undefined {
+// From the package's main file and the package.json beside it: not every release exports
+// `<name>/package.json`.
+function packageRoot (name: string, from?: string): string | undefined {
   try {
-    return require.resolve(`${name}/package.json`, from === undefined ? undefined : { paths: [from] })
+    let directory = dirname(require.resolve(name, from === undefined ? undefined : { paths: [from] }))
+    while (!directory.endsWith(join('node_modules', name)) && dirname(directory) !== directory) directory = dirname(directory)
+    return directory
   } catch {
     return undefined
   }
 }
 
-function versionOf (name: string, from?: string): string {
-  const path = resolvePackage(name, from)
-  return path === undefined ? 'not found' : String((require(path) as { version?: unknown }).version)
+function versionAt (root: string | undefined): string {
+  try {
+    return String((JSON.parse(readFileSync(join(root ?? '', 'package.json'), 'utf8')) as { version?: unknown }).version)
+  } catch {
+    return 'not found'
+  }
 }
 
 function unsupported (what: string): Error {

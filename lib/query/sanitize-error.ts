@@ -76,11 +76,22 @@ function serverWords (sqlMessage: string, bindings: readonly unknown[] | undefin
   QUOTED.lastIndex = 0
   for (const [, quoted] of sqlMessage.matchAll(QUOTED)) {
     const fragment = quoted.replace(TRUNCATION, '')
-    if (texts.some((text) => text !== '' && (fragment.includes(text) || (fragment !== '' && text.includes(fragment))))) return undefined
+    if (texts.some((text) => quotes(fragment, text))) return undefined
   }
   // Unquoted, only a value long enough not to be an ordinary word counts.
   if (texts.some((text) => text.length >= MIN_SCRUBBED_LENGTH && sqlMessage.includes(text))) return undefined
   return sqlMessage
+}
+
+/**
+ * Whether a quoted fragment of the server's message may show the value `text`: it is the value
+ * or a part of it (the server cuts long values short), or it contains it. A value shorter than 3
+ * characters counts only as a whole token ('1', '1-2'), not inside a name ('t1.users').
+ */
+function quotes (fragment: string, text: string): boolean {
+  if (text === '') return false
+  if (fragment !== '' && text.includes(fragment)) return true
+  return text.length >= MIN_SCRUBBED_LENGTH ? fragment.includes(text) : fragment.split(/[^A-Za-z0-9]+/).includes(text)
 }
 
 function boundTexts (bindings: readonly unknown[] | undefined): string[] {

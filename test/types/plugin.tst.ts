@@ -2,8 +2,8 @@ import Fastify from 'fastify'
 import type { Knex } from 'knex'
 import { expect, test } from 'tstyche'
 import forkSafeDb, {
-  computeBudget, forkSafeDb as named, FST_FORK_SAFE_DB_BUDGET_EXCEEDED, FST_FORK_SAFE_DB_INVALID_OPTION, type ConnectionBudget,
-  type ForkSafeDbManager, type ForkSafeDbOptions, type ForkSafeDbStats
+  computeBudget, forkSafeDb as named, FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_BUDGET_EXCEEDED, FST_FORK_SAFE_DB_INVALID_OPTION,
+  FST_FORK_SAFE_DB_QUERY_TIMEOUT, type ConnectionBudget, type ForkSafeDbManager, type ForkSafeDbOptions, type ForkSafeDbStats
 } from '../../lib'
 
 const app = Fastify()
@@ -68,4 +68,45 @@ test('register rejects options of the wrong shape', () => {
 test('options and error constructors are exported types', () => {
   expect<ForkSafeDbOptions['warmup']>().type.toBe<boolean | number | undefined>()
   expect(new FST_FORK_SAFE_DB_INVALID_OPTION('x').code).type.toBe<'FST_FORK_SAFE_DB_INVALID_OPTION'>()
+})
+
+test('register takes an existing knex configuration: knex\'s own options under knex\'s names', () => {
+  expect(app.register).type.toBeCallableWith(forkSafeDb, {
+    client: 'mysql2',
+    connection: { host: '127.0.0.1', user: 'app', password: 'secret', database: 'shop' },
+    pool: {
+      min: 2,
+      max: 10,
+      afterCreate: (connection: unknown, done: (error: Error | null, connection?: unknown) => void) => done(null, connection),
+      validate: () => true,
+      log: (message: string) => message
+    },
+    postProcessResponse: (result: unknown) => result,
+    wrapIdentifier: (value: string, origImpl: (value: string) => string) => origImpl(value),
+    useNullAsDefault: true,
+    asyncStackTraces: true,
+    debug: false,
+    migrations: { directory: './migrations', tableName: 'knex_migrations' },
+    seeds: { directory: './seeds' },
+    acquireConnectionTimeout: 10_000,
+    log: { warn: (message: string) => message }
+  })
+})
+
+test('connection can be knex\'s connection function, sync or async, with an expirationChecker', () => {
+  expect(app.register).type.toBeCallableWith(forkSafeDb, { connection: () => 'mysql://app@127.0.0.1/shop' })
+  expect(app.register).type.toBeCallableWith(forkSafeDb, {
+    connection: async () => ({ host: '127.0.0.1', user: 'app', password: 'token', expirationChecker: () => false })
+  })
+  expect(app.register).type.not.toBeCallableWith(forkSafeDb, { connection: async () => 42 })
+})
+
+test('register refuses another client and compileSqlOnError: true', () => {
+  expect(app.register).type.not.toBeCallableWith(forkSafeDb, { client: 'pg', connection: 'mysql://app@host/db' })
+  expect(app.register).type.not.toBeCallableWith(forkSafeDb, { connection: 'mysql://app@host/db', compileSqlOnError: true })
+})
+
+test('the timeout errors are exported with their codes (at run time they are knex\'s KnexTimeoutError too)', () => {
+  expect(new FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT('db', 5000).code).type.toBe<'FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT'>()
+  expect(new FST_FORK_SAFE_DB_QUERY_TIMEOUT('x').code).type.toBe<'FST_FORK_SAFE_DB_QUERY_TIMEOUT'>()
 })
