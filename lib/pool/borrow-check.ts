@@ -1,3 +1,4 @@
+import { discard } from '../driver/discard'
 import { disposedReason, socketOf, type DriverConnection } from '../driver/internals'
 
 // A connection sitting idle in the pool can die without the client noticing: the server's
@@ -26,15 +27,6 @@ function socketAlive (connection: DriverConnection): boolean {
     (socket === undefined || (socket.readableEnded !== true && socket.writable !== false))
 }
 
-/**
- * Closes the socket of a connection that failed a check. Without this, the pool's graceful
- * end() would queue COM_QUIT behind the unanswered ping and leave the socket open; with an
- * error, mysql2 also settles whatever command was pending.
- */
-export function discard (connection: DriverConnection, reason: Error): void {
-  socketOf(connection)?.destroy(reason)
-}
-
 /** Resolves when the server answers a COM_PING; rejects on error or after `timeoutMillis`. */
 export function ping (connection: DriverConnection, timeoutMillis: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -49,7 +41,8 @@ export function ping (connection: DriverConnection, timeoutMillis: number): Prom
 
 /**
  * Pings `connection`; one that does not answer has its socket closed (so the pool drops it and
- * no later borrow can trust it) before the error is rethrown.
+ * no later borrow can trust it; the pool's graceful end() would queue COM_QUIT behind the
+ * unanswered ping and leave the socket open) before the error is rethrown.
  */
 export async function pingOrDiscard (connection: DriverConnection, timeoutMillis: number): Promise<void> {
   try {

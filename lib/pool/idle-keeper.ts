@@ -1,5 +1,5 @@
 import { acquireGuarded } from './acquire-guard'
-import { discard } from './borrow-check'
+import { discard } from '../driver/discard'
 import { idleConnections, lifetimeLimit, poolOf, poolSize, type DriverConnection } from '../driver/internals'
 import type { ClientRuntime } from '../driver/runtime'
 

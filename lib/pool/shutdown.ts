@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { FST_FORK_SAFE_DB_CLOSE_TIMEOUT } from '../errors'
-import { borrowedConnections, idleConnections, poolOf, socketOf } from '../driver/internals'
+import { discard } from '../driver/discard'
+import { borrowedConnections, idleConnections, poolOf } from '../driver/internals'
 import type { ClientRuntime } from '../driver/runtime'
 
 // Shutdown in two steps. As close() begins (Fastify's preClose, before it waits for in-flight
@@ -43,6 +44,6 @@ function tearDown (runtime: ClientRuntime, makeError: () => Error): void {
   const borrowed = pool === undefined ? [] : borrowedConnections(pool)
   const idle = pool === undefined ? [] : idleConnections(pool)
   // One error per connection: knex rewrites the message of each query error it sees.
-  for (const connection of [...borrowed, ...idle, ...runtime.connecting]) socketOf(connection)?.destroy(makeError())
+  for (const connection of [...borrowed, ...idle, ...runtime.connecting]) discard(connection, makeError())
   for (const connection of borrowed) pool?.release(connection)
 }

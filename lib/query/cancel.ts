@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { openConnection } from '../driver/connect'
-import { markDisposed, socketOf, type DriverConnection } from '../driver/internals'
+import { discard } from '../driver/discard'
+import { markDisposed, type DriverConnection } from '../driver/internals'
 import type { ClientRuntime } from '../driver/runtime'
 
 // Cancelling a statement means a KILL QUERY sent on a separate connection: closing our side of
@@ -30,7 +31,7 @@ export class QueryCanceller {
     const { threadId } = connection
     const client = this.#runtime.client
     if (threadId === null || client === undefined) {
-      socketOf(connection)?.destroy(new Error(reason))
+      discard(connection, new Error(reason))
       return
     }
     const timeoutMillis = this.#runtime.pingTimeoutMillis
@@ -42,7 +43,7 @@ export class QueryCanceller {
       clearTimeout(timer)
       this.#log.warn({ err: error, reason, cancelTimeoutMillis: timeoutMillis }, message)
       // Closing the socket at least frees the connection; the statement may run on.
-      socketOf(connection)?.destroy(error)
+      discard(connection, error)
       killer?.destroy()
     }
     const timer = setTimeout(() => giveUp(new Error('KILL QUERY did not complete in time'), 'KILL QUERY did not complete in time; closing the connection'), timeoutMillis)

@@ -1,6 +1,7 @@
 import knex from 'knex'
 import { FST_FORK_SAFE_DB_QUERY_TIMEOUT } from '../errors'
-import { cancelsOnTimeout, markDisposed, socketOf, timeoutOf, type CompiledQuery, type DriverConnection } from '../driver/internals'
+import { discard } from '../driver/discard'
+import { cancelsOnTimeout, markDisposed, timeoutOf, type CompiledQuery, type DriverConnection } from '../driver/internals'
 
 // A slow query must never stall other requests.
 // - Every statement of a query builder or `raw()` without a `.timeout()` of its own gets
@@ -37,8 +38,8 @@ export function boundTransactionStatement (connection: DriverConnection, sql: st
       { timeout: timeoutMillis }
     )
     markDisposed(connection, error)
-    // With an error, mysql2 fails the pending statement with it.
-    socketOf(connection)?.destroy(error)
+    // mysql2 fails the pending statement with the error.
+    discard(connection, error)
   }, timeoutMillis)
   return run().finally(() => clearTimeout(timer))
 }
