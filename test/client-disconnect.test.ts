@@ -12,8 +12,6 @@ import { TcpProxy } from '../support/tcp-proxy'
 
 const fixture = perTestUser({ ownDatabase: true })
 const STATEMENT_GONE_WITHIN_MILLIS = 500
-const POLL_MILLIS = 20
-const STATEMENT_START_MILLIS = 3000
 
 let logged: LoggedApp
 let app: FastifyInstance
@@ -37,41 +35,20 @@ beforeEach(async () => {
 })
 afterEach(async () => { await app.close() })
 
-/** Resolves once our statement runs on the server; rejects if it has not begun after `STATEMENT_START_MILLIS`. */
-async function runningStatement (): Promise<void> {
-  const deadline = performance.now() + STATEMENT_START_MILLIS
-  while (performance.now() < deadline) {
-    const processes = await fixture.database.processes(fixture.user.user)
-    if (processes.some((process) => process.info?.includes('slow_statement') === true)) return
-    await new Promise((resolve) => setTimeout(resolve, POLL_MILLIS))
-  }
-  throw new Error('the statement never started')
-}
-
-/** Whether the statement is still running after `withinMillis`, polled until then. */
-async function stillRunningAfter (withinMillis: number): Promise<boolean> {
-  const deadline = performance.now() + withinMillis
-  for (;;) {
-    const running = (await fixture.database.processes(fixture.user.user)).some((process) => process.info?.includes('slow_statement') === true)
-    if (!running || performance.now() > deadline) return running
-    await new Promise((resolve) => setTimeout(resolve, POLL_MILLIS))
-  }
-}
-
 /** Sends GET `path`, and hangs up as soon as its statement is running on the server. */
 async function hangUpDuring (path: string): Promise<void> {
   const { port } = app.server.address() as AddressInfo
   const request = http.get({ host: '127.0.0.1', port, path, agent: false })
   const closed = new Promise((resolve) => request.once('close', resolve))
   request.on('error', () => {})
-  await runningStatement()
+  await fixture.database.statementStarted(fixture.user.user, 'slow_statement')
   request.destroy()
   await closed
 }
 
 test('cancels the running statement of a client that disconnects', async () => {
   await hangUpDuring('/slow')
-  expect(await stillRunningAfter(STATEMENT_GONE_WITHIN_MILLIS)).toBe(false)
+  expect(await fixture.database.stillRunningAfter(fixture.user.user, 'slow_statement', STATEMENT_GONE_WITHIN_MILLIS)).toBe(false)
   expect(logged.lines().some((line) => line.msg === 'client disconnected mid-request: cancelled its running queries' && line.cancelledQueries === 1)).toBe(true)
   // The pool serves the next request; the cancelled connection is never lent out again.
   expect((await app.inject('/fast')).statusCode).toBe(200)
@@ -81,7 +58,7 @@ test('cancels the running statement of a client that disconnects', async () => {
 
 test('rolls back the open transaction of a client that disconnects', async () => {
   await hangUpDuring('/slow-in-transaction')
-  expect(await stillRunningAfter(STATEMENT_GONE_WITHIN_MILLIS)).toBe(false)
+  expect(await fixture.database.stillRunningAfter(fixture.user.user, 'slow_statement', STATEMENT_GONE_WITHIN_MILLIS)).toBe(false)
   // The insert made before the hang-up is gone with the transaction.
   expect(await app.db('visits').count({ rows: '*' }).first()).toEqual({ rows: 0 })
   expect(logged.lines().some((line) => line.msg === 'client disconnected mid-request: cancelled its running queries' && line.rolledBackTransactions === 1)).toBe(true)

@@ -53,6 +53,22 @@ async function queryIsRunning (text: string): Promise<boolean> {
   return Number(rows[0].n) > 0
 }
 
+/** Listens, sends GET `path`, and resolves (with the pending response) once its statement `marker` runs. */
+async function requestRunning (instance: FastifyInstance, path: string, marker: string): Promise<{ response: Promise<{ status: number, body: string }> }> {
+  await instance.listen({ port: 0, host: '127.0.0.1' })
+  const response = get((instance.server.address() as AddressInfo).port, path)
+  while (!(await queryIsRunning(marker))) await new Promise((resolve) => setImmediate(resolve))
+  return { response }
+}
+
+/** Closes `instance`; resolves with how long that took. */
+async function timedClose (instance: FastifyInstance): Promise<number> {
+  const started = performance.now()
+  await instance.close()
+  app = undefined
+  return performance.now() - started
+}
+
 test('close() finishes within closeTimeoutMillis when the database freezes mid-query, answering the stuck request with a coded 503', async () => {
   app = buildApp().app
   await app.register(forkSafeDb, { connection: proxy.urlFor(server.url), pool: { min: 2, max: 2 }, closeTimeoutMillis: CLOSE_TIMEOUT_MILLIS })
@@ -60,16 +76,11 @@ test('close() finishes within closeTimeoutMillis when the database freezes mid-q
     await request.db.raw('SELECT SLEEP(5) AS stuck')
     return 'finished'
   })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const response = get((app.server.address() as AddressInfo).port, '/slow')
-  while (!(await queryIsRunning('SLEEP(5) AS stuck'))) await new Promise((resolve) => setImmediate(resolve))
+  const { response } = await requestRunning(app, '/slow', 'SLEEP(5) AS stuck')
   await server.signal('SIGSTOP')
 
   const connectionsBefore = proxy.accepted
-  const started = performance.now()
-  await app.close()
-  const elapsed = performance.now() - started
-  app = undefined
+  const elapsed = await timedClose(app)
 
   expect(elapsed).toBeGreaterThanOrEqual(CLOSE_TIMEOUT_MILLIS - 50)
   expect(elapsed).toBeLessThan(CLOSE_TIMEOUT_MILLIS + 200)
@@ -87,16 +98,10 @@ test('close() keeps closeTimeoutMillis when the database freezes mid-statement i
     await request.db.raw('SELECT SLEEP(5) AS stuck_in_route')
     return 'finished'
   })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const response = get((app.server.address() as AddressInfo).port, '/slow-in-route')
-  while (!(await queryIsRunning('SLEEP(5) AS stuck_in_route'))) await new Promise((resolve) => setImmediate(resolve))
+  const { response } = await requestRunning(app, '/slow-in-route', 'SLEEP(5) AS stuck_in_route')
   await server.signal('SIGSTOP')
 
-  const started = performance.now()
-  await app.close()
-  const elapsed = performance.now() - started
-  app = undefined
-  expect(elapsed).toBeLessThan(CLOSE_TIMEOUT_MILLIS + 200)
+  expect(await timedClose(app)).toBeLessThan(CLOSE_TIMEOUT_MILLIS + 200)
   expect((await response).status).toBe(503)
 })
 
@@ -105,9 +110,7 @@ test('a statement cancelled while the pool is closing is still stopped on the se
   // The query times out after close() began: its KILL needs a new connection all the same.
   await app.register(forkSafeDb, { connection: proxy.urlFor(server.url), pool: { min: 1, max: 1 }, queryTimeoutMillis: 300, closeTimeoutMillis: 10_000 })
   app.get('/slow', async (request) => request.db.raw('SELECT SLEEP(3) AS cancelled_while_closing'))
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const response = get((app.server.address() as AddressInfo).port, '/slow')
-  while (!(await queryIsRunning('SLEEP(3) AS cancelled_while_closing'))) await new Promise((resolve) => setImmediate(resolve))
+  const { response } = await requestRunning(app, '/slow', 'SLEEP(3) AS cancelled_while_closing')
   const closed = app.close()
   app = undefined
   expect((await response).status).toBe(503)

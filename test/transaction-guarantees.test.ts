@@ -17,7 +17,6 @@ const QUERY_TIMEOUT_MILLIS = 200
 // would take several of them (handshake, then the KILL itself).
 const SLOW_KILL_DELAY_MILLIS = 500
 const ANSWERED_WITHIN_MILLIS = QUERY_TIMEOUT_MILLIS + 400
-const POLL_MILLIS = 20
 
 let proxy: TcpProxy
 let app: FastifyInstance | undefined
@@ -46,22 +45,6 @@ async function build (options: Record<string, unknown> = {}): Promise<FastifyIns
   return app
 }
 
-/** Whether our statement still runs on the server once `withinMillis` has passed (polled until then). */
-async function stillRunningAfter (withinMillis: number): Promise<boolean> {
-  const deadline = performance.now() + withinMillis
-  for (;;) {
-    const running = (await fixture.database.processes(fixture.user.user)).some((process) => process.info?.includes('slow_statement') === true)
-    if (!running || performance.now() > deadline) return running
-    await new Promise((resolve) => setTimeout(resolve, POLL_MILLIS))
-  }
-}
-
-async function runningStatement (): Promise<void> {
-  while (!(await fixture.database.processes(fixture.user.user)).some((process) => process.info?.includes('slow_statement') === true)) {
-    await new Promise((resolve) => setTimeout(resolve, POLL_MILLIS))
-  }
-}
-
 describe.each([
   ['request.db.transaction()', '/slow-in-transaction'],
   ['a { db: { transaction: true } } route', '/slow-in-route']
@@ -76,7 +59,7 @@ describe.each([
     expect(response.json()).toMatchObject({ code: 'FST_FORK_SAFE_DB_QUERY_TIMEOUT' })
     expect(took).toBeLessThan(ANSWERED_WITHIN_MILLIS)
     // The KILL went through the slow connection in the background.
-    expect(await stillRunningAfter(10 * SLOW_KILL_DELAY_MILLIS)).toBe(false)
+    expect(await fixture.database.stillRunningAfter(fixture.user.user, 'slow_statement', 10 * SLOW_KILL_DELAY_MILLIS)).toBe(false)
   })
 })
 
@@ -88,10 +71,10 @@ test('a client that disconnects inside a { db: { transaction: true } } route has
   request.on('error', () => {})
   const closed = new Promise((resolve) => request.once('close', resolve))
   request.end()
-  await runningStatement()
+  await fixture.database.statementStarted(fixture.user.user, 'slow_statement')
   request.destroy()
   await closed
-  expect(await stillRunningAfter(500)).toBe(false)
+  expect(await fixture.database.stillRunningAfter(fixture.user.user, 'slow_statement', 500)).toBe(false)
   // The insert made before the hang-up went with the rolled-back transaction.
   expect(await instance.db('visits').count({ rows: '*' }).first()).toEqual({ rows: 0 })
 })

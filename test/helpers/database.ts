@@ -6,6 +6,7 @@ import { createConnection, type Connection, type RowDataPacket } from 'mysql2/pr
 
 const SETTLE_TIMEOUT_MILLIS = 3000
 const SETTLE_POLL_MILLIS = 20
+const STATEMENT_START_MILLIS = 3000
 
 export function adminUrl (): string {
   const url = process.env.FORK_SAFE_DB_TEST_ADMIN_URL ?? process.env.MYSQL_URL
@@ -101,6 +102,29 @@ export class TestDatabase {
       count = await this.countConnections(user)
     }
     return count
+  }
+
+  /** Resolves once a statement of `user` containing `marker` runs; rejects if none has after `withinMillis`. */
+  async statementStarted (user: string, marker: string, withinMillis = STATEMENT_START_MILLIS): Promise<void> {
+    const deadline = performance.now() + withinMillis
+    while (!(await this.#running(user, marker))) {
+      if (performance.now() > deadline) throw new Error(`no statement containing ${marker} began within ${withinMillis} ms`)
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_POLL_MILLIS))
+    }
+  }
+
+  /** Whether a statement of `user` containing `marker` still runs once `withinMillis` has passed (polled until then). */
+  async stillRunningAfter (user: string, marker: string, withinMillis: number): Promise<boolean> {
+    const deadline = performance.now() + withinMillis
+    for (;;) {
+      const running = await this.#running(user, marker)
+      if (!running || performance.now() > deadline) return running
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_POLL_MILLIS))
+    }
+  }
+
+  async #running (user: string, marker: string): Promise<boolean> {
+    return (await this.processes(user)).some((process) => process.info?.includes(marker) === true)
   }
 
   async kill (id: number): Promise<void> {
