@@ -28,3 +28,26 @@ export async function writeResult (name: string, content: string): Promise<strin
 }
 
 export const fixed = (value: number, digits = 1) => value.toFixed(digits)
+
+/**
+ * A 95% bootstrap interval for `statistic` of `values`: the statistic of 2,000 resamples (with
+ * replacement) of the values, its 2.5th and 97.5th percentiles. Seeded, so a report is
+ * reproducible from its raw results.
+ */
+export function bootstrapInterval (values: readonly number[], statistic: (sample: readonly number[]) => number, resamples = 2000): [number, number] {
+  if (values.length === 0) return [Number.NaN, Number.NaN]
+  let seed = 0x9e3779b9
+  const random = () => {
+    // mulberry32
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  const estimates: number[] = []
+  for (let i = 0; i < resamples; i++) {
+    estimates.push(statistic(Array.from({ length: values.length }, () => values[Math.floor(random() * values.length)])))
+  }
+  estimates.sort((a, b) => a - b)
+  return [percentile(estimates, 0.025), percentile(estimates, 0.975)]
+}

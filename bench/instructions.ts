@@ -1,0 +1,100 @@
+import { execFile, spawn } from 'node:child_process'
+import { readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { prepareSchema } from '../example-app/schema'
+import { resolveServer } from '../support/server-url'
+import { fixed, median, table, writeResult } from './report'
+import { ABLATIONS } from './variants'
+
+// `npm run bench:instructions`: instructions executed per request, counted by
+// valgrind --tool=callgrind. Counts do not move with the machine's weather (the same run gives
+// the same count, give or take a few hundredths of a percent, loaded or not), so this is the
+// figure a change can be judged by. Each variant runs in a fresh node with V8 made as
+// deterministic as it goes (--single-threaded: compiling and collecting on the main thread;
+// --predictable, fixed seeds), under callgrind with instrumentation off: once it has served
+// WARMUP requests the driver switches counting on (callgrind_control), the worker serves N, and
+// counting goes off again. Total / N is the cost of one warm request: no start-up, no warm-up.
+// RUNS runs per variant; the report gives their median and their spread.
+
+const run = promisify(execFile)
+const N = Number(process.env.BENCH_REQUESTS ?? 1000)
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 1000)
+const RUNS = Number(process.env.BENCH_RUNS ?? 3)
+// One at a time: with several in flight, how responses batch into event-loop turns (and so the
+// count) follows the database's timing.
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 1)
+const V8_DETERMINISM = ['--single-threaded', '--predictable', '--predictable-gc-schedule', '--hash-seed=1', '--random-seed=1']
+const VARIANTS = (process.env.BENCH_VARIANTS ?? 'plugin,knex,mysql2,no-scope,no-timeout,no-check,none').split(',')
+
+/** Instructions counted while the worker serves `N` warm requests of variant `key`. */
+async function instructions (key: string, url: string): Promise<number> {
+  const out = join(tmpdir(), `fork-safe-db-callgrind-${key}-${process.pid}.out`)
+  const child = spawn('valgrind', [
+    '--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`,
+    process.execPath, ...V8_DETERMINISM, join(__dirname, 'instructions-worker.js'), key, url, String(WARMUP), String(N), String(CONCURRENCY)
+  ], { stdio: ['pipe', 'pipe', 'pipe'] })
+  let stderr = ''
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
+  const said = (word: string) => new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer) => { if (chunk.toString().includes(word)) { child.stdout.off('data', onData); resolve() } }
+    child.stdout.on('data', onData)
+    exited.then(() => reject(new Error(`worker exited before saying "${word}":\n${stderr.slice(-2000)}`)), () => {})
+  })
+  const instrumentation = async (state: 'on' | 'off') => run('callgrind_control', [`--instr=${state}`, String(child.pid)])
+  try {
+    await said('warm')
+    await instrumentation('on')
+    child.stdin.write('go\n')
+    await said('done')
+    await instrumentation('off')
+    child.stdin.write('exit\n')
+    if (await exited !== 0) throw new Error(`worker failed:\n${stderr.slice(-2000)}`)
+    const totals = /^totals:\s+(\d+)/m.exec(await readFile(out, 'utf8'))
+    if (totals === null) throw new Error(`no totals line in ${out}`)
+    return Number(totals[1]) / N
+  } finally {
+    child.kill('SIGKILL')
+    if (process.env.BENCH_KEEP === undefined) await rm(out, { force: true })
+  }
+}
+
+async function main (): Promise<void> {
+  const server = await resolveServer()
+  await prepareSchema(server.url)
+  const runs = new Map<string, number[]>()
+  try {
+    for (let attempt = 0; attempt < RUNS; attempt++) {
+      for (const key of VARIANTS) {
+        const count = await instructions(key, server.url)
+        runs.set(key, [...(runs.get(key) ?? []), count])
+        process.stderr.write(`${key}: ${Math.round(count)} instructions per request\n`)
+      }
+    }
+  } finally {
+    await server.privateServer?.destroy()
+  }
+  const perRequest = new Map([...runs].map(([key, counts]) => [key, median(counts)]))
+  const knex = perRequest.get('knex') ?? Number.NaN
+  const rows = [...runs].map(([key, counts]) => [
+    key, fixed(median(counts) / 1000, 1), `${fixed(Math.min(...counts) / 1000, 1)}-${fixed(Math.max(...counts) / 1000, 1)}`, fixed(knex / median(counts), 3)
+  ])
+  const ablation = ABLATIONS.filter(([, key]) => perRequest.has(key)).map(([what, key]) => {
+    const saved = (perRequest.get('plugin') ?? Number.NaN) - (perRequest.get(key) ?? Number.NaN)
+    return [what, fixed(saved / 1000, 1), fixed((100 * saved) / knex, 1)]
+  })
+  const report = [
+    table(['variant', 'k instructions/request (median of runs)', 'min-max of runs', 'vs bare knex (throughput-equivalent)'], rows),
+    '',
+    table(['default', 'k instructions/request it costs', '% of bare knex'], ablation)
+  ].join('\n')
+  await writeResult('instructions.json', JSON.stringify(Object.fromEntries(runs), null, 2))
+  process.stdout.write(`\nInstructions per request (callgrind, node ${V8_DETERMINISM.join(' ')}, ${process.version}): ${RUNS} runs per variant, each ${WARMUP} warm-up requests then ${N} counted, ${CONCURRENCY} at a time\n\n${report}\n`)
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${String((error as Error)?.stack ?? error)}\n`)
+  process.exit(1)
+})
