@@ -23,6 +23,9 @@ const EVENT_TIMEOUT_MILLIS = 20_000
 
 export interface LogLine { msg: string, [key: string]: unknown }
 
+/** Another way to start the example than `node <entry>`, such as `npm run example`. */
+export interface StartCommand { file: string, args: string[], cwd?: string }
+
 export class ExampleProcess {
   readonly child: ChildProcess
   readonly port: number
@@ -55,13 +58,15 @@ export class ExampleProcess {
    */
   static async start (
     env: Record<string, string>,
-    { detached = false, entry = EXAMPLE_ENTRY, until = 'all workers listening' } = {}
+    { detached = false, entry = EXAMPLE_ENTRY, until = 'all workers listening', command = undefined as StartCommand | undefined } = {}
   ): Promise<ExampleProcess> {
     const port = await freePort()
-    const child = spawn(process.execPath, [entry], {
+    const { file, args, cwd } = command ?? { file: process.execPath, args: [entry] }
+    const child = spawn(file, args, {
       env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
-      detached
+      detached,
+      cwd
     })
     const example = new ExampleProcess(child, port)
     try {
