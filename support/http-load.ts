@@ -9,6 +9,8 @@ export interface Outcome {
   status: number
   /** Milliseconds from sending to the end of the response. */
   latency: number
+  /** When it was sent (performance.now() of this process): orders requests by sending. */
+  sentAt: number
   /** The `x-worker-pid` header, when the response had one. */
   workerPid?: number
   /** Set when the request failed below HTTP (reset, refused, hang-up). */
@@ -52,11 +54,11 @@ export function sendOne (options: LoadOptions, index: number, agent: Agent | fal
   return new Promise((resolve) => {
     let settled = false
     let timer: NodeJS.Timeout | undefined
-    const settle = (outcome: Outcome) => {
+    const settle = (result: Omit<Outcome, 'sentAt'>) => {
       if (settled) return
       settled = true
       if (timer !== undefined) clearTimeout(timer)
-      resolve(outcome)
+      resolve({ ...result, sentAt: started })
     }
     const outgoing = request({
       host: options.host ?? '127.0.0.1',
