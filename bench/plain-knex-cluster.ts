@@ -5,6 +5,7 @@ import pino from 'pino'
 import forkSafeWorker from 'fastify-fork-safe-db/worker'
 import { readConfig } from '../example-app/config'
 import type { PrimaryMessage, WorkerMessage } from '../example-app/messages'
+import { chooseSchedulingPolicy } from '../example-app/scheduling'
 import { Supervisor } from '../example-app/supervisor'
 
 // The respawn benchmark's baseline, "what people do today": the same cluster supervisor and
@@ -38,6 +39,8 @@ async function runPrimary (): Promise<void> {
   const log = pino({ name: 'primary' })
   const config = readConfig()
   if (config.mysqlUrl === undefined) throw new Error('MYSQL_URL is required')
+  // The example's policy, so that only the pool differs.
+  chooseSchedulingPolicy()
   const supervisor = new Supervisor({
     workers: config.workers,
     log,

@@ -42,6 +42,6 @@ export function readConfig (): ExampleConfig {
     warmup: warmup === 'true',
     poolMin,
     poolMax,
-    warmupRounds: integer('WARMUP_ROUNDS', 50, 0)
+    warmupRounds: integer('WARMUP_ROUNDS', 20, 0)
   }
 }

@@ -4,6 +4,7 @@ import { budgetTable } from './budget-table'
 import { readConfig } from './config'
 import { describeDatabase, startDatabase, type ExampleDatabase } from './database'
 import { watchNpmParent } from './parent-watch'
+import { chooseSchedulingPolicy } from './scheduling'
 import { prepareSchema } from './schema'
 import { Supervisor } from './supervisor'
 import { runWorker } from './worker'
@@ -16,7 +17,7 @@ import { runWorker } from './worker'
 async function runPrimary (): Promise<void> {
   const log = pino({ name: 'primary' })
   const config = readConfig()
-  log.info({ pid: process.pid, schedulingPolicy: cluster.schedulingPolicy === cluster.SCHED_RR ? 'rr' : 'none' },
+  log.info({ pid: process.pid, schedulingPolicy: chooseSchedulingPolicy() },
     `primary started: \`kill -HUP ${process.pid}\` rolls the workers, \`kill -TERM ${process.pid}\` (or Ctrl-C) stops them`)
   // Filled in as start-up proceeds; the signal handlers below may run at any point of it.
   const running: { database?: ExampleDatabase, supervisor?: Supervisor } = {}

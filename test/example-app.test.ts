@@ -1,7 +1,8 @@
 import http from 'node:http'
 import { perTestUser } from './helpers/database'
 import { ExampleProcess } from '../support/example-process'
-import { failures, sendOne, startLoad, type Load, type Outcome } from '../support/http-load'
+import { heldConnections } from '../support/held-sockets'
+import { failures, HUNG, sendOne, startLoad, type Load, type Outcome } from '../support/http-load'
 import { TcpProxy } from '../support/tcp-proxy'
 
 // The cluster example, spawned for real: real workers, real signals, real MariaDB.
@@ -152,4 +153,32 @@ test('respawns a crashed worker, backing off while the database refuses connecti
   expect(failures(outcomes)).toEqual([])
   expect(pidsOf(outcomes).has(victim)).toBe(false)
   expect(pidsOf(outcomes).size).toBe(2)
+})
+
+// Under round-robin scheduling a worker killed under load left the primary holding the
+// connection it was handing over, for ever (6 of 6 kills); the example's default policy on
+// Linux, SCHED_NONE, leaves nothing in the primary's hands (example-app/scheduling.ts).
+test('a worker killed under load leaves no request hanging and the primary holding no connection', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '3' })
+  const common = { port: example.port, path: userPath, requests: Number.MAX_SAFE_INTEGER, timeoutMillis: 5000 }
+  const fresh = startLoad({ ...common, concurrency: 4, keepAlive: false })
+  load = startLoad({ ...common, concurrency: 1, keepAlive: true })
+  await fresh.reached(200)
+  const kills = 3
+  for (let kill = 1; kill <= kills; kill++) {
+    const victim = fresh.outcomes[fresh.outcomes.length - 1].workerPid
+    if (victim === undefined) throw new Error('no worker pid')
+    process.kill(victim, 'SIGKILL')
+    await example.waitFor((line) => line.msg === 'worker listening', 3 + kill)
+    await fresh.reached(fresh.outcomes.length + 100)
+  }
+  fresh.stop()
+  load.stop()
+  const outcomes = [...await fresh.done, ...await load.done]
+  const primary = example.child.pid
+  if (primary === undefined) throw new Error('no primary pid')
+  expect(await heldConnections(primary, example.port)).toEqual([])
+  expect(outcomes.filter((outcome) => outcome.error === HUNG)).toEqual([])
+  // Only what the killed workers were serving is lost, and the client learns at once.
+  expect(failures(outcomes).filter((outcome) => outcome.error !== 'ECONNRESET')).toEqual([])
 })

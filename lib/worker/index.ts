@@ -53,7 +53,7 @@ const forkSafeWorkerPlugin: FastifyPluginAsync<ForkSafeWorkerOptions> = async (f
     // onReady runs once every plugin is loaded and before listen() binds: routes are complete,
     // and a database plugin registered earlier has warmed its pool.
     fastify.addHook('onReady', async () => {
-      await warmRequestPath(fastify, options.warmup.requests, options.warmup.rounds, log)
+      await warmRequestPath(fastify, options.warmup, log)
     })
   }
 

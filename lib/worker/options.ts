@@ -25,7 +25,7 @@ export interface ForkSafeWorkerOptions {
   /** Signals that are logged and otherwise ignored. Default `['SIGHUP']` in a cluster worker, else none. */
   ignoreSignals?: NodeJS.Signals[]
   /** Requests sent over a private loopback listener once the app is ready, before it listens. Default: none. */
-  warmup?: { requests: WarmupRequest[], rounds?: number }
+  warmup?: { requests: WarmupRequest[], rounds?: number, concurrency?: number, maxMillis?: number }
 }
 
 export interface ResolvedWorkerOptions {
@@ -34,10 +34,10 @@ export interface ResolvedWorkerOptions {
   disconnectMillis: number
   signals: NodeJS.Signals[]
   ignoreSignals: NodeJS.Signals[]
-  warmup: { requests: WarmupRequest[], rounds: number }
+  warmup: { requests: WarmupRequest[], rounds: number, concurrency: number, maxMillis: number }
 }
 
-export const WORKER_DEFAULTS = { drainMillis: 5000, closeMillis: 10_000, disconnectMillis: 5000, rounds: 50 }
+export const WORKER_DEFAULTS = { drainMillis: 5000, closeMillis: 10_000, disconnectMillis: 5000, rounds: 20, warmupConcurrency: 2, warmupMaxMillis: 3000 }
 const KEYS = ['drainMillis', 'closeMillis', 'disconnectMillis', 'signals', 'ignoreSignals', 'warmup']
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 const MAX_TIMER_MILLIS = 2 ** 31 - 1
@@ -69,21 +69,29 @@ function signalList (name: string, value: unknown, fallback: NodeJS.Signals[]): 
 }
 
 function warmupRequests (value: unknown): ResolvedWorkerOptions['warmup'] {
-  if (value === undefined) return { requests: [], rounds: WORKER_DEFAULTS.rounds }
+  if (value === undefined) return { requests: [], rounds: WORKER_DEFAULTS.rounds, concurrency: WORKER_DEFAULTS.warmupConcurrency, maxMillis: WORKER_DEFAULTS.warmupMaxMillis }
   if (value === null || typeof value !== 'object' || !Array.isArray((value as { requests?: unknown }).requests)) {
-    invalid(`option warmup must be { requests: [{ url }], rounds? }, got ${describe(value)}`)
+    invalid(`option warmup must be { requests: [{ url }], rounds?, concurrency?, maxMillis? }, got ${describe(value)}`)
   }
-  const { requests, rounds = WORKER_DEFAULTS.rounds } = value as { requests: unknown[], rounds?: unknown }
+  for (const key of Object.keys(value)) {
+    if (!['requests', 'rounds', 'concurrency', 'maxMillis'].includes(key)) invalid(`option warmup.${key} is not a known option; expected one of: requests, rounds, concurrency, maxMillis`)
+  }
+  const { requests, rounds = WORKER_DEFAULTS.rounds, concurrency = WORKER_DEFAULTS.warmupConcurrency, maxMillis: rawMaxMillis } =
+    value as { requests: unknown[], rounds?: unknown, concurrency?: unknown, maxMillis?: unknown }
   if (typeof rounds !== 'number' || !Number.isInteger(rounds) || rounds < 1 || rounds > 10_000) {
     invalid(`option warmup.rounds must be an integer from 1 to 10000, got ${describe(rounds)}`)
   }
+  if (typeof concurrency !== 'number' || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 100) {
+    invalid(`option warmup.concurrency must be an integer from 1 to 100, got ${describe(concurrency)}`)
+  }
+  const maxMillis = millis('warmup.maxMillis', rawMaxMillis, WORKER_DEFAULTS.warmupMaxMillis)
   requests.forEach((request, index) => {
     const { url, method = 'GET' } = (request ?? {}) as { url?: unknown, method?: unknown }
     if (typeof url !== 'string' || !url.startsWith('/')) invalid(`option warmup.requests[${index}].url must be a path starting with /, got ${describe(url)}`)
     if (typeof method !== 'string' || !METHODS.includes(method)) invalid(`option warmup.requests[${index}].method must be one of ${METHODS.join(', ')}, got ${describe(method)}`)
   })
   // Copied, so that changing the caller's object later changes nothing here.
-  return { requests: (requests as WarmupRequest[]).map((request) => ({ ...request })), rounds }
+  return { requests: (requests as WarmupRequest[]).map((request) => ({ ...request })), rounds, concurrency, maxMillis }
 }
 
 export function resolveWorkerOptions (options: ForkSafeWorkerOptions | undefined, isClusterWorker: boolean): ResolvedWorkerOptions {
