@@ -21,6 +21,20 @@ async function socketInodes (pid: number): Promise<Set<string>> {
   return inodes
 }
 
+/** True when `pid` holds a listening socket on `port`: under SCHED_NONE every worker does, under round-robin only the primary. */
+export async function holdsListener (pid: number, port: number): Promise<boolean> {
+  const inodes = await socketInodes(pid)
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    const text = await readFile(table, 'utf8').catch(() => '')
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/)
+      if (fields.length < 10 || fields[3] !== LISTEN) continue
+      if (parseInt(fields[1].split(':')[1], 16) === port && inodes.has(fields[9])) return true
+    }
+  }
+  return false
+}
+
 /** Connections (not listeners) on local `port` whose socket `pid` holds open. */
 export async function heldConnections (pid: number, port: number): Promise<HeldSocket[]> {
   const inodes = await socketInodes(pid)

@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import { perTestUser } from './helpers/database'
 import { prepareSchema } from '../example-app/schema'
+import { holdsListener } from '../support/held-sockets'
 import { freePort } from '../support/private-server'
 import { failures, startLoad, type Load } from '../support/http-load'
 import { Pm2 } from '../support/pm2'
@@ -43,7 +44,9 @@ function watchConnections (user: string): { stop: () => Promise<number> } {
   return { stop: async () => { state.running = false; await polling; return highest } }
 }
 
-test('pm2 starts, reloads, scales and deletes the app under load without a failed or hung request, within the connection budget', async () => {
+// pm2's daemon takes the policy from its environment when it starts: Node's default
+// (round-robin) or SCHED_NONE, which the README recommends.
+test.each(['rr', 'none'])('under NODE_CLUSTER_SCHED_POLICY=%s, pm2 starts, reloads, scales and deletes the app under load without a failed or hung request, within the connection budget', async (policy) => {
   // Under pm2 there is no primary of ours to create the schema: it is prepared first, as a
   // deployment runs its migrations before `pm2 start`.
   await prepareSchema(fixture.user.url)
@@ -56,13 +59,17 @@ test('pm2 starts, reloads, scales and deletes the app under load without a faile
     WORKERS: String(INSTANCES),
     DB_POOL_MIN: String(POOL_SIZE),
     DB_POOL_MAX: String(POOL_SIZE),
-    PM2_APP_NAME: 'users-api'
+    PM2_APP_NAME: 'users-api',
+    NODE_CLUSTER_SCHED_POLICY: policy
   })
   const connections = watchConnections(fixture.user.user)
   try {
     // wait_ready: `pm2 start` returns once every instance has sent 'ready' (pool and request path warm).
     await pm2.run('start', ECOSYSTEM)
-    expect((await pm2.list()).map((entry) => entry.status)).toEqual(Array(INSTANCES).fill('online'))
+    const online = await pm2.list()
+    expect(online.map((entry) => entry.status)).toEqual(Array(INSTANCES).fill('online'))
+    // The daemon runs the policy asked for: under SCHED_NONE the workers hold the listening socket.
+    expect(await holdsListener(online[0].pid, port)).toBe(policy === 'none')
 
     const common = { port, path: (index: number) => `/users/${(index % 1000) + 1}`, requests: Number.MAX_SAFE_INTEGER, timeoutMillis: 5000 }
     const fresh = startLoad({ ...common, concurrency: 3, keepAlive: false })
