@@ -49,7 +49,7 @@ test('closes a kept-alive connection that its client never closes once drainMill
   const report = await app.retire('test')
   const millis = performance.now() - started
   await closedByServer
-  expect(report).toMatchObject({ reason: 'test', openAtStart: 1, closedByWorker: 1, destroyed: 0, closeTimedOut: false, disconnection: 'not-a-cluster-worker' })
+  expect(report).toMatchObject({ reason: 'test', openAtStart: 1, openAfterDrain: 1, destroyed: 0, closeTimedOut: false, disconnection: 'not-a-cluster-worker' })
   expect(millis).toBeGreaterThanOrEqual(290)
   expect(millis).toBeLessThan(5000)
 })
@@ -71,7 +71,7 @@ test('tells a client whose request is in flight when retiring to close its conne
   release()
   expect(await answer).toMatchObject({ status: 200, body: 'done', headers: { connection: 'close' } })
   // Well before drainMillis: the client hung up after its answer.
-  expect(await retired).toMatchObject({ openAtStart: 1, closedByWorker: 0, destroyed: 0, closeTimedOut: false })
+  expect(await retired).toMatchObject({ openAtStart: 1, openAfterDrain: 0, destroyed: 0, closeTimedOut: false })
   expect((await retired).millis).toBeLessThan(5000)
 })
 
@@ -95,6 +95,13 @@ test('destroys the connection of a request that never ends once closeMillis has 
   // drainMillis (the request is not idle, so it is not closed then), then closeMillis.
   expect(millis).toBeGreaterThanOrEqual(690)
   expect(millis).toBeLessThan(5000)
+})
+
+test('finishes the retire when an onClose hook fails', async () => {
+  const { app } = await start({ drainMillis: 100 }, (instance) => {
+    instance.addHook('onClose', async () => { throw new Error('hook failed') })
+  })
+  expect(await app.retire('test')).toMatchObject({ closeTimedOut: false, disconnection: 'not-a-cluster-worker' })
 })
 
 test('returns the same retire to every caller', async () => {

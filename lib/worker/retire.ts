@@ -16,8 +16,8 @@ export interface RetireReport {
   reason: string
   /** Connections open when the worker stopped accepting. */
   openAtStart: number
-  /** Connections still open after drainMillis, closed by the worker (idle ones first). */
-  closedByWorker: number
+  /** Connections still open after drainMillis: the idle ones among them are closed then. */
+  openAfterDrain: number
   /** Connections destroyed at closeMillis because a request had not ended. */
   destroyed: number
   /** True when fastify.close() had not finished within closeMillis (plus a last drainMillis). */
@@ -41,17 +41,21 @@ export async function retire (
   const openAtStart = sockets.size
   log.info({ reason, openConnections: openAtStart }, 'worker retiring: stopped accepting')
 
-  let closedByWorker = 0
+  let openAfterDrain = 0
   if (!await sockets.closed(options.drainMillis)) {
+    openAfterDrain = sockets.size
     // Sockets without a request in flight; Node (>= 18.2) knows which those are.
-    closedByWorker = sockets.size
     app.server.closeIdleConnections()
   }
 
   // Fastify waits for requests in flight before its onClose hooks; one that never ends would
   // hold close() for ever, so at closeMillis its socket is destroyed, and close() is given one
   // more drainMillis to run the hooks.
-  const closing = app.close()
+  // A failing onClose hook must not keep the worker in the cluster: it is logged, and the retire goes on.
+  const closing = app.close().then(() => true, (error: unknown) => {
+    log.error({ err: error }, 'worker retiring: fastify.close() failed')
+    return false
+  })
   let closed = await bounded(closing, options.closeMillis)
   let destroyed = 0
   if (!closed.done) {
@@ -64,7 +68,7 @@ export async function retire (
 
   const disconnection = await leaveCluster(options.disconnectMillis)
   if (disconnection === 'timed-out') log.error('worker retiring: the cluster primary did not answer in time; channel closed without its confirmation')
-  const report: RetireReport = { reason, openAtStart, closedByWorker, destroyed, closeTimedOut, disconnection, millis: Math.round(performance.now() - started) }
+  const report: RetireReport = { reason, openAtStart, openAfterDrain, destroyed, closeTimedOut, disconnection, millis: Math.round(performance.now() - started) }
   log.info(report, 'worker retired')
   return report
 }
