@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import type { Knex } from 'knex'
 import forkSafeDb, { type ForkSafeDbStats } from 'fastify-fork-safe-db'
 import forkSafeWorker, { isWarmupRequest, type WarmupRequest } from 'fastify-fork-safe-db/worker'
@@ -45,8 +45,8 @@ interface NewUser { name: string, email: string }
 export async function buildServer (options: ServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { level: process.env.LOG_LEVEL ?? 'info' },
-    // The warm-up's requests (several hundred per worker start) stay out of the request log.
-    disableRequestLogging: isWarmupRequest,
+    // The warm-up's requests (over a hundred per worker start) stay out of the request log.
+    logController: new LogController({ disableRequestLogging: isWarmupRequest }),
     // While a worker drains, requests on its kept-alive connections are still served (with
     // `Connection: close`) instead of getting 503s; new connections go to other workers.
     return503OnClosing: false,

@@ -326,10 +326,10 @@ process.stdout.write(JSON.stringify({
 })
 
 function typedWorkerApp (importLine: string): string {
-  return `import Fastify from 'fastify'
+  return `import Fastify, { LogController } from 'fastify'
 ${importLine}
 
-const app = Fastify({ disableRequestLogging: isWarmupRequest })
+const app = Fastify({ logController: new LogController({ disableRequestLogging: isWarmupRequest }) })
 app.register(forkSafeWorker, { drainMillis: 5000, warmup: { requests: [{ url: '/users/1' }], rounds: 20 } })
 // @ts-expect-error drainMillis is a number: options typed as any would let this through.
 app.register(forkSafeWorker, { drainMillis: 'soon' })

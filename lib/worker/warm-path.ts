@@ -19,8 +19,9 @@ import type { WarmupRequest } from './options'
 const warmSockets = new WeakSet<object>()
 
 /**
- * True for a request sent by the warm-up. Takes Node's request (`request.raw`), so it also
- * fits Fastify's `disableRequestLogging` option: `Fastify({ disableRequestLogging: isWarmupRequest })`.
+ * True for a request sent by the warm-up. Takes Fastify's request or Node's (both have
+ * `socket`), so it fits Fastify's request-logging switch:
+ * `Fastify({ logController: new LogController({ disableRequestLogging: isWarmupRequest }) })`.
  */
 export function isWarmupRequest (req: { socket?: object | null }): boolean {
   return req.socket != null && warmSockets.has(req.socket)

@@ -1,8 +1,8 @@
-import Fastify from 'fastify'
+import Fastify, { LogController } from 'fastify'
 import { expect, test } from 'tstyche'
 import forkSafeWorker, { forkSafeWorker as named, isWarmupRequest, type RetireReport } from '../../lib/worker'
 
-const app = Fastify({ disableRequestLogging: isWarmupRequest })
+const app = Fastify({ logController: new LogController({ disableRequestLogging: isWarmupRequest }) })
 
 test('app.retire() resolves with a retire report, through declaration merging', () => {
   expect(app.retire('SIGTERM')).type.toBe<Promise<RetireReport>>()
