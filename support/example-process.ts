@@ -84,14 +84,14 @@ export class ExampleProcess {
     return this.lines.filter((line) => line.msg === msg)
   }
 
-  /** Resolves with the first log line (past or future) that matches; rejects on timeout or exit. */
-  waitFor (match: (line: LogLine) => boolean, count = 1): Promise<LogLine> {
+  /** Resolves with the `count`th log line (past or future) that matches; rejects on timeout or exit. */
+  waitFor (match: (line: LogLine) => boolean, count = 1, timeoutMillis = EVENT_TIMEOUT_MILLIS): Promise<LogLine> {
     return new Promise((resolve, reject) => {
       const check = () => {
         const found = this.lines.filter(match)
         if (found.length >= count) finish(() => resolve(found[count - 1]))
       }
-      const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for a log line; last lines:\n${this.tail()}`))), EVENT_TIMEOUT_MILLIS)
+      const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for a log line; last lines:\n${this.tail()}`))), timeoutMillis)
       const onExit = () => finish(() => reject(new Error(`example exited while waiting; last lines:\n${this.tail()}`)))
       const finish = (settle: () => void) => {
         clearTimeout(timer)

@@ -44,6 +44,7 @@ export interface StressResult {
 }
 
 const userPath = (index: number) => `/users/${(index % 1000) + 1}`
+const ROLL_TIMEOUT_MILLIS = 90_000
 
 export async function runRetireStress (options: StressOptions): Promise<StressResult> {
   const { seconds = 8, rolls = 3, maxRequests = 25, workers = 2, freshClients = 3, keepAliveClients = 2, timeoutMillis = 5000 } = options
@@ -75,7 +76,8 @@ async function stress (
   try {
     for (let roll = 1; roll <= rolls; roll++) {
       example.child.kill('SIGHUP')
-      await example.waitFor((line) => line.msg === 'rolling restart finished', roll)
+      // A roll replaces the workers one after the other, each started and warmed on a busy machine.
+      await example.waitFor((line) => line.msg === 'rolling restart finished', roll, ROLL_TIMEOUT_MILLIS)
     }
     // The rest of the time is load with recycles only: a fixed duration, not a wait for an event.
     const left = seconds * 1000 - (performance.now() - started)

@@ -22,5 +22,5 @@ describe.each<SchedulingPolicy>(['rr', 'none'])('NODE_CLUSTER_SCHED_POLICY=%s', 
       expect(result.retirements).toBeGreaterThanOrEqual(6)
       expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
     }
-  }, RUNS * (SECONDS + 30) * 1000)
+  }, RUNS * (SECONDS + 120) * 1000)
 })
