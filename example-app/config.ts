@@ -15,6 +15,8 @@ export interface ExampleConfig {
   /** Per-worker pool size; keep `poolMin` at or above the concurrency one worker sees. */
   poolMin: number
   poolMax: number
+  /** WARMUP_ROUNDS: real HTTP requests per route a worker sends itself before listening (0: none). */
+  warmupRounds: number
 }
 
 function integer (name: string, fallback: number, min: number): number {
@@ -39,6 +41,7 @@ export function readConfig (): ExampleConfig {
     mysqlUrl: process.env.MYSQL_URL === '' ? undefined : process.env.MYSQL_URL,
     warmup: warmup === 'true',
     poolMin,
-    poolMax
+    poolMax,
+    warmupRounds: integer('WARMUP_ROUNDS', 20, 0)
   }
 }

@@ -3,16 +3,22 @@ import pino from 'pino'
 import { budgetTable } from './budget-table'
 import { readConfig } from './config'
 import { describeDatabase, startDatabase, type ExampleDatabase } from './database'
+import { watchNpmParent } from './parent-watch'
+import { chooseSchedulingPolicy } from './scheduling'
 import { prepareSchema } from './schema'
 import { Supervisor } from './supervisor'
 import { runWorker } from './worker'
 
 // `npm run example`: a Fastify users API under node:cluster, on fastify-fork-safe-db.
-// SIGHUP: rolling restart. SIGTERM / SIGINT (Ctrl-C): drain every worker, then exit 0.
+// SIGHUP to the primary's pid (logged at start): rolling restart. SIGTERM / SIGINT (Ctrl-C):
+// drain every worker, then exit 0. Workers ignore a SIGHUP of their own: a closing terminal
+// sends it to the whole process group, and the primary's rolling restart replaces them drained.
 
 async function runPrimary (): Promise<void> {
   const log = pino({ name: 'primary' })
   const config = readConfig()
+  log.info({ pid: process.pid, schedulingPolicy: chooseSchedulingPolicy() },
+    `primary started: \`kill -HUP ${process.pid}\` rolls the workers, \`kill -TERM ${process.pid}\` (or Ctrl-C) stops them`)
   // Filled in as start-up proceeds; the signal handlers below may run at any point of it.
   const running: { database?: ExampleDatabase, supervisor?: Supervisor } = {}
 
@@ -22,6 +28,7 @@ async function runPrimary (): Promise<void> {
   const stop = (signal: string) => {
     stopping ??= (async () => {
       log.info({ signal }, 'shutting down: draining every worker')
+      stopWatching()
       await running.supervisor?.shutdown()
       await running.database?.release()
       log.info('all workers exited; bye')
@@ -32,6 +39,10 @@ async function runPrimary (): Promise<void> {
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
+  const stopWatching = watchNpmParent((parentPid) => {
+    log.warn({ parentPid }, 'npm, which started this primary, has exited (a SIGHUP meant for the primary?): shutting down')
+    stop('parent exited')
+  })
   process.on('SIGHUP', () => {
     if (stopping !== undefined || running.supervisor === undefined) return
     running.supervisor.rollingRestart().catch((error: unknown) => log.error({ err: error }, 'rolling restart failed'))

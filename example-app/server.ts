@@ -1,5 +1,7 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import type { Knex } from 'knex'
 import forkSafeDb, { type ForkSafeDbStats } from 'fastify-fork-safe-db'
+import forkSafeWorker, { isWarmupRequest, type WarmupRequest } from 'fastify-fork-safe-db/worker'
 import type { WorkerStats } from './messages'
 import { workerStatsChannel } from './stats-ipc'
 
@@ -12,12 +14,29 @@ export interface ServerOptions {
   mysqlUrl: string
   warmup: boolean
   pool: { min: number, max: number }
-  /** Workers the primary runs; the pool's budget counts one more for the overlap of a recycle. */
+  /** Workers the primary runs. */
   workers: number
+  /** Replacements that can run next to them: 1 for the example's primary (one at a time), 2 under pm2 reload. */
+  overlap: number
   /** Called once, when the worker has sent `maxRequests` responses (0: never). */
   maxRequests: number
   onMaxRequests: () => void
+  /** Called as the worker closes (retiring), with its pool's cold-acquire counts. */
+  onClosing: (coldAcquires: ForkSafeDbStats['coldAcquires']) => void
+  /** Rounds of warm-up requests per route before listening; 0 skips the request-path warm-up. */
+  warmupRounds: number
 }
+
+// Before a worker listens, real HTTP requests to every route: reads, a 404, a validation
+// error, and a write whose transaction is rolled back (see POST /users).
+const WARMUP_REQUESTS: WarmupRequest[] = [
+  { url: '/users/1' },
+  { url: '/users/1000000' },
+  { method: 'POST', url: '/users', body: { name: 'warm-up', email: 'warm-up@example.com' } },
+  { method: 'POST', url: '/users', body: { name: '' } },
+  { url: '/health' },
+  { url: '/stats' }
+]
 
 interface UserParams { id: string }
 interface NewUser { name: string, email: string }
@@ -26,21 +45,28 @@ interface NewUser { name: string, email: string }
 export async function buildServer (options: ServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { level: process.env.LOG_LEVEL ?? 'info' },
+    // The warm-up's requests (over a hundred per worker start) stay out of the request log.
+    logController: new LogController({ disableRequestLogging: isWarmupRequest }),
     // While a worker drains, requests on its kept-alive connections are still served (with
     // `Connection: close`) instead of getting 503s; new connections go to other workers.
     return503OnClosing: false,
-    // Idle keep-alive sockets are closed by the drain, not at once by close() (see drain.ts).
+    // Idle keep-alive sockets are closed by the worker helper's drain, not at once by close().
     forceCloseConnections: false
   })
-  // The budget caps pool.max so that every worker, plus the replacement a recycle or rolling
-  // restart starts before its predecessor stops, fits within the server's max_connections.
-  await app.register(forkSafeDb, { connection: options.mysqlUrl, warmup: options.warmup, pool: options.pool, budget: { workers: options.workers + 1 } })
+  // The budget caps pool.max so that every worker, plus the replacements a recycle or rolling
+  // restart starts before their predecessors stop, fits within the server's max_connections.
+  await app.register(forkSafeDb, { connection: options.mysqlUrl, warmup: options.warmup, pool: options.pool, budget: { workers: options.workers + options.overlap } })
+  // After the database plugin: the request-path warm-up runs on a warm pool, and a retire
+  // closes the pool last. SIGTERM/SIGINT retire the worker; SIGHUP is the primary's to act on.
+  await app.register(forkSafeWorker, { warmup: options.warmupRounds > 0 ? { requests: WARMUP_REQUESTS, rounds: options.warmupRounds } : undefined })
+  app.addHook('onClose', async () => options.onClosing(app.dbPool.stats().coldAcquires))
 
   let responses = 0
   app.addHook('onSend', async (_request, reply) => {
     reply.header('x-worker-pid', String(process.pid))
   })
-  app.addHook('onResponse', async () => {
+  app.addHook('onResponse', async (request) => {
+    if (request.isWarmup) return
     responses += 1
     if (responses === options.maxRequests) options.onMaxRequests()
   })
@@ -63,8 +89,19 @@ export async function buildServer (options: ServerOptions): Promise<FastifyInsta
       }
     }
   }, async (request, reply) => {
-    const [id] = await request.db('users').insert({ name: request.body.name, email: request.body.email })
-    return reply.code(201).send({ id })
+    const insert = (db: Knex) => db('users').insert({ name: request.body.name, email: request.body.email })
+    if (!request.isWarmup) {
+      const [id] = await insert(request.db)
+      return reply.code(201).send({ id })
+    }
+    // Warm-up: the same statement, in a transaction that is rolled back.
+    const trx = await request.db.transaction()
+    try {
+      const [id] = await insert(trx)
+      return await reply.code(201).send({ id })
+    } finally {
+      await trx.rollback()
+    }
   })
 
   // Readiness: one borrow and ping within a short deadline (dbPool.check() never throws).

@@ -6,6 +6,8 @@ import type { PrimaryMessage, WorkerMessage, WorkerStats } from './messages'
 // (a worker that is retiring or stuck is left out rather than holding the response).
 
 const COLLECT_TIMEOUT_MILLIS = 1000
+/** A primary that never answers (pm2's daemon, which is not ours): this worker's own stats after this long. */
+const ANSWER_TIMEOUT_MILLIS = 2 * COLLECT_TIMEOUT_MILLIS
 
 /** Worker side: answers the primary's collections, and asks it for everyone's stats. */
 export function workerStatsChannel (ownStats: () => WorkerStats): { allStats: () => Promise<WorkerStats[]> } {
@@ -22,7 +24,16 @@ export function workerStatsChannel (ownStats: () => WorkerStats): { allStats: ()
     allStats: async () => {
       if (!process.connected) return [ownStats()]
       const id = nextId++
-      const answer = new Promise<WorkerStats[]>((resolve) => waiting.set(id, resolve))
+      const answer = new Promise<WorkerStats[]>((resolve) => {
+        const timer = setTimeout(() => {
+          waiting.delete(id)
+          resolve([ownStats()])
+        }, ANSWER_TIMEOUT_MILLIS)
+        waiting.set(id, (workers) => {
+          clearTimeout(timer)
+          resolve(workers)
+        })
+      })
       send({ type: 'stats-all', id })
       return answer
     }

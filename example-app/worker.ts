@@ -1,33 +1,33 @@
-import { prepareDrain } from './drain'
 import { buildServer } from './server'
 import { readConfig } from './config'
 import type { PrimaryMessage, WorkerMessage } from './messages'
 
-// A cluster worker: warm the pool, then listen; drain and exit when the primary (recycling,
-// rolling restart, shutdown) or a signal (Ctrl-C reaches the whole process group) says so.
+// A cluster worker: warm the pool and the request path, then listen; retire when the primary
+// says so (recycling, rolling restart, shutdown) or on SIGTERM/SIGINT (Ctrl-C reaches the whole
+// process group). Retiring is fastify-fork-safe-db/worker's `app.retire()`: stop accepting,
+// drain, close Fastify and the pool, and close the channel only once the primary confirms that
+// no connection is on its way to this worker.
 
-const EXIT_DEADLINE_MILLIS = 30_000
+const EXIT_GRACE_MILLIS = 1000
 
 function send (message: WorkerMessage): void {
   if (process.connected) process.send?.(message)
 }
 
 /**
- * Resolves with the reason the worker must stop. Listens from the very start: a message that
- * arrives before a listener exists is dropped, and the primary does not send twice.
+ * Resolves once the primary asks this worker to retire. Listens from the very start: a message
+ * that arrives before a listener exists is dropped, and the primary does not send twice.
  */
-function stopRequested (): Promise<string> {
+function retireRequested (): Promise<void> {
   return new Promise((resolve) => {
     process.on('message', (message: PrimaryMessage) => {
-      if (message?.type === 'retire') resolve('asked by the primary')
+      if (message?.type === 'retire') resolve()
     })
-    process.once('SIGTERM', () => resolve('SIGTERM'))
-    process.once('SIGINT', () => resolve('SIGINT'))
   })
 }
 
 export async function runWorker (): Promise<void> {
-  const stop = stopRequested()
+  const asked = retireRequested()
   const config = readConfig()
   const mysqlUrl = config.mysqlUrl
   if (mysqlUrl === undefined) throw new Error('the primary must pass MYSQL_URL to its workers')
@@ -37,26 +37,20 @@ export async function runWorker (): Promise<void> {
     warmup: config.warmup,
     pool: { min: config.poolMin, max: config.poolMax },
     workers: config.workers,
+    // The primary replaces one worker at a time.
+    overlap: 1,
     maxRequests: config.maxRequests,
-    onMaxRequests: () => send({ type: 'recycle' })
+    onMaxRequests: () => send({ type: 'recycle' }),
+    // The primary logs it: a worker's counts die with it, and the respawn benchmark sums them.
+    onClosing: (coldAcquires) => send({ type: 'drained', coldAcquires: coldAcquires.count, coldWaitMillis: coldAcquires.totalWaitMillis }),
+    warmupRounds: config.warmupRounds
   })
-  const drain = prepareDrain(app)
-  // listen() runs ready() first, and ready() resolves only once the pool is warm. A stop asked
-  // for meanwhile waits for it, so the drain always starts from a listening server.
+  // listen() runs ready() first: the pool is warm and the request path warmed before the port
+  // is shared with the primary. A retire asked for meanwhile waits for it.
   await app.listen({ port: config.port, host: config.host })
-
-  const reason = await stop
-  app.log.info({ reason }, 'worker draining')
-  // If draining ever hangs, leave anyway: the primary replaces us and the server drops our sockets.
-  setTimeout(() => {
-    app.log.error('worker did not drain in time; exiting')
-    process.exit(1)
-  }, EXIT_DEADLINE_MILLIS).unref()
-  await drain()
-  const { coldAcquires } = app.dbPool.stats()
-  app.log.info({ coldAcquires }, 'worker drained')
-  // The primary logs it: a worker's counts die with it, and the respawn benchmark sums them.
-  send({ type: 'drained', coldAcquires: coldAcquires.count, coldWaitMillis: coldAcquires.totalWaitMillis })
-  // Disconnecting the IPC channel lets the process exit on its own once nothing is left.
-  if (process.connected) process.disconnect()
+  await asked
+  const report = await app.retire('asked by the primary')
+  // Every step of retire() is bounded, and once it is over nothing of ours holds the process;
+  // should anything else, leave all the same.
+  setTimeout(() => process.exit(report.closeTimedOut ? 1 : 0), EXIT_GRACE_MILLIS).unref()
 }

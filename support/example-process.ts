@@ -23,6 +23,9 @@ const EVENT_TIMEOUT_MILLIS = 20_000
 
 export interface LogLine { msg: string, [key: string]: unknown }
 
+/** Another way to start the example than `node <entry>`, such as `npm run example`. */
+export interface StartCommand { file: string, args: string[], cwd?: string }
+
 export class ExampleProcess {
   readonly child: ChildProcess
   readonly port: number
@@ -55,13 +58,15 @@ export class ExampleProcess {
    */
   static async start (
     env: Record<string, string>,
-    { detached = false, entry = EXAMPLE_ENTRY, until = 'all workers listening' } = {}
+    { detached = false, entry = EXAMPLE_ENTRY, until = 'all workers listening', command = undefined as StartCommand | undefined } = {}
   ): Promise<ExampleProcess> {
     const port = await freePort()
-    const child = spawn(process.execPath, [entry], {
+    const { file, args, cwd } = command ?? { file: process.execPath, args: [entry] }
+    const child = spawn(file, args, {
       env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
-      detached
+      detached,
+      cwd
     })
     const example = new ExampleProcess(child, port)
     try {
@@ -79,14 +84,14 @@ export class ExampleProcess {
     return this.lines.filter((line) => line.msg === msg)
   }
 
-  /** Resolves with the first log line (past or future) that matches; rejects on timeout or exit. */
-  waitFor (match: (line: LogLine) => boolean, count = 1): Promise<LogLine> {
+  /** Resolves with the `count`th log line (past or future) that matches; rejects on timeout or exit. */
+  waitFor (match: (line: LogLine) => boolean, count = 1, timeoutMillis = EVENT_TIMEOUT_MILLIS): Promise<LogLine> {
     return new Promise((resolve, reject) => {
       const check = () => {
         const found = this.lines.filter(match)
         if (found.length >= count) finish(() => resolve(found[count - 1]))
       }
-      const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for a log line; last lines:\n${this.tail()}`))), EVENT_TIMEOUT_MILLIS)
+      const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for a log line; last lines:\n${this.tail()}`))), timeoutMillis)
       const onExit = () => finish(() => reject(new Error(`example exited while waiting; last lines:\n${this.tail()}`)))
       const finish = (settle: () => void) => {
         clearTimeout(timer)

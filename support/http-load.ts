@@ -9,6 +9,8 @@ export interface Outcome {
   status: number
   /** Milliseconds from sending to the end of the response. */
   latency: number
+  /** When it was sent (performance.now() of this process): orders requests by sending. */
+  sentAt: number
   /** The `x-worker-pid` header, when the response had one. */
   workerPid?: number
   /** Set when the request failed below HTTP (reset, refused, hang-up). */
@@ -25,6 +27,11 @@ export interface LoadOptions {
   concurrency: number
   /** Reuse connections (the default), or open one per request. */
   keepAlive?: boolean
+  /**
+   * Gives up on a request that has not been answered within this many milliseconds and records
+   * it as `error: 'TIMEOUT'` (hung). Unset: wait for ever, as a plain client does.
+   */
+  timeoutMillis?: number
 }
 
 export interface Load {
@@ -37,11 +44,22 @@ export interface Load {
   reached: (count: number) => Promise<void>
 }
 
+/** The `error` of an outcome that got no answer within `timeoutMillis`. */
+export const HUNG = 'TIMEOUT'
+
 export function sendOne (options: LoadOptions, index: number, agent: Agent | false): Promise<Outcome> {
   const path = typeof options.path === 'function' ? options.path(index) : options.path
   const payload = options.body === undefined ? undefined : JSON.stringify(options.body(index))
   const started = performance.now()
   return new Promise((resolve) => {
+    let settled = false
+    let timer: NodeJS.Timeout | undefined
+    const settle = (result: Omit<Outcome, 'sentAt'>) => {
+      if (settled) return
+      settled = true
+      if (timer !== undefined) clearTimeout(timer)
+      resolve({ ...result, sentAt: started })
+    }
     const outgoing = request({
       host: options.host ?? '127.0.0.1',
       port: options.port,
@@ -53,11 +71,19 @@ export function sendOne (options: LoadOptions, index: number, agent: Agent | fal
       response.resume()
       response.on('end', () => {
         const pid = Number(response.headers['x-worker-pid'])
-        resolve({ status: response.statusCode ?? 0, latency: performance.now() - started, ...(Number.isInteger(pid) ? { workerPid: pid } : {}) })
+        settle({ status: response.statusCode ?? 0, latency: performance.now() - started, ...(Number.isInteger(pid) ? { workerPid: pid } : {}) })
       })
-      response.on('error', (error) => resolve({ status: 0, latency: performance.now() - started, error: error.message }))
+      response.on('error', (error) => settle({ status: 0, latency: performance.now() - started, error: error.message }))
     })
-    outgoing.on('error', (error: NodeJS.ErrnoException) => resolve({ status: 0, latency: performance.now() - started, error: error.code ?? error.message }))
+    outgoing.on('error', (error: NodeJS.ErrnoException) => settle({ status: 0, latency: performance.now() - started, error: error.code ?? error.message }))
+    // A request nobody answers is recorded as hung, then its socket is destroyed (the error that
+    // follows is ignored: the outcome is settled).
+    if (options.timeoutMillis !== undefined) {
+      timer = setTimeout(() => {
+        settle({ status: 0, latency: performance.now() - started, error: HUNG })
+        outgoing.destroy()
+      }, options.timeoutMillis)
+    }
     outgoing.end(payload)
   })
 }

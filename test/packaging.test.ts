@@ -100,11 +100,11 @@ async function typeCheck (project: string): Promise<TypeCheck> {
 }
 
 test('the tarball ships the build, its declarations and the docs, and no sources or tests', async () => {
-  expect(entries).toEqual(expect.arrayContaining(['package.json', 'README.md', 'CHANGELOG.md', 'dist/index.js', 'dist/index.d.ts']))
+  expect(entries).toEqual(expect.arrayContaining(['package.json', 'README.md', 'CHANGELOG.md', 'dist/index.js', 'dist/index.d.ts', 'dist/worker/index.js', 'dist/worker/index.d.ts', 'worker.d.mts']))
   expect(entries.filter((entry) => entry.startsWith('test/') || entry.startsWith('lib/'))).toEqual([])
   expect(entries.filter((entry) => /\.[cm]?ts$/.test(entry) && !/\.d\.[cm]?ts$/.test(entry))).toEqual([])
   // An allow-list, so a new top-level file (a stray .tgz, the consumer directory, CI config) fails here.
-  expect(entries.filter((entry) => !entry.startsWith('dist/') && !['package.json', 'index.d.mts', 'README.md', 'CHANGELOG.md', 'LICENSE'].includes(entry))).toEqual([])
+  expect(entries.filter((entry) => !entry.startsWith('dist/') && !['package.json', 'index.d.mts', 'worker.d.mts', 'README.md', 'CHANGELOG.md', 'LICENSE'].includes(entry))).toEqual([])
 
   // Every file that main, types and the exports map point to is in the tarball.
   const manifest = JSON.parse(await readFile(join(installed, 'package.json'), 'utf8'))
@@ -294,3 +294,67 @@ test('an ESM TypeScript consumer can register the default import', async () => {
   const { code, diagnostics } = await typeCheck('tsconfig.esm-default.json')
   expect({ code, diagnostics }).toEqual({ code: 0, diagnostics: '' })
 }, TSC_TIMEOUT_MILLIS)
+
+test('the worker helper is the subpath fastify-fork-safe-db/worker, one plugin for require() and import', async () => {
+  const result = await runConsumerScript('consumer-worker.mjs', `import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+import Fastify from 'fastify'
+import forkSafeWorker, { forkSafeWorker as named, isWarmupRequest } from '${PACKAGE}/worker'
+
+const required = createRequire(import.meta.url)('${PACKAGE}/worker')
+const app = Fastify()
+app.register(forkSafeWorker, { drainMillis: 'soon' })
+const error = await app.ready().then(() => undefined, (error) => error)
+await app.close()
+process.stdout.write(JSON.stringify({
+  resolved: fileURLToPath(import.meta.resolve('${PACKAGE}/worker')),
+  type: typeof forkSafeWorker,
+  defaultIsNamed: forkSafeWorker === named,
+  sameAsRequire: forkSafeWorker === required && required.default === required && required.forkSafeWorker === required,
+  isWarmupRequest: typeof isWarmupRequest === 'function' && required.isWarmupRequest === isWarmupRequest,
+  errorCode: error?.code
+}))
+`)
+  expect(result).toEqual({
+    resolved: join(installed, 'dist', 'worker', 'index.js'),
+    type: 'function',
+    defaultIsNamed: true,
+    sameAsRequire: true,
+    isWarmupRequest: true,
+    errorCode: 'FST_FORK_SAFE_DB_INVALID_OPTION'
+  })
+})
+
+function typedWorkerApp (importLine: string): string {
+  return `import Fastify, { LogController } from 'fastify'
+${importLine}
+
+const app = Fastify({ logController: new LogController({ disableRequestLogging: isWarmupRequest }) })
+app.register(forkSafeWorker, { drainMillis: 5000, warmup: { requests: [{ url: '/users/1' }], rounds: 20 } })
+// @ts-expect-error drainMillis is a number: options typed as any would let this through.
+app.register(forkSafeWorker, { drainMillis: 'soon' })
+app.get('/users/:id', async (request) => ({ warmup: request.isWarmup }))
+
+export async function stop (): Promise<boolean> {
+  const report: RetireReport = await app.retire('SIGTERM')
+  return report.closeTimedOut
+}
+`
+}
+
+test('a TypeScript consumer, CommonJS, ESM or with node10 resolution, gets the worker helper typed', async () => {
+  await writeFile(join(consumerDirectory, 'worker-app.ts'), typedWorkerApp(`import forkSafeWorker, { isWarmupRequest, type RetireReport } from '${PACKAGE}/worker'`))
+  await writeFile(join(consumerDirectory, 'worker-app.mts'), typedWorkerApp(`import forkSafeWorker, { isWarmupRequest, type RetireReport } from '${PACKAGE}/worker'`))
+  await writeFile(join(consumerDirectory, 'tsconfig.worker.json'), JSON.stringify({ ...CONSUMER_TSCONFIG, files: ['worker-app.ts', 'worker-app.mts'] }))
+  const modern = await typeCheck('tsconfig.worker.json')
+  expect({ code: modern.code, diagnostics: modern.diagnostics }).toEqual({ code: 0, diagnostics: '' })
+  expect(modern.files).toEqual(expect.arrayContaining([join(installed, 'dist', 'worker', 'index.d.ts'), join(installed, 'worker.d.mts')]))
+
+  // node10 resolution ignores the exports map: typesVersions points it at the declarations.
+  await writeFile(join(consumerDirectory, 'tsconfig.worker-node10.json'), JSON.stringify({
+    compilerOptions: { ...CONSUMER_TSCONFIG.compilerOptions, module: 'commonjs', moduleResolution: 'node10', esModuleInterop: true },
+    files: ['worker-app.ts']
+  }))
+  const legacy = await typeCheck('tsconfig.worker-node10.json')
+  expect({ code: legacy.code, diagnostics: legacy.diagnostics }).toEqual({ code: 0, diagnostics: '' })
+}, 2 * TSC_TIMEOUT_MILLIS)

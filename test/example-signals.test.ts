@@ -1,0 +1,92 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { perTestUser } from './helpers/database'
+import { ExampleProcess, EXAMPLE_ENTRY, type StartCommand } from '../support/example-process'
+import { failures, startLoad, type Load, type Outcome } from '../support/http-load'
+
+// Signals as a terminal and npm deliver them (issue 12): a closing terminal sends SIGHUP to the
+// whole process group; Ctrl-C sends SIGINT to it; `npm run example` puts npm between the user
+// and the primary.
+
+const fixture = perTestUser({ ownDatabase: true })
+let example: ExampleProcess | undefined
+let load: Load | undefined
+let npmProject: string | undefined
+
+afterEach(async () => {
+  load?.stop()
+  await load?.done
+  load = undefined
+  await example?.kill()
+  example = undefined
+  if (npmProject !== undefined) await rm(npmProject, { recursive: true, force: true })
+  npmProject = undefined
+})
+
+const pidsOf = (outcomes: readonly Outcome[]) => new Set(outcomes.map((outcome) => outcome.workerPid))
+
+/** `npm run example` in a throw-away project whose script starts the built example the way ours does. */
+async function npmRunExample (): Promise<StartCommand> {
+  const script = JSON.parse(await readFile(join(__dirname, '..', 'package.json'), 'utf8')).scripts.example as string
+  // The repository's script builds first; the last step is what matters for signals.
+  const last = script.split('&&').pop()?.trim() ?? ''
+  expect(last).toBe('exec node build/example-app/main.js')
+  npmProject = await mkdtemp(join(tmpdir(), 'npm-run-example-'))
+  await writeFile(join(npmProject, 'package.json'), JSON.stringify({ name: 'npm-run-example', private: true, scripts: { example: `exec node ${EXAMPLE_ENTRY}` } }))
+  const npm = process.env.npm_execpath
+  return npm !== undefined && npm.endsWith('.js')
+    ? { file: process.execPath, args: [npm, 'run', 'example'], cwd: npmProject }
+    : { file: 'npm', args: ['run', 'example'], cwd: npmProject }
+}
+
+test('a SIGHUP to the whole process group, as from a closing terminal, rolls every worker drained and the example keeps serving', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2' }, { detached: true })
+  const pid = example.child.pid
+  if (pid === undefined) throw new Error('no pid')
+  const common = { port: example.port, path: (index: number) => `/users/${(index % 1000) + 1}`, requests: Number.MAX_SAFE_INTEGER, timeoutMillis: 5000 }
+  const fresh = startLoad({ ...common, concurrency: 2, keepAlive: false })
+  load = startLoad({ ...common, concurrency: 2, keepAlive: true })
+  await load.reached(100)
+  const before = pidsOf(load.outcomes)
+
+  process.kill(-pid, 'SIGHUP')
+  await example.waitFor((line) => line.msg === 'rolling restart finished')
+  await load.reached(load.outcomes.length + 200)
+  fresh.stop()
+  load.stop()
+  const outcomes = [...await fresh.done, ...await load.done]
+  expect(failures(outcomes)).toEqual([])
+  // The workers ignored their own SIGHUP: none died, both were retired by the roll and exited 0.
+  expect(example.logged('worker died; respawning')).toEqual([])
+  expect(example.logged('worker exited').map((line) => line.code)).toEqual([0, 0])
+  for (const workerPid of pidsOf(outcomes.slice(-50))) expect(before.has(workerPid)).toBe(false)
+  expect(example.child.exitCode).toBeNull()
+})
+
+test('Ctrl-C through `npm run example` drains every worker, and npm and the primary exit 0', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2' }, { detached: true, command: await npmRunExample() })
+  const npmPid = example.child.pid
+  if (npmPid === undefined) throw new Error('no pid')
+  process.kill(-npmPid, 'SIGINT')
+  expect(await example.exited).toEqual({ code: 0, signal: null })
+  expect(example.logged('all workers exited; bye')).toHaveLength(1)
+  expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
+})
+
+test('a SIGHUP sent to npm\'s pid kills npm, and the primary it started shuts down drained instead of running on', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2' }, { detached: true, command: await npmRunExample() })
+  const npmPid = example.child.pid
+  if (npmPid === undefined) throw new Error('no pid')
+  // The primary names its own pid, the one to send SIGHUP to.
+  const started = example.lines.filter((line) => line.msg.startsWith('primary started: `kill -HUP '))
+  expect(started).toHaveLength(1)
+  expect(started[0].pid).not.toBe(npmPid)
+
+  process.kill(npmPid, 'SIGHUP')
+  // npm does not forward SIGHUP and dies of it; `exited` waits for every process sharing its output.
+  expect(await example.exited).toEqual({ code: null, signal: 'SIGHUP' })
+  expect(example.logged('npm, which started this primary, has exited (a SIGHUP meant for the primary?): shutting down')).toHaveLength(1)
+  expect(example.logged('all workers exited; bye')).toHaveLength(1)
+  expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
+})
