@@ -23,10 +23,16 @@ export class ForkSafeClient extends KnexMySql2Client {
     return acquireGuarded(this, runtimeOf(this), true)
   }
 
-  /** A connection released after the pool was destroyed (a close deadline gave it back) is let go. */
+  /**
+   * Starts the connection's idle clock (the borrow check's). One released after the pool was
+   * destroyed (a close deadline gave it back) is let go.
+   */
   override releaseConnection (connection: DriverConnection): Promise<void> {
-    if (poolOf(this) === undefined) return Promise.resolve()
-    return super.releaseConnection(connection)
+    const pool = poolOf(this)
+    if (pool === undefined) return Promise.resolve()
+    runtimeOf(this).borrowCheck.markIdle(connection)
+    pool.release(connection)
+    return Promise.resolve()
   }
 
   /** Through the breaker, refused while closing, tracked, set up (see connect.ts). */
@@ -42,7 +48,7 @@ export class ForkSafeClient extends KnexMySql2Client {
   }
 
   /** The borrow check: a dead connection is replaced, never handed out (see pool/borrow-check.ts). */
-  override validateConnection (connection: DriverConnection): Promise<boolean> {
+  override validateConnection (connection: DriverConnection): boolean | Promise<boolean> {
     return runtimeOf(this).borrowCheck.validate(connection)
   }
 
@@ -81,7 +87,6 @@ export class ForkSafeClient extends KnexMySql2Client {
     const runtime = runtimeOf(this)
     pool.on('createSuccess', () => { runtime.counters.created += 1 })
     pool.on('destroySuccess', () => { runtime.counters.destroyed += 1 })
-    pool.on('release', (connection: DriverConnection) => runtime.borrowCheck.markIdle(connection))
   }
 
   /** A warm-up in progress stops waiting for connections the destroyed pool would never give. */

@@ -1,16 +1,21 @@
 import { FST_FORK_SAFE_DB_CLIENT_GONE } from '../errors'
 import { ownerOf } from '../query/owners'
-import { asQueryTimeout } from '../query/timeout'
-import { applyDefaultTimeout, KnexRunnerBase, type CompiledQuery } from './internals'
+import { asQueryTimeout, statementExpired } from '../query/timeout'
+import { KnexRunnerBase, timeoutOf, type CompiledQuery } from './internals'
 import { runtimeOf } from './runtime'
 
 // knex runs every statement of a builder through a runner made by `client.runner()`, on the
 // client of the builder: a transaction's builders get theirs from the transaction's client, which
 // shares the plugin's prototype. So each statement passes here, inside transactions as outside:
-// - it gets the default query timeout unless it has its own (see query/timeout.ts);
-// - it is recorded, with the connection it runs on, as its request's (see query/owners.ts);
-//   a statement of a request whose client has gone is not sent;
-// - an expiry reaches the caller as FST_FORK_SAFE_DB_QUERY_TIMEOUT.
+// - unless it has a `.timeout()` of its own, it gets `queryTimeoutMillis`: on expiry the caller
+//   is answered at once with FST_FORK_SAFE_DB_QUERY_TIMEOUT and the statement is cancelled on
+//   the server in the background (query/cancel.ts); the deadline is kept by the pool's
+//   deadline queue (query/deadlines.ts), not a timer per statement;
+// - it is recorded, with the connection it runs on, as its request's (query/owners.ts); a
+//   statement of a request whose client has gone is not sent;
+// - a `.timeout()` of the user's expires as knex makes it, with the plugin's error.
+// All of it in one promise per statement; a statement with no deadline and no request goes to
+// knex untouched.
 
 /** Builders that take a `.timeout()` (query builders and raw; schema builders do not). */
 function takesTimeout (builder: object): boolean {
@@ -19,18 +24,30 @@ function takesTimeout (builder: object): boolean {
 
 export class ForkSafeRunner extends KnexRunnerBase {
   override query (query: CompiledQuery): Promise<unknown> {
-    const { queryTimeoutMillis } = runtimeOf(this.client).options
-    if (queryTimeoutMillis > 0 && takesTimeout(this.builder)) applyDefaultTimeout(query, queryTimeoutMillis)
+    const runtime = runtimeOf(this.client)
     const owner = ownerOf(this.builder, this.client)
     const connection = this.connection
-    if (owner === undefined || connection === undefined) {
-      return super.query(query).catch((error: unknown) => { throw asQueryTimeout(error, query) })
+    const ownTimeout = timeoutOf(query) !== undefined
+    const deadlines = ownTimeout || !takesTimeout(this.builder) ? undefined : runtime.deadlines
+    if ((owner === undefined && deadlines === undefined) || connection === undefined) {
+      return ownTimeout ? super.query(query).catch((error: unknown) => { throw asQueryTimeout(error, query) }) : super.query(query)
     }
-    if (owner.clientGone) return Promise.reject(new FST_FORK_SAFE_DB_CLIENT_GONE())
-    owner.started(connection)
-    return super.query(query).then(
-      (result) => { owner.finished(connection); return result },
-      (error: unknown) => { owner.finished(connection); throw asQueryTimeout(error, query) }
-    )
+    if (owner?.clientGone === true) return Promise.reject(new FST_FORK_SAFE_DB_CLIENT_GONE())
+    owner?.started(connection)
+    const statement = super.query(query)
+    return new Promise((resolve, reject) => {
+      const deadline = deadlines?.start(() => {
+        runtime.canceller.cancel(connection, 'its query timed out')
+        reject(statementExpired(query, runtime.options.queryTimeoutMillis))
+      })
+      const settled = () => {
+        if (deadline !== undefined) deadlines?.end(deadline)
+        owner?.finished(connection)
+      }
+      statement.then(
+        (result) => { settled(); resolve(result) },
+        (error: unknown) => { settled(); reject(asQueryTimeout(error, query)) }
+      )
+    })
   }
 }

@@ -93,8 +93,9 @@ export const KnexRunnerBase = (probe.client.runner(probe.queryBuilder()) as obje
 
 interface TarnResource { resource: DriverConnection }
 
-/** tarn's pool as knex creates it. Counts and events are tarn's public API. */
+/** tarn's pool as knex creates it. Counts, acquire/release and events are tarn's public API. */
 export interface TarnPool {
+  acquire: () => { promise: Promise<DriverConnection> }
   numUsed: () => number
   numFree: () => number
   numPendingAcquires: () => number
@@ -108,6 +109,15 @@ interface TarnPoolFields extends TarnPool {
   max: number
   used: TarnResource[]
   free: TarnResource[]
+}
+
+// tarn's own timeout error (an acquire that waited too long), from the tarn knex depends on.
+const tarnRoot = packageRoot('tarn', packageRoot('knex'))
+const TarnTimeoutError = (require(tarnRoot ?? 'tarn') as { TimeoutError: new () => Error }).TimeoutError
+
+/** Whether `error` is tarn's: no connection became free within the acquire timeout. */
+export function isAcquireTimeout (error: unknown): boolean {
+  return error instanceof TarnTimeoutError
 }
 
 /** The client's tarn pool, or undefined once it has been destroyed. */
@@ -167,15 +177,7 @@ interface TimedQuery extends CompiledQuery {
   cancelOnTimeout?: boolean
 }
 
-/** Gives a statement without a `.timeout()` of its own this one, cancelled on the server. */
-export function applyDefaultTimeout (query: CompiledQuery, timeoutMillis: number): void {
-  const timed = query as TimedQuery
-  if (timed.timeout !== undefined && timed.timeout !== false && timed.timeout > 0) return
-  timed.timeout = timeoutMillis
-  timed.cancelOnTimeout = true
-}
-
-/** The timeout knex applied to the statement, if any. */
+/** The statement's own `.timeout()`, if it has one. */
 export function timeoutOf (query: CompiledQuery): number | undefined {
   const { timeout } = query as TimedQuery
   return typeof timeout === 'number' && timeout > 0 ? timeout : undefined

@@ -6,6 +6,7 @@ import { ConnectBreaker } from '../pool/connect-breaker'
 import { PoolCounters } from '../pool/stats'
 import { DEFAULT_SERVER_LIMITS, readServerLimits, type ServerLimits } from '../pool/server-limits'
 import { QueryCanceller } from '../query/cancel'
+import { Deadlines } from '../query/deadlines'
 import { scrubError } from '../logging/redact'
 import { KnexMySql2Client, type DialectClient, type DriverConnection } from './internals'
 
@@ -34,6 +35,8 @@ export class ClientRuntime {
   readonly counters = new PoolCounters()
   readonly borrowCheck: BorrowCheck
   readonly canceller: QueryCanceller
+  /** The default query timeout's deadlines, unless it is off. */
+  readonly deadlines: Deadlines | undefined
   readonly pingTimeoutMillis: number
   /** Connections being opened: a close deadline must reach a connect stuck in a black hole. */
   readonly connecting = new Set<DriverConnection>()
@@ -70,6 +73,7 @@ export class ClientRuntime {
       looksAlive: (connection) => stockValidate.call(this.client, connection) as boolean
     })
     this.canceller = new QueryCanceller(this, log)
+    this.deadlines = options.queryTimeoutMillis > 0 ? new Deadlines(options.queryTimeoutMillis) : undefined
   }
 
   /**

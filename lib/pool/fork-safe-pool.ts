@@ -272,6 +272,7 @@ export class ForkSafePool {
       await own.knex.destroy()
     } finally {
       this.#deadline.clear()
+      own.runtime.deadlines?.stop()
     }
     this.#log.debug('connection pool closed')
   }
@@ -288,6 +289,7 @@ export class ForkSafePool {
     own.keeper.stop()
     own.stopPlacementWatch()
     await own.knex.destroy()
+    own.runtime.deadlines?.stop()
   }
 }
 

@@ -5,15 +5,24 @@ import { cancelsOnTimeout, markDisposed, timeoutOf, type CompiledQuery, type Dri
 
 // A slow query must never stall other requests.
 // - Every statement of a query builder or `raw()` without a `.timeout()` of its own gets
-//   `queryTimeoutMillis`, with `cancel: true` (see driver/fork-safe-runner.ts): on expiry knex
-//   cancels it, and the plugin's cancel (cancel.ts) answers at once and sends KILL QUERY in the
-//   background. knex's timeout error becomes FST_FORK_SAFE_DB_QUERY_TIMEOUT, still a
-//   KnexTimeoutError, without the statement's bound values knex attaches to it.
+//   `queryTimeoutMillis` (see driver/fork-safe-runner.ts): on expiry the caller gets
+//   FST_FORK_SAFE_DB_QUERY_TIMEOUT at once and the statement is cancelled on the server in the
+//   background (cancel.ts). A `.timeout()` of the user's expires as knex makes it, and knex's
+//   error becomes the same FST_FORK_SAFE_DB_QUERY_TIMEOUT, still a KnexTimeoutError, without the
+//   statement's bound values knex attaches to it.
 // - A transaction's own statements (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) bypass knex's runner and
 //   have no timeout in knex: against a frozen server a `{ db: { transaction: true } }` route
 //   waited forever for its BEGIN. They get the same limit; on expiry the connection is closed
 //   (a KILL would need a new connection to the same stuck server), which fails the statement,
 //   and with it the transaction, with FST_FORK_SAFE_DB_QUERY_TIMEOUT.
+
+/** The error of a statement that outlived the default timeout (it is being cancelled). */
+export function statementExpired (query: CompiledQuery, timeoutMillis: number): Error {
+  return Object.assign(
+    new FST_FORK_SAFE_DB_QUERY_TIMEOUT(`the statement did not finish within ${timeoutMillis} ms and was cancelled on the server (KILL QUERY)`),
+    { timeout: timeoutMillis, query: query.sql }
+  )
+}
 
 /** knex's expired-statement error as the plugin's; any other error unchanged. */
 export function asQueryTimeout (error: unknown, query: CompiledQuery): unknown {

@@ -75,8 +75,12 @@ export class RequestScope implements StatementOwner {
   readonly #knex: Knex
   /** The process's knex instance this request's view is over. */
   readonly base: Knex
-  /** Connections running a statement of this request now (see query/owners.ts); made on first use. */
-  #running: Set<DriverConnection> | undefined
+  /**
+   * Connections running a statement of this request now (see query/owners.ts): nearly always
+   * one at a time, so one slot, and a set only for statements run side by side.
+   */
+  #running: DriverConnection | undefined
+  #runningMore: Set<DriverConnection> | undefined
   // Created on first use: most requests never begin a transaction.
   #transactions: Set<Knex.Transaction> | undefined
   #routeTransaction: Knex.Transaction | undefined
@@ -157,13 +161,20 @@ export class RequestScope implements StatementOwner {
 
   /** A statement of this request began on `connection`. */
   started (connection: DriverConnection): void {
-    (this.#running ??= new Set()).add(connection)
+    if (this.#running === undefined) this.#running = connection
+    else (this.#runningMore ??= new Set()).add(connection)
     this.#watchSocket()
   }
 
   finished (connection: DriverConnection): void {
-    this.#running?.delete(connection)
+    if (this.#running === connection) this.#running = undefined
+    else this.#runningMore?.delete(connection)
     this.#unwatchSocketIfIdle()
+  }
+
+  #runningConnections (): DriverConnection[] {
+    const more = [...(this.#runningMore ?? [])]
+    return this.#running === undefined ? more : [this.#running, ...more]
   }
 
   #watchSocket (): void {
@@ -178,7 +189,7 @@ export class RequestScope implements StatementOwner {
   }
 
   #unwatchSocketIfIdle (): void {
-    if (this.#socket === undefined || (this.#running?.size ?? 0) > 0 || this.#openTransactions().length > 0) return
+    if (this.#socket === undefined || this.#running !== undefined || (this.#runningMore?.size ?? 0) > 0 || this.#hasOpenTransaction()) return
     this.#unwatchSocket()
   }
 
@@ -197,7 +208,7 @@ export class RequestScope implements StatementOwner {
   /** The client went away before its response was sent. */
   #abandon (): void {
     this.clientGone = true
-    const running = [...(this.#running ?? [])]
+    const running = this.#runningConnections()
     for (const connection of running) this.#host.cancel(connection, 'the client went away')
     const cancelled = running.length
     const open = this.#openTransactions()
@@ -214,14 +225,20 @@ export class RequestScope implements StatementOwner {
   }
 
   #rollBackLeaks (): void {
+    if (!this.#hasOpenTransaction()) return
     const open = this.#openTransactions()
-    if (open.length === 0) return
     const { method, url } = this.#request.routeOptions
     this.#request.log.error(
       { plugin: PLUGIN_NAME, route: `${method.toString()} ${url ?? this.#request.url}`, requestId: this.#request.id, transactions: open.length },
       'a transaction begun through request.db was neither committed nor rolled back when the response ended; rolling it back'
     )
     for (const trx of open) this.#rollBack(trx)
+  }
+
+  #hasOpenTransaction (): boolean {
+    if (this.#transactions === undefined) return false
+    for (const trx of this.#transactions) if (!trx.isCompleted()) return true
+    return false
   }
 
   #openTransactions (): Knex.Transaction[] {
