@@ -20,11 +20,11 @@ export interface Variant {
   close?: () => Promise<void>
 }
 
-// The shipped plugin's modules, for the one ablation that has no option.
-const dist = dirname(require.resolve('fastify-fork-safe-db'))
-const { PoolCounters } = require(join(dist, 'pool', 'stats.js')) as { PoolCounters: { prototype: { recordAcquire: (...args: unknown[]) => void } } }
-
+// The shipped plugin's module, for the one ablation that has no option (loaded when that variant
+// is built, so the other variants also run against older builds of the plugin).
 function withoutAcquireStats (): { on: () => void, off: () => void } {
+  const dist = dirname(require.resolve('fastify-fork-safe-db'))
+  const { PoolCounters } = require(join(dist, 'pool', 'stats.js')) as { PoolCounters: { prototype: { recordAcquire: (...args: unknown[]) => void } } }
   const original = PoolCounters.prototype.recordAcquire
   return { on: () => { PoolCounters.prototype.recordAcquire = () => {} }, off: () => { PoolCounters.prototype.recordAcquire = original } }
 }
@@ -46,6 +46,16 @@ const BUILDERS: Record<string, { name: string, build: (url: string) => Promise<O
     build: async (url) => {
       const db = knex({ client: 'mysql2', connection: url, pool: POOL })
       const app = Fastify()
+      app.get<{ Params: { id: string } }>('/users/:id', async (request) => lookup(db, request.params.id))
+      return { app, close: () => db.destroy() }
+    }
+  },
+  'knex-hooked': {
+    name: 'bare knex, plus a no-op onResponse hook (what Fastify charges for one)',
+    build: async (url) => {
+      const db = knex({ client: 'mysql2', connection: url, pool: POOL })
+      const app = Fastify()
+      app.addHook('onResponse', (_request, _reply, done) => { done() })
       app.get<{ Params: { id: string } }>('/users/:id', async (request) => lookup(db, request.params.id))
       return { app, close: () => db.destroy() }
     }
