@@ -7,7 +7,8 @@ import { isAbsolute, join } from 'node:path'
 // The package as consumers get it: `npm pack`, unpacked into a throw-away project's
 // node_modules, then required, imported and type-checked from there. The other tests load lib/
 // or dist/ directly, which cannot catch a file missing from `files`, a wrong `exports` target, or
-// declarations that only type-check inside this repository. Needs `npm run build` (dist/) first;
+// declarations that only type-check inside this repository. Needs dist/ (Jest's global setup
+// builds it when the sources are newer);
 // no database: the consumers only register with options that fail before any socket opens.
 
 const ROOT = join(__dirname, '..')
@@ -56,7 +57,8 @@ beforeAll(async () => {
   consumerDirectory = await mkdtemp(join(ROOT, '.consumer-'))
   installed = join(consumerDirectory, 'node_modules', PACKAGE)
 
-  await runOk('npm', ['pack', '--pack-destination', packDirectory], ROOT, NPM_TIMEOUT_MILLIS)
+  // What `npm install` (prepare) built and Jest's global setup checked is fresh: no second build.
+  await runOk('npm', ['pack', '--ignore-scripts', '--pack-destination', packDirectory], ROOT, NPM_TIMEOUT_MILLIS)
   const tarballs = (await readdir(packDirectory)).filter((name) => name.endsWith('.tgz'))
   expect(tarballs).toHaveLength(1)
   const tarball = join(packDirectory, tarballs[0])
@@ -99,8 +101,19 @@ async function typeCheck (project: string): Promise<TypeCheck> {
   return { code: outcome.code, diagnostics, files }
 }
 
+test('every shipped source map carries the sources it maps, which the tarball does not ship', async () => {
+  const maps = entries.filter((entry) => entry.endsWith('.js.map'))
+  expect(maps.length).toBeGreaterThan(0)
+  for (const map of maps) {
+    const { sources, sourcesContent } = JSON.parse(await readFile(join(installed, map), 'utf8')) as { sources: string[], sourcesContent?: Array<string | null> }
+    expect({ map, inlined: sourcesContent?.length === sources.length && sourcesContent.every((content) => typeof content === 'string' && content.length > 0) }).toEqual({ map, inlined: true })
+  }
+})
+
 test('the tarball ships the build, its declarations and the docs, and no sources or tests', async () => {
-  expect(entries).toEqual(expect.arrayContaining(['package.json', 'README.md', 'CHANGELOG.md', 'dist/index.js', 'dist/index.d.ts', 'dist/worker/index.js', 'dist/worker/index.d.ts', 'worker.d.mts']))
+  expect(entries).toEqual(expect.arrayContaining([
+    'package.json', 'README.md', 'CHANGELOG.md', 'LICENSE', 'dist/index.js', 'dist/index.d.ts', 'index.d.mts', 'dist/worker/index.js', 'dist/worker/index.d.ts', 'worker.d.mts'
+  ]))
   expect(entries.filter((entry) => entry.startsWith('test/') || entry.startsWith('lib/'))).toEqual([])
   expect(entries.filter((entry) => /\.[cm]?ts$/.test(entry) && !/\.d\.[cm]?ts$/.test(entry))).toEqual([])
   // An allow-list, so a new top-level file (a stray .tgz, the consumer directory, CI config) fails here.
