@@ -1,3 +1,4 @@
+import { ownDatabase } from '../example-app/database'
 import { prepareSchema } from '../example-app/schema'
 import { resolveServer } from '../support/server-url'
 import { bootstrapInterval, fixed, median, percentile, table, writeResult } from './report'
@@ -36,10 +37,12 @@ const collect = (globalThis as { gc?: () => void }).gc
 async function main (): Promise<void> {
   if (collect === undefined) throw new Error('run with node --expose-gc (npm run bench:hot-path does)')
   const server = await resolveServer()
-  await prepareSchema(server.url)
+  // The example's own database (created if missing), never the shared `test` one.
+  const url = await ownDatabase(server.url)
+  await prepareSchema(url)
   const keys = (process.env.BENCH_VARIANTS ?? VARIANT_KEYS.join(',')).split(',')
   const variants: Variant[] = []
-  for (const key of keys) variants.push(await buildVariant(key, server.url))
+  for (const key of keys) variants.push(await buildVariant(key, url))
   const results = new Map<string, Window[]>(variants.map((variant) => [variant.key, []]))
   try {
     // Unrecorded: JIT, pools filled, the database's buffer pool warm.

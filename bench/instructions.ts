@@ -3,6 +3,7 @@ import { rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { ownDatabase } from '../example-app/database'
 import { prepareSchema } from '../example-app/schema'
 import { resolveServer } from '../support/server-url'
 import { fixed, median, table, writeResult } from './report'
@@ -86,12 +87,14 @@ async function instructions (key: string, url: string): Promise<Count> {
 
 async function main (): Promise<void> {
   const server = await resolveServer()
-  await prepareSchema(server.url)
+  // The example's own database (created if missing), never the shared `test` one.
+  const url = await ownDatabase(server.url)
+  await prepareSchema(url)
   const runs = new Map<string, Count[]>()
   try {
     for (let attempt = 0; attempt < RUNS; attempt++) {
       for (const key of VARIANTS) {
-        const count = await instructions(key, server.url)
+        const count = await instructions(key, url)
         runs.set(key, [...(runs.get(key) ?? []), count])
         process.stderr.write(`${key}: ${Math.round(count.withoutCompilers)} instructions per request (${Math.round(count.all)} with V8's compilers)\n`)
       }

@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import knex from 'knex'
 import { createPool } from 'mysql2/promise'
 import forkSafeDb from 'fastify-fork-safe-db'
+import { ownDatabase } from '../example-app/database'
 import { prepareSchema } from '../example-app/schema'
 import { resolveServer } from '../support/server-url'
 import { fixed, median, table, writeResult } from './report'
@@ -68,8 +69,10 @@ async function autocannon (port: number, seconds: number): Promise<Measurement> 
 
 async function main (): Promise<void> {
   const server = await resolveServer()
-  await prepareSchema(server.url)
-  const variants = await buildVariants(server.url)
+  // The example's own database (created if missing), never the shared `test` one.
+  const url = await ownDatabase(server.url)
+  await prepareSchema(url)
+  const variants = await buildVariants(url)
   const ports = new Map<string, number>()
   for (const variant of variants) {
     await variant.app.listen({ port: 0, host: '127.0.0.1' })

@@ -1,4 +1,5 @@
 import { join } from 'node:path'
+import { ownDatabase } from '../example-app/database'
 import { prepareSchema } from '../example-app/schema'
 import { ExampleProcess, EXAMPLE_ENTRY } from '../support/example-process'
 import { failures, startLoad } from '../support/http-load'
@@ -39,7 +40,9 @@ function spread (values: readonly number[], digits = 1): string {
 
 async function main (): Promise<void> {
   const server = await resolveServer()
-  await prepareSchema(server.url)
+  // The example's own database (created if missing), never the shared `test` one.
+  const url = await ownDatabase(server.url)
+  await prepareSchema(url)
   const target = new URL(server.url)
   const proxy = await TcpProxy.start({ target: { host: target.hostname, port: Number(target.port || 3306) }, delayMillis: DELAY_MILLIS })
   const rows: Array<Array<string | number>> = []
@@ -49,7 +52,7 @@ async function main (): Promise<void> {
     for (let run = 1; run <= RUNS; run++) {
       for (const variant of VARIANTS) {
         const app = await ExampleProcess.start(
-          { MYSQL_URL: proxy.urlFor(server.url), WORKERS: '2', MAX_REQUESTS: '100', DB_POOL_MIN: String(CONCURRENCY), LOG_LEVEL: 'warn', ...variant.env },
+          { MYSQL_URL: proxy.urlFor(url), WORKERS: '2', MAX_REQUESTS: '100', DB_POOL_MIN: String(CONCURRENCY), ...variant.env },
           { entry: variant.entry }
         )
         const outcomes = await startLoad({ port: app.port, path: (i) => `/users/${(i % 1000) + 1}`, requests: REQUESTS, concurrency: CONCURRENCY }).done

@@ -1,3 +1,4 @@
+import { ownDatabase } from '../example-app/database'
 import { prepareSchema } from '../example-app/schema'
 import { resolveServer } from '../support/server-url'
 import { runRetireStress, type SchedulingPolicy } from '../support/retire-stress'
@@ -15,13 +16,15 @@ const POLICIES = (process.env.STRESS_POLICIES ?? 'rr,none').split(',') as Schedu
 
 async function main (): Promise<void> {
   const server = await resolveServer()
-  await prepareSchema(server.url)
+  // The example's own database (created if missing), never the shared `test` one.
+  const url = await ownDatabase(server.url)
+  await prepareSchema(url)
   const rows: Array<Array<string | number>> = []
   const totals = new Map<SchedulingPolicy, { runs: number, failedRuns: number, requests: number, lost: number }>()
   try {
     for (const policy of POLICIES) {
       for (let run = 1; run <= RUNS; run++) {
-        const result = await runRetireStress({ mysqlUrl: server.url, policy, seconds: SECONDS, ...SCENARIO })
+        const result = await runRetireStress({ mysqlUrl: url, policy, seconds: SECONDS, ...SCENARIO })
         const shares = [...result.perWorker.values()].sort((a, b) => b - a)
         const busiest = shares.length === 0 ? 0 : shares[0] / result.outcomes.length
         rows.push([policy, run, result.outcomes.length, result.retirements, result.failed.length, result.hung, result.held.length,

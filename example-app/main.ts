@@ -1,8 +1,11 @@
+// First: Node 22's compile cache must be on before the dependencies load.
+import './compile-cache'
 import cluster from 'node:cluster'
 import pino from 'pino'
 import { budgetTable } from './budget-table'
 import { readConfig } from './config'
 import { describeDatabase, startDatabase, type ExampleDatabase } from './database'
+import { onTerminal, primaryLogger } from './logging'
 import { watchNpmParent } from './parent-watch'
 import { chooseSchedulingPolicy } from './scheduling'
 import { prepareSchema } from './schema'
@@ -15,7 +18,7 @@ import { runWorker } from './worker'
 // sends it to the whole process group, and the primary's rolling restart replaces them drained.
 
 async function runPrimary (): Promise<void> {
-  const log = pino({ name: 'primary' })
+  const log = primaryLogger()
   const config = readConfig()
   log.info({ pid: process.pid, schedulingPolicy: chooseSchedulingPolicy() },
     `primary started: \`kill -HUP ${process.pid}\` rolls the workers, \`kill -TERM ${process.pid}\` (or Ctrl-C) stops them`)
@@ -54,9 +57,10 @@ async function runPrimary (): Promise<void> {
     running.database = database
     // The schema is prepared on a connection that is closed before the first fork.
     await prepareSchema(database.url)
-    // A small table for humans; the same numbers as a structured field for log pipelines.
+    // A small table for humans: on a terminal as a table, in a log pipeline as one line.
     const table = await budgetTable(database.url, config)
-    log.info(`\n${table}`)
+    if (onTerminal()) process.stdout.write(`\n${table}\n\n`)
+    else log.info(`\n${table}`)
   } catch (error) {
     await database?.release()
     throw error
@@ -85,6 +89,7 @@ async function runPrimary (): Promise<void> {
 
 if (cluster.isPrimary) {
   runPrimary().catch((error: unknown) => {
+    // Synchronous (no pretty transport): the process exits on the next line.
     pino({ name: 'primary' }).fatal({ err: error }, 'could not start')
     process.exit(1)
   })

@@ -1,9 +1,17 @@
-import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import createError from '@fastify/error'
+import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify'
 import type { Knex } from 'knex'
 import forkSafeDb, { type ForkSafeDbStats } from 'fastify-fork-safe-db'
-import forkSafeWorker, { isWarmupRequest, type WarmupRequest } from 'fastify-fork-safe-db/worker'
+import forkSafeWorker, { type WarmupRequest } from 'fastify-fork-safe-db/worker'
+import { loggerOptions, workerName } from './logging'
 import type { WorkerStats } from './messages'
 import { workerStatsChannel } from './stats-ipc'
+
+// The API's own errors, in Fastify's shape ({ statusCode, code, error, message }).
+const UserNotFound = createError('EXAMPLE_USER_NOT_FOUND', 'no user %s', 404)
+const EmailTaken = createError('EXAMPLE_EMAIL_TAKEN', 'a user with the email %s exists already', 409)
+// `users.id` is an INT UNSIGNED: anything above is not an id, and a 400, not a 404.
+const MAX_ID = 4_294_967_295
 
 function openConnections (pool: unknown): number {
   const { connections } = pool as ForkSafeDbStats
@@ -43,10 +51,14 @@ interface NewUser { name: string, email: string }
 
 /** The worker's HTTP app: a small users API on the fork-safe pool. */
 export async function buildServer (options: ServerOptions): Promise<FastifyInstance> {
+  let requests = 0
   const app = Fastify({
-    logger: { level: process.env.LOG_LEVEL ?? 'info' },
-    // The warm-up's requests (over a hundred per worker start) stay out of the request log.
-    logController: new LogController({ disableRequestLogging: isWarmupRequest }),
+    logger: loggerOptions(workerName()),
+    // Unique across workers: `2-17` is worker 2's 17th request.
+    genReqId: () => `${workerName().replace('worker ', '')}-${++requests}`,
+    // Fastify's two lines per request become one, written below; the warm-up's requests (over a
+    // hundred per worker start) are not logged at all.
+    logController: new LogController({ disableRequestLogging: true }),
     // While a worker drains, requests on its kept-alive connections are still served (with
     // `Connection: close`) instead of getting 503s; new connections go to other workers.
     return503OnClosing: false,
@@ -65,17 +77,35 @@ export async function buildServer (options: ServerOptions): Promise<FastifyInsta
   app.addHook('onSend', async (_request, reply) => {
     reply.header('x-worker-pid', String(process.pid))
   })
-  app.addHook('onResponse', async (request) => {
+  // LOG_LEVEL=debug adds a line as each request arrives: with the line as it completes, a
+  // request a worker received and never answered shows up.
+  if (app.log.level === 'debug' || app.log.level === 'trace') {
+    app.addHook('onRequest', async (request) => {
+      if (!request.isWarmup) request.log.debug(`${request.method} ${request.url} received`)
+    })
+  }
+  app.addHook('onResponse', async (request, reply) => {
     if (request.isWarmup) return
+    request.log.info({ statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, `${request.method} ${request.url} ${reply.statusCode}`)
     responses += 1
     if (responses === options.maxRequests) options.onMaxRequests()
   })
+  // A client's mistake (a 4xx) is logged in one line, without a stack; a server's (a 5xx) in full.
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const statusCode = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500
+    if (statusCode < 500) {
+      if (!request.isWarmup) request.log.info({ statusCode, code: error.code }, error.message)
+    } else {
+      request.log.error({ err: error }, error.message)
+    }
+    return reply.code(statusCode).send(error)
+  })
 
   app.get<{ Params: UserParams }>('/users/:id', {
-    schema: { params: { type: 'object', properties: { id: { type: 'integer', minimum: 1 } }, required: ['id'] } }
-  }, async (request, reply) => {
+    schema: { params: { type: 'object', properties: { id: { type: 'integer', minimum: 1, maximum: MAX_ID } }, required: ['id'] } }
+  }, async (request) => {
     const user = await request.db('users').select('id', 'name', 'email').where({ id: request.params.id }).first()
-    if (user === undefined) return reply.code(404).send({ error: 'Not Found', message: `no user ${request.params.id}` })
+    if (user === undefined) throw new UserNotFound(request.params.id)
     return user
   })
 
@@ -83,25 +113,36 @@ export async function buildServer (options: ServerOptions): Promise<FastifyInsta
     schema: {
       body: {
         type: 'object',
-        properties: { name: { type: 'string', minLength: 1, maxLength: 100 }, email: { type: 'string', minLength: 3, maxLength: 200 } },
+        properties: { name: { type: 'string', minLength: 1, maxLength: 100 }, email: { type: 'string', format: 'email', maxLength: 200 } },
         required: ['name', 'email'],
         additionalProperties: false
       }
     }
   }, async (request, reply) => {
-    const insert = (db: Knex) => db('users').insert({ name: request.body.name, email: request.body.email })
+    const insert = async (db: Knex) => {
+      try {
+        return await db('users').insert({ name: request.body.name, email: request.body.email })
+      } catch (error) {
+        // The unique key on email answers for the race between two requests, not a SELECT first.
+        if ((error as { code?: string }).code === 'ER_DUP_ENTRY') throw new EmailTaken(request.body.email)
+        throw error
+      }
+    }
     if (!request.isWarmup) {
       const [id] = await insert(request.db)
       return reply.code(201).send({ id })
     }
-    // Warm-up: the same statement, in a transaction that is rolled back.
+    // Warm-up: the same statement, in a transaction that is rolled back before the reply goes
+    // out: replying first would let the warm-up's next request find this connection still
+    // borrowed, and the pool open one more than pool.min.
     const trx = await request.db.transaction()
+    let id: number
     try {
-      const [id] = await insert(trx)
-      return await reply.code(201).send({ id })
+      [id] = await insert(trx)
     } finally {
       await trx.rollback()
     }
+    return reply.code(201).send({ id })
   })
 
   // Readiness: one borrow and ping within a short deadline (dbPool.check() never throws).

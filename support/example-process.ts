@@ -63,7 +63,7 @@ export class ExampleProcess {
     const port = await freePort()
     const { file, args, cwd } = command ?? { file: process.execPath, args: [entry] }
     const child = spawn(file, args, {
-      env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...env },
+      env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached,
       cwd
