@@ -24,7 +24,13 @@ const EVENT_TIMEOUT_MILLIS = 20_000
 export interface LogLine { msg: string, [key: string]: unknown }
 
 /** Another way to start the example than `node <entry>`, such as `npm run example`. */
-export interface StartCommand { file: string, args: string[], cwd?: string }
+export interface StartCommand {
+  file: string
+  args: string[]
+  cwd?: string
+  /** Variables of this process's environment the command must not inherit. */
+  unset?: string[]
+}
 
 export class ExampleProcess {
   readonly child: ChildProcess
@@ -58,19 +64,20 @@ export class ExampleProcess {
    */
   static async start (
     env: Record<string, string>,
-    { detached = false, entry = EXAMPLE_ENTRY, until = 'all workers listening', command = undefined as StartCommand | undefined } = {}
+    { detached = false, entry = EXAMPLE_ENTRY, until = 'all workers listening', command = undefined as StartCommand | undefined, timeoutMillis = EVENT_TIMEOUT_MILLIS } = {}
   ): Promise<ExampleProcess> {
     const port = await freePort()
-    const { file, args, cwd } = command ?? { file: process.execPath, args: [entry] }
+    const { file, args, cwd, unset = [] } = command ?? { file: process.execPath, args: [entry] }
+    const inherited = Object.fromEntries(Object.entries(process.env).filter(([key]) => !unset.includes(key)))
     const child = spawn(file, args, {
-      env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', ...env },
+      env: { ...inherited, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached,
       cwd
     })
     const example = new ExampleProcess(child, port)
     try {
-      await example.waitFor((line) => line.msg === until)
+      await example.waitFor((line) => line.msg === until, 1, timeoutMillis)
     } catch (error) {
       // Never leave a tree behind that the caller has no handle on.
       await example.kill()

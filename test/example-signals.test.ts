@@ -29,7 +29,7 @@ const pidsOf = (outcomes: readonly Outcome[]) => new Set(outcomes.map((outcome) 
 /** `npm run example` in a throw-away project whose script starts the built example the way ours does. */
 async function npmRunExample (): Promise<StartCommand> {
   const script = JSON.parse(await readFile(join(__dirname, '..', 'package.json'), 'utf8')).scripts.example as string
-  // The repository's script builds first; the last step is what matters for signals.
+  // The last step of the script (today its only one) is what matters for signals.
   const last = script.split('&&').pop()?.trim() ?? ''
   expect(last).toBe('exec node build/example-app/main.js')
   npmProject = await mkdtemp(join(tmpdir(), 'npm-run-example-'))
