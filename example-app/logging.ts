@@ -13,7 +13,7 @@ export function loggerOptions (name: string): LoggerOptions {
   return {
     name,
     level: process.env.LOG_LEVEL ?? 'info',
-    ...(PRETTY ? { transport: { target: 'pino-pretty', options: { ignore: 'hostname', translateTime: 'SYS:HH:MM:ss.l' } } } : {})
+    ...(PRETTY ? { transport: { target: 'pino-pretty', options: { ignore: 'hostname', translateTime: 'SYS:HH:MM:ss.l', singleLine: true } } } : {})
   }
 }
 

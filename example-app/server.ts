@@ -2,7 +2,7 @@ import createError from '@fastify/error'
 import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify'
 import type { Knex } from 'knex'
 import forkSafeDb, { type ForkSafeDbStats } from 'fastify-fork-safe-db'
-import forkSafeWorker, { type WarmupRequest } from 'fastify-fork-safe-db/worker'
+import forkSafeWorker, { isWarmupRequest, type WarmupRequest } from 'fastify-fork-safe-db/worker'
 import { loggerOptions, workerName } from './logging'
 import type { WorkerStats } from './messages'
 import { workerStatsChannel } from './stats-ipc'
@@ -52,10 +52,11 @@ interface NewUser { name: string, email: string }
 /** The worker's HTTP app: a small users API on the fork-safe pool. */
 export async function buildServer (options: ServerOptions): Promise<FastifyInstance> {
   let requests = 0
+  const worker = workerName().replace('worker ', '')
   const app = Fastify({
     logger: loggerOptions(workerName()),
     // Unique across workers: `2-17` is worker 2's 17th request.
-    genReqId: () => `${workerName().replace('worker ', '')}-${++requests}`,
+    genReqId: (raw) => isWarmupRequest(raw) ? `${worker}-warm-up` : `${worker}-${++requests}`,
     // Fastify's two lines per request become one, written below; the warm-up's requests (over a
     // hundred per worker start) are not logged at all.
     logController: new LogController({ disableRequestLogging: true }),
@@ -74,6 +75,7 @@ export async function buildServer (options: ServerOptions): Promise<FastifyInsta
   app.addHook('onClose', async () => options.onClosing(app.dbPool.stats().coldAcquires))
 
   let responses = 0
+  const clientErrors = new WeakMap<object, string>()
   app.addHook('onSend', async (_request, reply) => {
     reply.header('x-worker-pid', String(process.pid))
   })
@@ -86,18 +88,17 @@ export async function buildServer (options: ServerOptions): Promise<FastifyInsta
   }
   app.addHook('onResponse', async (request, reply) => {
     if (request.isWarmup) return
-    request.log.info({ statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, `${request.method} ${request.url} ${reply.statusCode}`)
+    request.log.info({ statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10, code: clientErrors.get(request) },
+      `${request.method} ${request.url} ${reply.statusCode}`)
     responses += 1
     if (responses === options.maxRequests) options.onMaxRequests()
   })
-  // A client's mistake (a 4xx) is logged in one line, without a stack; a server's (a 5xx) in full.
+  // A client's mistake (a 4xx) adds only its code to the request's one line; a server's (a 5xx)
+  // is logged in full, with its stack.
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const statusCode = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500
-    if (statusCode < 500) {
-      if (!request.isWarmup) request.log.info({ statusCode, code: error.code }, error.message)
-    } else {
-      request.log.error({ err: error }, error.message)
-    }
+    if (statusCode < 500) clientErrors.set(request, error.code)
+    else request.log.error({ err: error }, error.message)
     return reply.code(statusCode).send(error)
   })
 

@@ -51,6 +51,15 @@ test('serves the users API from warm workers while the primary holds no connecti
   const [rows] = await fixture.database.admin.query(`SELECT COUNT(*) AS n FROM \`${fixture.user.connection.database}\`.users WHERE email = ?`, ['warm-up@example.com'])
   expect(rows).toEqual([{ n: 0 }])
   expect((await sendOne({ port: example.port, path: '/health', requests: 1, concurrency: 1 }, 0, false)).status).toBe(200)
+
+  // One line per request, the 4xx ones with their code and without a stack, ids unique across workers.
+  await example.waitFor((line) => line.msg === 'GET /health 200')
+  const requestLines = example.lines.filter((line) => typeof line.reqId === 'string' && typeof line.ms === 'number')
+  expect(requestLines.map((line) => line.msg)).toEqual(expect.arrayContaining(['GET /users/1000000 404', 'POST /users 409', 'POST /users 201']))
+  expect(requestLines.find((line) => line.msg === 'POST /users 409')).toMatchObject({ code: 'EXAMPLE_EMAIL_TAKEN' })
+  expect(example.lines.filter((line) => line.err !== undefined)).toEqual([])
+  const ids = requestLines.map((line) => line.reqId)
+  expect([...new Set(ids)]).toEqual(ids)
 })
 
 /** Sends `body` (if any) to `path` on the example; the answer parsed as JSON. */
