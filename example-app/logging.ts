@@ -21,9 +21,14 @@ export function primaryLogger (): Logger {
   return pino(loggerOptions('primary'))
 }
 
-/** What the worker's lines are named: `worker 2` (cluster.worker.id, stable across logs and request ids). */
+/** This worker's id in the cluster (its pid outside one): request ids and log names carry it. */
+export function workerId (): number {
+  return cluster.worker?.id ?? process.pid
+}
+
+/** What the worker's lines are named: `worker 2`. */
 export function workerName (): string {
-  return `worker ${cluster.worker?.id ?? process.pid}`
+  return `worker ${workerId()}`
 }
 
 /** Whether output goes to a terminal (plain tables and one readable line per request). */

@@ -3,7 +3,7 @@ import Fastify, { LogController, type FastifyError, type FastifyInstance } from 
 import type { Knex } from 'knex'
 import forkSafeDb, { type ForkSafeDbStats } from 'fastify-fork-safe-db'
 import forkSafeWorker, { isWarmupRequest, type WarmupRequest } from 'fastify-fork-safe-db/worker'
-import { loggerOptions, workerName } from './logging'
+import { loggerOptions, workerId, workerName } from './logging'
 import type { WorkerStats } from './messages'
 import { workerStatsChannel } from './stats-ipc'
 
@@ -52,7 +52,7 @@ interface NewUser { name: string, email: string }
 /** The worker's HTTP app: a small users API on the fork-safe pool. */
 export async function buildServer (options: ServerOptions): Promise<FastifyInstance> {
   let requests = 0
-  const worker = workerName().replace('worker ', '')
+  const worker = workerId()
   const app = Fastify({
     logger: loggerOptions(workerName()),
     // Unique across workers: `2-17` is worker 2's 17th request.
