@@ -48,3 +48,39 @@ export function steadyMedian (outcomes: readonly Outcome[]): number {
   for (const outcome of byPid.values()) firsts.add(outcome)
   return median(outcomes.filter((outcome) => !firsts.has(outcome)).map((outcome) => outcome.latency))
 }
+
+/**
+ * How many of the requests slower than `thresholdMillis` were sent while some replacement was
+ * starting (between the primary's 'worker started' and 'worker listening' for it): the time a
+ * new process loads its modules and warms up, competing for the machine's cores with the
+ * workers that serve, the clients, the proxy and the database.
+ */
+export function slowDuringStartUp (lines: readonly LogLine[], outcomes: readonly Outcome[], thresholdMillis: number): number {
+  const windows: Array<[number, number]> = []
+  const started = new Map<number, number>()
+  for (const line of lines) {
+    const pid = Number(line.workerPid)
+    if (line.msg === 'worker started' && line.replaces !== undefined) started.set(pid, Number(line.time))
+    const from = started.get(pid)
+    if (line.msg === 'worker listening' && from !== undefined) windows.push([from, Number(line.time)])
+  }
+  // Outcomes are timed on this process's performance clock; log lines carry wall-clock epochs.
+  const sentAt = (outcome: Outcome) => performance.timeOrigin + outcome.sentAt
+  return outcomes.filter((outcome) => outcome.latency > thresholdMillis &&
+    windows.some(([from, to]) => sentAt(outcome) >= from && sentAt(outcome) <= to)).length
+}
+
+/** How many of the requests slower than `thresholdMillis` were among the first `first` their worker answered. */
+export function slowAmongFirsts (outcomes: readonly Outcome[], thresholdMillis: number, first: number): number {
+  const byPid = new Map<number, Outcome[]>()
+  for (const outcome of outcomes) {
+    if (outcome.workerPid === undefined) continue
+    byPid.set(outcome.workerPid, [...(byPid.get(outcome.workerPid) ?? []), outcome])
+  }
+  let count = 0
+  for (const answered of byPid.values()) {
+    const earliest = [...answered].sort((a, b) => a.sentAt - b.sentAt).slice(0, first)
+    count += earliest.filter((outcome) => outcome.latency > thresholdMillis).length
+  }
+  return count
+}

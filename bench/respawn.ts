@@ -7,7 +7,7 @@ import { resolveServer } from '../support/server-url'
 import { TcpProxy } from '../support/tcp-proxy'
 import { latencyPlot } from './latency-plot'
 import { fixed, median, percentile, table, writeResult } from './report'
-import { newWorkers, steadyMedian, type NewWorker } from './respawn-workers'
+import { newWorkers, slowAmongFirsts, slowDuringStartUp, steadyMedian, type NewWorker } from './respawn-workers'
 
 // `npm run bench:respawn`: the uWSGI max-requests story. Two workers recycled every 100
 // responses, MySQL 15 ms away each way (a loopback proxy), steady load. A request that has to
@@ -21,6 +21,8 @@ const DELAY_MILLIS = Number(process.env.BENCH_DELAY_MS ?? 15)
 const RUNS = Number(process.env.BENCH_RUNS ?? 1)
 const ONLY = process.env.BENCH_VARIANTS?.split(',')
 const COLD_FACTOR = 1.8
+// A new worker's first requests are where cold code would show.
+const FIRSTS = 10
 
 interface Variant { name: string, slug: string, entry: string, env: Record<string, string> }
 
@@ -67,13 +69,15 @@ async function main (): Promise<void> {
         workerRows.push([variant.name, run, fresh.length, fixed(steady), spread(fresh.map((worker) => worker.firstLatency)),
           spread(ratios, 2), ratios.filter((ratio) => ratio > 2).length, spread(fresh.map((worker) => worker.forkToListeningMillis), 0)])
         const cold = latencies.filter((ms) => ms > COLD_FACTOR * p50).length
+        // Against the share of all requests sent then: replacements start for much of a run.
+        const coldDuringStartUp = `${slowDuringStartUp(app.lines, outcomes, COLD_FACTOR * p50)} (all requests: ${fixed((100 * slowDuringStartUp(app.lines, outcomes, -1)) / outcomes.length, 0)}%)`
         const respawns = app.lines.filter((line) => line.msg === 'worker started').length - 2
         // The plugin's own count of queries that waited for a connect, summed over every worker
         // that drained (the plain-knex baseline has no such telemetry).
         const drained = app.lines.filter((line) => line.msg === 'worker drained' && typeof line.coldAcquires === 'number')
         const reported = drained.length === 0 ? 'n/a' : String(drained.reduce((sum, line) => sum + Number(line.coldAcquires), 0))
         rows.push([variant.name, run, outcomes.length, respawns, fixed(p50), fixed(percentile(sorted, 0.99)), fixed(percentile(sorted, 0.999)), fixed(sorted[sorted.length - 1]),
-          `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`, reported, failures(outcomes).length])
+          `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`, slowAmongFirsts(outcomes, COLD_FACTOR * p50, FIRSTS), coldDuringStartUp, reported, failures(outcomes).length])
         series.push({ name: variant.name, latencies, threshold: COLD_FACTOR * p50 })
         await writeResult(`respawn-${variant.slug}-run${run}.json`, JSON.stringify({ variant: variant.name, latencies, newWorkers: fresh }, null, 0))
         process.stderr.write(`done: ${variant.name}, run ${run}\n`)
@@ -83,7 +87,7 @@ async function main (): Promise<void> {
     await proxy.close()
     await server.privateServer?.destroy()
   }
-  const report = table(['variant', 'run', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, 'cold acquires (plugin count)', 'failed'], rows)
+  const report = table(['variant', 'run', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, `of those, among their worker's first ${FIRSTS}`, 'of those, sent while a replacement started', 'cold acquires (plugin count)', 'failed'], rows)
   const perWorker = table(['variant', 'run', 'new workers', 'steady p50 ms', 'first request ms, median (min-max)', 'first / steady p50, median (min-max)',
     'first > 2x steady p50', 'fork to listening ms, median (min-max)'], workerRows)
   const plot = await writeResult('respawn.svg', latencyPlot(`Respawn benchmark: 2 workers, MAX_REQUESTS=100, MySQL +${DELAY_MILLIS} ms each way`, series))
