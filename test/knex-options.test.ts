@@ -96,6 +96,28 @@ test('userParams and version reach knex', async () => {
   expect(instance.db.client.version).toBe('10.11.0')
 })
 
+describe('mysql2\'s prepared-statement cache', () => {
+  // Read off a pool connection: mysql2 sizes each connection's cache from its settings.
+  async function cacheSize (instance: FastifyInstance): Promise<unknown> {
+    const connection = await instance.db.client.acquireConnection()
+    try {
+      return connection.config.maxPreparedStatements
+    } finally {
+      await instance.db.client.releaseConnection(connection)
+    }
+  }
+
+  test('is kept small, since knex never prepares a statement', async () => {
+    expect(await cacheSize(await register())).toBe(16)
+  })
+
+  test('takes the size the user sets', async () => {
+    const url = new URL(fixture.user.url)
+    const connection = { host: url.hostname, port: Number(url.port), user: decodeURIComponent(url.username), password: decodeURIComponent(url.password), database: url.pathname.slice(1), maxPreparedStatements: 500 }
+    expect(await cacheSize(await register({ connection }))).toBe(500)
+  })
+})
+
 describe('migrations and seeds', () => {
   let directory: string
   beforeEach(async () => {

@@ -2,6 +2,7 @@ import { FST_FORK_SAFE_DB_CLOSED } from '../errors'
 import { forwardDriverWarnings } from '../logging/log-bridges'
 import { hideProperties } from '../logging/redact'
 import { SECRET_KEYS } from '../options/connection'
+import { initConnectionState } from '../pool/connection-state'
 import { checkDriverConnection, markDisposed, type DialectClient, type DriverConnection } from './internals'
 import type { ClientRuntime } from './runtime'
 
@@ -10,7 +11,8 @@ import type { ClientRuntime } from './runtime'
 // - every attempt passes the connect breaker, so an outage costs a few attempts a second;
 // - a connect in progress is tracked, so a close deadline can reach one stuck in a black hole;
 // - a pool connection is set up before the pool (and knex's `pool.afterCreate`) sees it:
-//   passwords hidden from util.inspect, driver warnings routed to the logger, idle clock started.
+//   passwords hidden from util.inspect, driver warnings routed to the logger, its record
+//   (pool/connection-state.ts) given, idle clock started.
 // It connects to the settings knex holds now (a connection function refreshes them before each
 // pool connect). Failover across hosts belongs here: choose the host, keep a breaker per host.
 
@@ -58,5 +60,6 @@ function setUp (connection: DriverConnection, runtime: ClientRuntime): void {
   // mysql2 keeps every password it was given on `connection.config`; knex hides only `password`.
   hideProperties(connection.config, SECRET_KEYS)
   forwardDriverWarnings(connection, runtime.log, runtime.options.secrets)
-  runtime.borrowCheck.markIdle(connection)
+  // Its idle clock (the borrow check's) starts now.
+  initConnectionState(connection)
 }

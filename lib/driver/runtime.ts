@@ -40,8 +40,6 @@ export class ClientRuntime {
   readonly pingTimeoutMillis: number
   /** Connections being opened: a close deadline must reach a connect stuck in a black hole. */
   readonly connecting = new Set<DriverConnection>()
-  /** Connections some query borrowed before; a query that borrows any other waited for its connect. */
-  readonly borrowedBefore = new WeakSet<DriverConnection>()
   /** Aborted when the pool is destroyed: a warm-up in progress stops waiting for connections. */
   readonly warmUpStop = new AbortController()
   /** The knex client this runtime belongs to (set by the client's constructor). */

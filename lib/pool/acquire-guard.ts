@@ -1,5 +1,6 @@
 import { isAcquireTimeout, poolOf, poolSize, type DialectClient, type DriverConnection, type TarnPool } from '../driver/internals'
 import type { ClientRuntime } from '../driver/runtime'
+import { connectionState } from './connection-state'
 import { roundMillis } from './stats'
 import { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_POOL_SATURATED } from '../errors'
 
@@ -47,8 +48,9 @@ function borrow (pool: TarnPool, runtime: ClientRuntime, record: boolean): Promi
 
 function acquired (runtime: ClientRuntime, connection: DriverConnection, record: boolean, started: number): DriverConnection {
   // Warm-up and the keeper borrow what they open, so their connections are never cold.
-  const cold = !runtime.borrowedBefore.has(connection)
-  if (cold) runtime.borrowedBefore.add(connection)
+  const state = connectionState(connection)
+  const cold = state !== undefined && !state.borrowed
+  if (cold) state.borrowed = true
   if (record) {
     const waitMillis = performance.now() - started
     runtime.counters.recordAcquire(waitMillis, cold)

@@ -1,5 +1,6 @@
 import { discard } from '../driver/discard'
 import { disposedReason, socketOf, type DriverConnection } from '../driver/internals'
+import { connectionState } from './connection-state'
 
 // A connection sitting idle in the pool can die without the client noticing: the server's
 // `wait_timeout`, a `KILL`, a restart, a NAT that drops idle flows. knex's own validation reads
@@ -74,9 +75,6 @@ export interface BorrowCheckOptions {
 
 export class BorrowCheck {
   readonly #options: BorrowCheckOptions
-  readonly #idleSince = new WeakMap<DriverConnection, number>()
-  /** Pings the idle keeper has in flight, and whether each was answered. */
-  readonly #pinging = new WeakMap<DriverConnection, Promise<boolean>>()
   /** Borrows waiting for the end of this turn, and for the end of the next one. */
   #afterThisTurn: Waiting[] = []
   #afterNextTurn: Waiting[] = []
@@ -85,15 +83,19 @@ export class BorrowCheck {
     this.#options = options
   }
 
-  /** Call when a connection is created, returned to the pool, or verified alive. */
+  /**
+   * Call when a connection is returned to the pool, or verified alive (its idle clock starts at
+   * its set-up, see connection-state.ts).
+   */
   markIdle (connection: DriverConnection): void {
-    this.#idleSince.set(connection, performance.now())
+    const state = connectionState(connection)
+    if (state !== undefined) state.idleSince = performance.now()
   }
 
   /** Milliseconds since the connection was last used or verified. */
   idleFor (connection: DriverConnection): number {
-    const since = this.#idleSince.get(connection)
-    return since === undefined ? Number.POSITIVE_INFINITY : performance.now() - since
+    const state = connectionState(connection)
+    return state === undefined ? Number.POSITIVE_INFINITY : performance.now() - state.idleSince
   }
 
   /**
@@ -101,13 +103,13 @@ export class BorrowCheck {
    * answered. One that did not has its socket closed; a borrower that took it meanwhile waited.
    */
   pingIdle (connection: DriverConnection): Promise<boolean> {
-    const inFlight = this.#pinging.get(connection)
-    if (inFlight !== undefined) return inFlight
+    const state = connectionState(connection)
+    if (state?.pinging !== undefined) return state.pinging
     const answered = pingOrDiscard(connection, this.#options.pingTimeoutMillis).then(
       () => { this.markIdle(connection); return true },
       () => false
-    ).finally(() => this.#pinging.delete(connection))
-    this.#pinging.set(connection, answered)
+    ).finally(() => { if (state !== undefined) state.pinging = undefined })
+    if (state !== undefined) state.pinging = answered
     return answered
   }
 
@@ -116,9 +118,11 @@ export class BorrowCheck {
    * Synchronous when no check is due (a promise costs every borrow a few microtasks).
    */
   validate (connection: DriverConnection): boolean | Promise<boolean> {
-    const inFlight = this.#pinging.get(connection)
+    const state = connectionState(connection)
+    const inFlight = state?.pinging
     if (inFlight !== undefined) return inFlight.then((answered) => answered && this.#options.looksAlive(connection))
-    const idle = this.idleFor(connection)
+    // One clock read per borrow; a connection without a record is treated as idle for ever (pinged).
+    const idle = state === undefined ? Number.POSITIVE_INFINITY : performance.now() - state.idleSince
     if (idle >= this.#options.pingAfterIdleMillis) {
       // A dead one: tarn destroys it and opens another within the same acquire deadline.
       return pingOrDiscard(connection, this.#options.pingTimeoutMillis).then(() => true, () => false)
