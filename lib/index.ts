@@ -92,13 +92,11 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
   fastify.decorateRequest(scopeSlot as unknown as string, null)
   fastify.decorateRequest(decorator, { getter () { return scopeOf(this).knex } })
   addRouteTransactions(fastify, decorator, { scopeOf, existingScope: (request) => (request as Scoped)[scopeSlot] })
-  // A callback hook, cheap for the requests that never touched the database (no scope), and
-  // onSend rather than onResponse, which would cost every request of the app (see
-  // RequestScope.replying). A client that hangs up is seen by the scope itself (see
-  // request/request-scope.ts).
-  fastify.addHook('onSend', (request, reply, payload, done) => {
-    (request as Scoped)[scopeSlot]?.replying(reply)
-    done(null, payload)
+  // A callback hook, cheap for the requests that never touched the database (no scope). A
+  // client that hangs up is seen by the scope itself (see request/request-scope.ts).
+  fastify.addHook('onResponse', (request, _reply, done) => {
+    (request as Scoped)[scopeSlot]?.responseSent()
+    done()
   })
 
   // Saturation and timeouts are 503s; tell well-behaved clients when to come back.

@@ -1,4 +1,4 @@
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import type { Knex } from 'knex'
 import type { DriverConnection } from '../driver/internals'
 import { claim, type StatementOwner } from '../query/owners'
@@ -88,9 +88,6 @@ export class RequestScope implements StatementOwner {
   clientGone = false
   /** The connection's socket, watched for a hang-up only while something of ours is open. */
   #socket: WatchedSocket | undefined
-  /** The end of the response is awaited (see replying()), or has come. */
-  #replying = false
-  #responded = false
 
   constructor (host: ScopeHost, request: FastifyRequest) {
     this.#host = host
@@ -221,25 +218,8 @@ export class RequestScope implements StatementOwner {
     for (const trx of open) this.#rollBack(trx)
   }
 
-  /**
-   * The reply is being sent (Fastify's onSend: the handler is done with the request). Nearly
-   * always nothing of the request's is open any more, and that is the end of it. Otherwise (a
-   * leaked transaction, a statement still running, a stream still being written, the route's
-   * transaction not yet committed) it is dealt with once the response has ended, where Fastify's
-   * onResponse would. The plugin used to register onResponse for that; a hook on the response
-   * makes Fastify add and remove two listeners and read the clock twice on every request of the
-   * app, which bench:instructions counted at nearly 1% of a bare knex's work per request.
-   */
-  replying (reply: FastifyReply): void {
-    if (this.#replying || (this.#socket === undefined && !this.#hasOpenTransaction())) return
-    this.#replying = true
-    reply.raw.once('finish', () => this.responseSent())
-  }
-
-  /** The response has been sent: what is still open has leaked. */
+  /** The response has been sent (Fastify's onResponse): what is still open has leaked. */
   responseSent (): void {
-    if (this.#responded) return
-    this.#responded = true
     this.#unwatchSocket()
     this.#rollBackLeaks()
   }
