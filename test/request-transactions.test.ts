@@ -1,3 +1,4 @@
+import { Transform } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import forkSafeDb from '../lib'
 import { buildApp, type LoggedApp } from './helpers/app'
@@ -23,6 +24,25 @@ beforeEach(async () => {
     const trx = await request.db.transaction()
     await trx('names').insert({ name: 'never-committed' })
     return { id: (await trx.raw('SELECT CONNECTION_ID() AS id'))[0][0].id }
+  })
+  app.post('/hijacked-forgetful', async (request, reply) => {
+    // A route that answers on the raw response (server-sent events, a proxy): Fastify skips its
+    // onSend hooks, and still runs onResponse.
+    const trx = await request.db.transaction()
+    await trx('names').insert({ name: 'never-committed' })
+    reply.hijack()
+    reply.raw.writeHead(200, { 'content-type': 'text/plain' })
+    reply.raw.end('done by hand')
+  })
+  app.get('/streamed', async (request, reply) => {
+    // The transaction is still open when the reply starts and ends with the body.
+    const trx = await request.db.transaction()
+    const body = trx('names').orderBy('name').stream().pipe(new Transform({
+      writableObjectMode: true,
+      transform (row: { name: string }, _encoding, done) { done(null, `${row.name}\n`) }
+    }))
+    body.once('end', () => { trx.commit().catch(() => {}) })
+    return reply.type('text/plain').send(body)
   })
   app.post('/tidy', async (request) => {
     const trx = await request.db.transaction()
@@ -70,6 +90,22 @@ describe('a forgotten transaction', () => {
     await connectionReturned()
     const leak = logged.lines().find((line) => line.msg === LEAK_MESSAGE)
     expect(leak).toMatchObject({ level: 50, route: 'POST /forgetful', requestId: 'req-1', reqId: 'req-1', transactions: 1 })
+  })
+
+  test('is rolled back after a hijacked reply too', async () => {
+    const hijacked = await app.inject({ method: 'POST', url: '/hijacked-forgetful' })
+    expect(hijacked.body).toBe('done by hand')
+    await connectionReturned()
+    expect((await app.inject('/names')).json()).toEqual([])
+    expect(logged.lines().filter((line) => line.msg === LEAK_MESSAGE)).toHaveLength(1)
+  })
+
+  test('is not cut short while a stream read from it is still being sent', async () => {
+    await app.db('names').insert([{ name: 'first' }, { name: 'second' }])
+    const streamed = await app.inject('/streamed')
+    expect(streamed.body).toBe('first\nsecond\n')
+    await connectionReturned()
+    expect(logged.lines().some((line) => line.msg === LEAK_MESSAGE)).toBe(false)
   })
 
   test('is not reported when the handler commits, or uses the callback form', async () => {
