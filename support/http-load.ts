@@ -122,3 +122,29 @@ export function startLoad (options: LoadOptions): Load {
 export function failures (outcomes: readonly Outcome[]): Outcome[] {
   return outcomes.filter((outcome) => outcome.error !== undefined || outcome.status >= 500)
 }
+
+/**
+ * Every load a test starts, so that its clean-up can stop them all, whether the test passed or
+ * not: a load left running after a failed assertion keeps its clients reconnecting for ever.
+ */
+export class Loads {
+  #started: Load[] = []
+
+  start (options: LoadOptions): Load {
+    const load = startLoad(options)
+    this.#started.push(load)
+    return load
+  }
+
+  /** No client sends another request (the ones in flight go on). */
+  stop (): void {
+    for (const load of this.#started) load.stop()
+  }
+
+  /** Resolves once every request in flight has an outcome. */
+  async settled (): Promise<void> {
+    const started = this.#started
+    this.#started = []
+    await Promise.all(started.map(async (load) => { load.stop(); await load.done }))
+  }
+}

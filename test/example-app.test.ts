@@ -2,7 +2,7 @@ import http from 'node:http'
 import { perTestUser } from './helpers/database'
 import { ExampleProcess } from '../support/example-process'
 import { heldConnections } from '../support/held-sockets'
-import { failures, HUNG, sendOne, startLoad, type Load, type Outcome } from '../support/http-load'
+import { failures, HUNG, Loads, sendOne, type Load, type Outcome } from '../support/http-load'
 import { TcpProxy } from '../support/tcp-proxy'
 
 // The cluster example, spawned for real: real workers, real signals, real MariaDB.
@@ -12,13 +12,14 @@ const fixture = perTestUser({ ownDatabase: true })
 let example: ExampleProcess | undefined
 let proxy: TcpProxy | undefined
 let load: Load | undefined
+const loads = new Loads()
 
 afterEach(async () => {
-  load?.stop()
-  await load?.done
-  load = undefined
+  // Stopped first, settled once the app is gone: whatever is still in flight then fails at once.
+  loads.stop()
   await example?.kill()
   example = undefined
+  await loads.settled()
   await proxy?.close()
   proxy = undefined
 })
@@ -98,7 +99,7 @@ test('reports every worker\'s pool at /stats?all=1, as many connections as the s
 
 test('recycles workers after MAX_REQUESTS under load without a single failed request', async () => {
   example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2', MAX_REQUESTS: '100' })
-  load = startLoad({ port: example.port, path: userPath, requests: 1_000_000, concurrency: 8 })
+  load = loads.start({ port: example.port, path: userPath, requests: 1_000_000, concurrency: 8 })
   // Two recycles complete: each replacement listened (hence was warm) before its predecessor retired.
   await example.waitFor((line) => line.msg === 'worker exited', 2)
   await load.reached(load.outcomes.length + 200)
@@ -111,8 +112,10 @@ test('recycles workers after MAX_REQUESTS under load without a single failed req
 })
 
 test('rolls every worker on SIGHUP under load without a single failed request', async () => {
-  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2' })
-  load = startLoad({ port: example.port, path: userPath, requests: 1_000_000, concurrency: 8 })
+  // Round-robin, so that both new workers' share of the load is certain: under SCHED_NONE the
+  // kernel may hand all eight reconnecting clients to the worker that listened first.
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2', NODE_CLUSTER_SCHED_POLICY: 'rr' })
+  load = loads.start({ port: example.port, path: userPath, requests: 1_000_000, concurrency: 8 })
   await load.reached(200)
   const before = pidsOf(load.outcomes.slice(0, 200))
   example.child.kill('SIGHUP')
@@ -129,7 +132,7 @@ test('rolls every worker on SIGHUP under load without a single failed request', 
 test('drains on SIGTERM under load: every request a worker received completes, it exits 0 and leaves no connection', async () => {
   // LOG_LEVEL=debug makes the workers log each request as it arrives, as well as when it completes.
   example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2', LOG_LEVEL: 'debug' })
-  load = startLoad({ port: example.port, path: userPath, requests: 1_000_000, concurrency: 8 })
+  load = loads.start({ port: example.port, path: userPath, requests: 1_000_000, concurrency: 8 })
   await load.reached(200)
   example.child.kill('SIGTERM')
   expect(await example.exited).toEqual({ code: 0, signal: null })
@@ -179,7 +182,7 @@ test('respawns a crashed worker, backing off while the database refuses connecti
 
   proxy.refuse = false
   await example.waitFor((line) => line.msg === 'worker listening', 3)
-  const outcomes = await startLoad({ port: example.port, path: userPath, requests: 200, concurrency: 4 }).done
+  const outcomes = await loads.start({ port: example.port, path: userPath, requests: 200, concurrency: 4 }).done
   expect(failures(outcomes)).toEqual([])
   expect(pidsOf(outcomes).has(victim)).toBe(false)
   expect(pidsOf(outcomes).size).toBe(2)
@@ -191,8 +194,8 @@ test('respawns a crashed worker, backing off while the database refuses connecti
 test('a worker killed under load leaves no request hanging and the primary holding no connection', async () => {
   example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '3' })
   const common = { port: example.port, path: userPath, requests: Number.MAX_SAFE_INTEGER, timeoutMillis: 5000 }
-  const fresh = startLoad({ ...common, concurrency: 4, keepAlive: false })
-  load = startLoad({ ...common, concurrency: 1, keepAlive: true })
+  const fresh = loads.start({ ...common, concurrency: 4, keepAlive: false })
+  load = loads.start({ ...common, concurrency: 1, keepAlive: true })
   await fresh.reached(200)
   const kills = 3
   for (let kill = 1; kill <= kills; kill++) {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { perTestUser } from './helpers/database'
 import { ExampleProcess, EXAMPLE_ENTRY, type StartCommand } from '../support/example-process'
-import { failures, startLoad, type Load, type Outcome } from '../support/http-load'
+import { failures, Loads, type Load, type Outcome } from '../support/http-load'
 
 // Signals as a terminal and npm deliver them (issue 12): a closing terminal sends SIGHUP to the
 // whole process group; Ctrl-C sends SIGINT to it; `npm run example` puts npm between the user
@@ -12,14 +12,15 @@ import { failures, startLoad, type Load, type Outcome } from '../support/http-lo
 const fixture = perTestUser({ ownDatabase: true })
 let example: ExampleProcess | undefined
 let load: Load | undefined
+const loads = new Loads()
 let npmProject: string | undefined
 
 afterEach(async () => {
-  load?.stop()
-  await load?.done
-  load = undefined
+  // Stopped first, settled once the app is gone: whatever is still in flight then fails at once.
+  loads.stop()
   await example?.kill()
   example = undefined
+  await loads.settled()
   if (npmProject !== undefined) await rm(npmProject, { recursive: true, force: true })
   npmProject = undefined
 })
@@ -45,8 +46,8 @@ test('a SIGHUP to the whole process group, as from a closing terminal, rolls eve
   const pid = example.child.pid
   if (pid === undefined) throw new Error('no pid')
   const common = { port: example.port, path: (index: number) => `/users/${(index % 1000) + 1}`, requests: Number.MAX_SAFE_INTEGER, timeoutMillis: 5000 }
-  const fresh = startLoad({ ...common, concurrency: 2, keepAlive: false })
-  load = startLoad({ ...common, concurrency: 2, keepAlive: true })
+  const fresh = loads.start({ ...common, concurrency: 2, keepAlive: false })
+  load = loads.start({ ...common, concurrency: 2, keepAlive: true })
   await load.reached(100)
   const before = pidsOf(load.outcomes)
 

@@ -3,7 +3,7 @@ import { perTestUser } from './helpers/database'
 import { prepareSchema } from '../example-app/schema'
 import { holdsListener } from '../support/held-sockets'
 import { freePort } from '../support/private-server'
-import { failures, startLoad, type Load } from '../support/http-load'
+import { failures, Loads, type Load } from '../support/http-load'
 import { Pm2 } from '../support/pm2'
 
 // The README's pm2 recipe, run with the real pm2 (cluster mode, whose primary is pm2's daemon
@@ -22,13 +22,14 @@ const POLL_MILLIS = 25
 const fixture = perTestUser({ ownDatabase: true })
 let pm2: Pm2 | undefined
 let load: Load | undefined
+const loads = new Loads()
 
 afterEach(async () => {
-  load?.stop()
-  await load?.done
-  load = undefined
+  // Stopped first, settled once the app is gone: whatever is still in flight then fails at once.
+  loads.stop()
   await pm2?.kill()
   pm2 = undefined
+  await loads.settled()
 })
 
 /** Samples the user's PROCESSLIST count until stopped; resolves with the highest count seen. */
@@ -72,8 +73,8 @@ test.each(['rr', 'none'])('under NODE_CLUSTER_SCHED_POLICY=%s, pm2 starts, reloa
     expect(await holdsListener(online[0].pid, port)).toBe(policy === 'none')
 
     const common = { port, path: (index: number) => `/users/${(index % 1000) + 1}`, requests: Number.MAX_SAFE_INTEGER, timeoutMillis: 5000 }
-    const fresh = startLoad({ ...common, concurrency: 3, keepAlive: false })
-    load = startLoad({ ...common, concurrency: 1, keepAlive: true })
+    const fresh = loads.start({ ...common, concurrency: 3, keepAlive: false })
+    load = loads.start({ ...common, concurrency: 1, keepAlive: true })
     await fresh.reached(100)
     const before = new Set((await pm2.list()).map((entry) => entry.pid))
 
