@@ -33,6 +33,8 @@ export class Supervisor {
   readonly #replacements = new Map<Worker, Promise<void>>()
   readonly #respawnTimers = new Set<NodeJS.Timeout>()
   #crashes = 0
+  /** Workers start() has still to fork: they follow the first once it listens. */
+  #unforked = 0
   #shuttingDown = false
   #onServing: (() => void) | undefined
 
@@ -44,17 +46,29 @@ export class Supervisor {
   /**
    * Forks the workers; resolves once `workers` of them listen (each only after its pool is
    * warm). Counted, not awaited one by one: a worker that dies first is replaced by a respawn.
+   * The first worker starts alone and the others once it listens: the app answers as soon as
+   * one worker is warm, instead of when several have shared the cores to load and warm up, and
+   * a database that refuses connections fails one worker (then its respawns, with backoff), not
+   * all of them at once.
    */
   start (): Promise<void> {
     const started = new Promise<void>((resolve) => {
       this.#onServing = () => {
+        this.#forkTheRest()
         if (this.serving().length < this.#options.workers) return
         this.#onServing = undefined
         resolve()
       }
     })
-    for (let i = 0; i < this.#options.workers; i++) this.#fork()
+    this.#unforked = this.#options.workers - 1
+    this.#fork()
     return started
+  }
+
+  #forkTheRest (): void {
+    const count = this.#unforked
+    this.#unforked = 0
+    if (!this.#shuttingDown) for (let i = 0; i < count; i++) this.#fork()
   }
 
   /** Workers currently serving (listening and not retiring). */
