@@ -12,40 +12,48 @@ export interface NewWorker {
   firstLatency: number
 }
 
-export function newWorkers (lines: readonly LogLine[], outcomes: readonly Outcome[]): NewWorker[] {
-  const started = new Map<number, number>()
-  const listening = new Map<number, number>()
+interface StartUp { forkedAt: number, listenedAt: number }
+
+/** Every replacement that came to listen: when it was forked and when it listened (epoch ms, from the log). */
+function startUps (lines: readonly LogLine[]): Map<number, StartUp> {
+  const forked = new Map<number, number>()
+  const startUps = new Map<number, StartUp>()
   for (const line of lines) {
     const pid = Number(line.workerPid)
-    if (line.msg === 'worker started' && line.replaces !== undefined) started.set(pid, Number(line.time))
-    if (line.msg === 'worker listening') listening.set(pid, Number(line.time))
+    if (line.msg === 'worker started' && line.replaces !== undefined) forked.set(pid, Number(line.time))
+    const forkedAt = forked.get(pid)
+    if (line.msg === 'worker listening' && forkedAt !== undefined) startUps.set(pid, { forkedAt, listenedAt: Number(line.time) })
   }
-  const first = new Map<number, Outcome>()
+  return startUps
+}
+
+/** Each worker's answered requests, the earliest sent first. */
+function answeredBy (outcomes: readonly Outcome[]): Map<number, Outcome[]> {
+  const byPid = new Map<number, Outcome[]>()
   for (const outcome of outcomes) {
     if (outcome.workerPid === undefined) continue
-    const seen = first.get(outcome.workerPid)
-    if (seen === undefined || outcome.sentAt < seen.sentAt) first.set(outcome.workerPid, outcome)
+    const answered = byPid.get(outcome.workerPid)
+    if (answered === undefined) byPid.set(outcome.workerPid, [outcome])
+    else answered.push(outcome)
   }
+  for (const answered of byPid.values()) answered.sort((a, b) => a.sentAt - b.sentAt)
+  return byPid
+}
+
+export function newWorkers (lines: readonly LogLine[], outcomes: readonly Outcome[]): NewWorker[] {
+  const answered = answeredBy(outcomes)
   const workers: NewWorker[] = []
-  for (const [pid, forkedAt] of started) {
-    const listenedAt = listening.get(pid)
-    const firstOutcome = first.get(pid)
-    if (listenedAt === undefined || firstOutcome === undefined) continue
-    workers.push({ pid, forkToListeningMillis: listenedAt - forkedAt, firstLatency: firstOutcome.latency })
+  for (const [pid, { forkedAt, listenedAt }] of startUps(lines)) {
+    const first = answered.get(pid)?.[0]
+    if (first === undefined) continue
+    workers.push({ pid, forkToListeningMillis: listenedAt - forkedAt, firstLatency: first.latency })
   }
   return workers
 }
 
 /** Steady p50: the median of every request that was not a worker's first. */
 export function steadyMedian (outcomes: readonly Outcome[]): number {
-  const firsts = new Set<Outcome>()
-  const byPid = new Map<number, Outcome>()
-  for (const outcome of outcomes) {
-    if (outcome.workerPid === undefined) continue
-    const seen = byPid.get(outcome.workerPid)
-    if (seen === undefined || outcome.sentAt < seen.sentAt) byPid.set(outcome.workerPid, outcome)
-  }
-  for (const outcome of byPid.values()) firsts.add(outcome)
+  const firsts = new Set([...answeredBy(outcomes).values()].map((answered) => answered[0]))
   return median(outcomes.filter((outcome) => !firsts.has(outcome)).map((outcome) => outcome.latency))
 }
 
@@ -56,31 +64,18 @@ export function steadyMedian (outcomes: readonly Outcome[]): number {
  * workers that serve, the clients, the proxy and the database.
  */
 export function slowDuringStartUp (lines: readonly LogLine[], outcomes: readonly Outcome[], thresholdMillis: number): number {
-  const windows: Array<[number, number]> = []
-  const started = new Map<number, number>()
-  for (const line of lines) {
-    const pid = Number(line.workerPid)
-    if (line.msg === 'worker started' && line.replaces !== undefined) started.set(pid, Number(line.time))
-    const from = started.get(pid)
-    if (line.msg === 'worker listening' && from !== undefined) windows.push([from, Number(line.time)])
-  }
+  const windows = [...startUps(lines).values()]
   // Outcomes are timed on this process's performance clock; log lines carry wall-clock epochs.
   const sentAt = (outcome: Outcome) => performance.timeOrigin + outcome.sentAt
   return outcomes.filter((outcome) => outcome.latency > thresholdMillis &&
-    windows.some(([from, to]) => sentAt(outcome) >= from && sentAt(outcome) <= to)).length
+    windows.some(({ forkedAt, listenedAt }) => sentAt(outcome) >= forkedAt && sentAt(outcome) <= listenedAt)).length
 }
 
 /** How many of the requests slower than `thresholdMillis` were among the first `first` their worker answered. */
 export function slowAmongFirsts (outcomes: readonly Outcome[], thresholdMillis: number, first: number): number {
-  const byPid = new Map<number, Outcome[]>()
-  for (const outcome of outcomes) {
-    if (outcome.workerPid === undefined) continue
-    byPid.set(outcome.workerPid, [...(byPid.get(outcome.workerPid) ?? []), outcome])
-  }
   let count = 0
-  for (const answered of byPid.values()) {
-    const earliest = [...answered].sort((a, b) => a.sentAt - b.sentAt).slice(0, first)
-    count += earliest.filter((outcome) => outcome.latency > thresholdMillis).length
+  for (const answered of answeredBy(outcomes).values()) {
+    count += answered.slice(0, first).filter((outcome) => outcome.latency > thresholdMillis).length
   }
   return count
 }
