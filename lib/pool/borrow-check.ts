@@ -1,6 +1,6 @@
 import { discard } from '../driver/discard'
 import { disposedReason, socketOf, type DriverConnection } from '../driver/internals'
-import { connectionState } from './connection-state'
+import { connectionState, type ConnectionState } from './connection-state'
 
 // A connection sitting idle in the pool can die without the client noticing: the server's
 // `wait_timeout`, a `KILL`, a restart, a NAT that drops idle flows. knex's own validation reads
@@ -73,6 +73,11 @@ export interface BorrowCheckOptions {
   looksAlive: (connection: DriverConnection) => boolean
 }
 
+/** Milliseconds since the record's idle clock started; a connection without one is idle for ever (pinged). */
+function idleMillis (state: ConnectionState | undefined): number {
+  return state === undefined ? Number.POSITIVE_INFINITY : performance.now() - state.idleSince
+}
+
 export class BorrowCheck {
   readonly #options: BorrowCheckOptions
   /** Borrows waiting for the end of this turn, and for the end of the next one. */
@@ -94,8 +99,7 @@ export class BorrowCheck {
 
   /** Milliseconds since the connection was last used or verified. */
   idleFor (connection: DriverConnection): number {
-    const state = connectionState(connection)
-    return state === undefined ? Number.POSITIVE_INFINITY : performance.now() - state.idleSince
+    return idleMillis(connectionState(connection))
   }
 
   /**
@@ -121,8 +125,8 @@ export class BorrowCheck {
     const state = connectionState(connection)
     const inFlight = state?.pinging
     if (inFlight !== undefined) return inFlight.then((answered) => answered && this.#options.looksAlive(connection))
-    // One clock read per borrow; a connection without a record is treated as idle for ever (pinged).
-    const idle = state === undefined ? Number.POSITIVE_INFINITY : performance.now() - state.idleSince
+    // The record read once per borrow, for the ping in flight and for the idle time.
+    const idle = idleMillis(state)
     if (idle >= this.#options.pingAfterIdleMillis) {
       // A dead one: tarn destroys it and opens another within the same acquire deadline.
       return pingOrDiscard(connection, this.#options.pingTimeoutMillis).then(() => true, () => false)

@@ -22,10 +22,8 @@ export interface ConnectionState {
 type WithState = DriverConnection & { [STATE]?: ConnectionState }
 
 /** Gives a new connection its record, idle from now. */
-export function initConnectionState (connection: DriverConnection): ConnectionState {
-  const state: ConnectionState = { idleSince: performance.now(), borrowed: false, pinging: undefined }
-  ;(connection as WithState)[STATE] = state
-  return state
+export function initConnectionState (connection: DriverConnection): void {
+  ;(connection as WithState)[STATE] = { idleSince: performance.now(), borrowed: false, pinging: undefined }
 }
 
 /** The connection's record; undefined for one the plugin did not set up (never in its pool). */
