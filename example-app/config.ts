@@ -17,6 +17,8 @@ export interface ExampleConfig {
   poolMax: number
   /** WARMUP_ROUNDS: real HTTP requests per route a worker sends itself before listening (0: none). */
   warmupRounds: number
+  /** STARTUP_NICE: the CPU priority a worker starts at while others serve (19 lowest; 0: unchanged). */
+  startUpNice: number
 }
 
 function integer (name: string, fallback: number, min: number): number {
@@ -25,6 +27,12 @@ function integer (name: string, fallback: number, min: number): number {
   const value = Number(raw)
   if (!Number.isInteger(value) || value < min) throw new Error(`${name} must be an integer >= ${min}, got "${raw}"`)
   return value
+}
+
+function niceValue (): number {
+  const nice = integer('STARTUP_NICE', 19, 0)
+  if (nice > 19) throw new Error(`STARTUP_NICE must be an integer from 0 to 19, got "${nice}"`)
+  return nice
 }
 
 export function readConfig (): ExampleConfig {
@@ -42,6 +50,7 @@ export function readConfig (): ExampleConfig {
     warmup: warmup === 'true',
     poolMin,
     poolMax,
-    warmupRounds: integer('WARMUP_ROUNDS', 20, 0)
+    warmupRounds: integer('WARMUP_ROUNDS', 20, 0),
+    startUpNice: niceValue()
   }
 }

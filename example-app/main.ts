@@ -9,6 +9,7 @@ import { onTerminal, primaryLogger } from './logging'
 import { watchNpmParent } from './parent-watch'
 import { chooseSchedulingPolicy } from './scheduling'
 import { prepareSchema } from './schema'
+import { StartUpPriority } from './start-up-priority'
 import { Supervisor } from './supervisor'
 import { runWorker } from './worker'
 
@@ -75,7 +76,8 @@ async function runPrimary (): Promise<void> {
   const supervisor = new Supervisor({
     workers: config.workers,
     log,
-    env: { MYSQL_URL: database.url, PORT: String(config.port), HOST: config.host, WORKERS: String(config.workers) }
+    env: { MYSQL_URL: database.url, PORT: String(config.port), HOST: config.host, WORKERS: String(config.workers) },
+    startUpPriority: new StartUpPriority(config.startUpNice)
   })
   running.supervisor = supervisor
   await supervisor.start()

@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster'
 import type { Logger } from 'pino'
 import type { PrimaryMessage, WorkerMessage } from './messages'
+import type { StartUpPriority } from './start-up-priority'
 import { answerStatsRequest } from './stats-ipc'
 
 // The cluster primary's bookkeeping. It holds no database pool. Its rules:
@@ -8,7 +9,8 @@ import { answerStatsRequest } from './stats-ipc'
 //   it replaces is told to retire, so capacity never dips and no request waits for a connect;
 // - a worker that dies unasked is respawned, with exponential backoff across consecutive
 //   crashes, so a broken database does not turn into a fork storm;
-// - on shutdown every worker drains and exits, and nothing is respawned.
+// - on shutdown every worker drains and exits, and nothing is respawned;
+// - a worker that starts while others serve starts at a low CPU priority (start-up-priority.ts).
 
 const FIRST_BACKOFF_MILLIS = 250
 const MAX_BACKOFF_MILLIS = 10_000
@@ -22,6 +24,8 @@ export interface SupervisorOptions {
   log: Logger
   /** The worker script; defaults to the primary's own entry point. */
   exec?: string
+  /** Lowers the priority of workers that start while others serve, until they listen. */
+  startUpPriority?: StartUpPriority
 }
 
 export class Supervisor {
@@ -99,7 +103,9 @@ export class Supervisor {
   #fork (replaces?: Worker): Worker {
     const worker = cluster.fork(this.#options.env)
     this.#exited.set(worker, new Promise((resolve) => worker.once('exit', () => resolve())))
-    this.#options.log.info({ workerPid: worker.process.pid, replaces: replaces?.process.pid }, 'worker started')
+    const priority = this.serving().length > 0 ? this.#options.startUpPriority : undefined
+    priority?.lower(worker.process.pid)
+    this.#options.log.info({ workerPid: worker.process.pid, replaces: replaces?.process.pid, nice: priority?.startUpNice }, 'worker started')
 
     worker.on('message', (message: WorkerMessage) => {
       if (message?.type === 'stats-all') answerStatsRequest(worker, message.id, [...this.#exited.keys()])
@@ -112,13 +118,17 @@ export class Supervisor {
       }
     })
     worker.once('listening', () => {
+      priority?.restore(worker.process.pid)
       this.#listeningSince.set(worker, performance.now())
       this.#options.log.info({ workerPid: worker.process.pid }, 'worker listening')
       // Only now, with the replacement warm and accepting, may its predecessor stop accepting.
       if (replaces !== undefined) this.#retire(replaces)
       this.#onServing?.()
     })
-    worker.once('exit', (code, signal) => this.#onExit(worker, code, signal, replaces))
+    worker.once('exit', (code, signal) => {
+      priority?.restore(worker.process.pid)
+      this.#onExit(worker, code, signal, replaces)
+    })
     worker.on('error', (error) => this.#options.log.warn({ workerPid: worker.process.pid, err: error }, 'worker channel error'))
     return worker
   }

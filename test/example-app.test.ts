@@ -1,9 +1,11 @@
 import http from 'node:http'
+import { getPriority } from 'node:os'
 import { perTestUser } from './helpers/database'
 import { ExampleProcess } from '../support/example-process'
 import { heldConnections } from '../support/held-sockets'
 import { failures, HUNG, Loads, sendOne, type Load, type Outcome } from '../support/http-load'
 import { TcpProxy } from '../support/tcp-proxy'
+import { canRestorePriority } from '../example-app/start-up-priority'
 
 // The cluster example, spawned for real: real workers, real signals, real MariaDB.
 
@@ -109,6 +111,25 @@ test('recycles workers after MAX_REQUESTS under load without a single failed req
   expect(outcomes.every((outcome) => outcome.status === 200)).toBe(true)
   expect(example.logged('worker reached MAX_REQUESTS; recycling it').length).toBeGreaterThanOrEqual(2)
   expect(pidsOf(outcomes).size).toBeGreaterThanOrEqual(3)
+})
+
+test('a replacement starts at the lowest CPU priority and gets the primary\'s back as it listens', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '1', MAX_REQUESTS: '20' })
+  const own = getPriority()
+  // Lowered only where it can be given back (CAP_SYS_NICE or RLIMIT_NICE); else left alone.
+  const expected = canRestorePriority() ? 19 : own
+  const first = example.logged('worker started')[0]
+  expect(first.nice).toBeUndefined() // Nobody serves yet: the first worker starts at full speed.
+  load = loads.start({ port: example.port, path: userPath, requests: 1_000_000, concurrency: 2 })
+  const started = await example.waitFor((line) => line.msg === 'worker started' && line.replaces !== undefined)
+  const pid = started.workerPid as number
+  // Read while it starts up (Node's boot, the pool, the warm-up rounds: far longer than a log line's trip).
+  expect(getPriority(pid)).toBe(expected)
+  expect(started.nice).toBe(expected)
+  await example.waitFor((line) => line.msg === 'worker listening' && line.workerPid === pid)
+  expect(getPriority(pid)).toBe(own)
+  load.stop()
+  expect(failures(await load.done)).toEqual([])
 })
 
 test('rolls every worker on SIGHUP under load without a single failed request', async () => {
