@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { getPriority, setPriority } from 'node:os'
 
 // A replacement starts while the other workers serve. Node's start-up, loading and compiling
@@ -12,6 +12,10 @@ import { getPriority, setPriority } from 'node:os'
 // primary without it lowers nothing: a worker left at nice 19 for its whole life would starve
 // whenever the machine is busy. And a machine saturated by its serving workers would starve a
 // low-priority start-up for minutes: after RESTORE_AFTER_MILLIS the priority comes back anyway.
+
+// A nice value belongs to a thread on Linux, and a thread takes its creator's: the worker's V8
+// and libuv threads, some made before the primary lowers it, others while it is low, are each set
+// (a thread left at 19 would serve the worker's file system, DNS and GC work for its whole life).
 
 const CAP_SYS_NICE = 23n
 const RESTORE_AFTER_MILLIS = 10_000
@@ -28,6 +32,29 @@ export function canRestorePriority (): boolean {
   } catch {
     return false
   }
+}
+
+/** The worker's threads (its pid alone where /proc cannot say). */
+export function threadsOf (pid: number): number[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`).map(Number)
+  } catch {
+    return [pid]
+  }
+}
+
+/** Sets every thread of `pid`; false when the process is gone. */
+function setAll (pid: number, nice: number): boolean {
+  let set = false
+  for (const thread of threadsOf(pid)) {
+    try {
+      setPriority(thread, nice)
+      set = true
+    } catch {
+      // A thread that has just ended.
+    }
+  }
+  return set
 }
 
 export class StartUpPriority {
@@ -48,11 +75,7 @@ export class StartUpPriority {
   /** Lowers a just-forked worker's priority until it listens (or the deadline passes). */
   lower (pid: number | undefined): void {
     if (pid === undefined || this.#nice === this.#restoreTo) return
-    try {
-      setPriority(pid, this.#nice)
-    } catch {
-      return // Gone already.
-    }
+    if (!setAll(pid, this.#nice)) return // Gone already.
     const deadline = setTimeout(() => this.restore(pid), RESTORE_AFTER_MILLIS)
     deadline.unref()
     this.#deadlines.set(pid, deadline)
@@ -63,10 +86,6 @@ export class StartUpPriority {
     if (pid === undefined || !this.#deadlines.has(pid)) return
     clearTimeout(this.#deadlines.get(pid))
     this.#deadlines.delete(pid)
-    try {
-      setPriority(pid, this.#restoreTo)
-    } catch {
-      // Gone already: nothing to give back.
-    }
+    setAll(pid, this.#restoreTo)
   }
 }
