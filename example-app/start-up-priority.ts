@@ -3,8 +3,8 @@ import { getPriority, setPriority } from 'node:os'
 
 // A replacement starts while the other workers serve. Node's start-up, loading and compiling
 // the app, and the request-path warm-up want a whole core for a second or more, and on a small
-// machine they take it from the workers that are serving: their requests wait. So a replacement
-// starts at the lowest CPU priority (nice 19, STARTUP_NICE) and gets the primary's priority back
+// machine they take it from the workers that are serving: their requests wait. With STARTUP_NICE
+// a replacement starts at a low CPU priority (19 the lowest) and gets the primary's priority back
 // as it starts listening. Measured with bench:respawn (README, "Respawn"): a lower p99 in 6 of 6
 // paired runs, and 5 requests above 1.8x the median against 14.
 //
@@ -12,6 +12,8 @@ import { getPriority, setPriority } from 'node:os'
 // primary without it lowers nothing: a worker left at nice 19 for its whole life would starve
 // whenever the machine is busy. And a machine saturated by its serving workers would starve a
 // low-priority start-up for minutes: after RESTORE_AFTER_MILLIS the priority comes back anyway.
+// That is also why it is off by default: under saturation each start-up waits out the bound (a
+// rolling restart under 8 clients' load on 2 cores took over a minute in CI, against seconds).
 
 // A nice value belongs to a thread on Linux, and a thread takes its creator's: the worker's V8
 // and libuv threads, some made before the primary lowers it, others while it is low, are each set

@@ -113,8 +113,8 @@ test('recycles workers after MAX_REQUESTS under load without a single failed req
   expect(pidsOf(outcomes).size).toBeGreaterThanOrEqual(3)
 })
 
-test('a replacement starts at the lowest CPU priority and gets the primary\'s back as it listens', async () => {
-  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '1', MAX_REQUESTS: '20' })
+test('with STARTUP_NICE=19 a replacement starts at the lowest CPU priority and gets the primary\'s back as it listens', async () => {
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '1', MAX_REQUESTS: '20', STARTUP_NICE: '19' })
   const own = getPriority()
   // Lowered only where it can be given back (CAP_SYS_NICE or RLIMIT_NICE); else left alone.
   const expected = canRestorePriority() ? 19 : own
