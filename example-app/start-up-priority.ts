@@ -12,8 +12,8 @@ import { getPriority, setPriority } from 'node:os'
 // primary without it lowers nothing: a worker left at nice 19 for its whole life would starve
 // whenever the machine is busy. And a machine saturated by its serving workers would starve a
 // low-priority start-up for minutes: after RESTORE_AFTER_MILLIS the priority comes back anyway.
-// That is also why it is off by default: under saturation each start-up waits out the bound (a
-// rolling restart under 8 clients' load on 2 cores took over a minute in CI, against seconds).
+// That is also why it is off by default: under saturation a start-up can wait out the bound (in
+// CI a rolling restart of 2 workers under 8 clients' load on 2 cores outlasted the test's 20 s).
 
 // A nice value belongs to a thread on Linux, and a thread takes its creator's: the worker's V8
 // and libuv threads, some made before the primary lowers it, others while it is low, are each set
