@@ -79,3 +79,25 @@ export function slowAmongFirsts (outcomes: readonly Outcome[], thresholdMillis: 
   }
   return count
 }
+
+/**
+ * For each request slower than `thresholdMillis`: how long its worker took over it (the `ms` of
+ * the worker's one-line-per-request log entry) and the rest (the way there and back: the
+ * client's and the kernel's side, a primary's handoff). Its entry is the worker's line whose own
+ * interval lies within the request's, the longest if several do (requests run four at a time).
+ */
+export function slowInsideAndOutside (lines: readonly LogLine[], outcomes: readonly Outcome[], thresholdMillis: number): Array<{ inside: number, outside: number }> {
+  const served = lines.filter((line) => typeof line.ms === 'number' && typeof line.reqId === 'string')
+  const split: Array<{ inside: number, outside: number }> = []
+  for (const outcome of outcomes) {
+    if (outcome.latency <= thresholdMillis) continue
+    const sent = performance.timeOrigin + outcome.sentAt
+    const ended = sent + outcome.latency
+    // Epoch milliseconds from two processes: a millisecond of slack each side.
+    const own = served.filter((line) => line.pid === outcome.workerPid && Number(line.time) - Number(line.ms) >= sent - 1 && Number(line.time) <= ended + 1)
+    if (own.length === 0) continue
+    const inside = Math.max(...own.map((line) => Number(line.ms)))
+    split.push({ inside, outside: outcome.latency - inside })
+  }
+  return split
+}

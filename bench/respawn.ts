@@ -7,7 +7,7 @@ import { resolveServer } from '../support/server-url'
 import { TcpProxy } from '../support/tcp-proxy'
 import { latencyPlot } from './latency-plot'
 import { fixed, median, percentile, table, writeResult } from './report'
-import { newWorkers, slowAmongFirsts, slowDuringStartUp, steadyMedian, type NewWorker } from './respawn-workers'
+import { newWorkers, slowAmongFirsts, slowDuringStartUp, slowInsideAndOutside, steadyMedian, type NewWorker } from './respawn-workers'
 
 // `npm run bench:respawn`: the uWSGI max-requests story. Two workers recycled every 100
 // responses, MySQL 15 ms away each way (a loopback proxy), steady load. A request that has to
@@ -77,8 +77,12 @@ async function main (): Promise<void> {
         // that drained (the plain-knex baseline has no such telemetry).
         const drained = app.lines.filter((line) => line.msg === 'worker drained' && typeof line.coldAcquires === 'number')
         const reported = drained.length === 0 ? 'n/a' : String(drained.reduce((sum, line) => sum + Number(line.coldAcquires), 0))
+        // Where a slow request spent its time: in its worker (its own log line), or on the way.
+        const split = slowInsideAndOutside(app.lines, outcomes, COLD_FACTOR * p50)
+        const serverMedian = median(app.lines.filter((line) => typeof line.ms === 'number' && typeof line.reqId === 'string').map((line) => Number(line.ms)))
+        const where = split.length === 0 ? 'n/a' : `${spread(split.map((slow) => slow.inside))} / ${spread(split.map((slow) => slow.outside))} (worker median ${fixed(serverMedian)})`
         rows.push([variant.name, run, outcomes.length, respawns, fixed(p50), fixed(percentile(sorted, 0.99)), fixed(percentile(sorted, 0.999)), fixed(sorted[sorted.length - 1]),
-          `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`, slowAmongFirsts(outcomes, COLD_FACTOR * p50, FIRSTS), coldDuringStartUp, reported, failures(outcomes).length])
+          `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`, slowAmongFirsts(outcomes, COLD_FACTOR * p50, FIRSTS), coldDuringStartUp, where, reported, failures(outcomes).length])
         series.push({ name: variant.name, latencies, threshold: COLD_FACTOR * p50 })
         await writeResult(`respawn-${variant.slug}-run${run}.json`, JSON.stringify({ variant: variant.name, latencies, newWorkers: fresh }, null, 0))
         process.stderr.write(`done: ${variant.name}, run ${run}\n`)
@@ -88,7 +92,7 @@ async function main (): Promise<void> {
     await proxy.close()
     await server.privateServer?.destroy()
   }
-  const report = table(['variant', 'run', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, `of those, among their worker's first ${FIRSTS}`, 'of those, sent while a replacement started', 'cold acquires (plugin count)', 'failed'], rows)
+  const report = table(['variant', 'run', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, `of those, among their worker's first ${FIRSTS}`, 'of those, sent while a replacement started', 'of those, ms in their worker / on the way, median (min-max)', 'cold acquires (plugin count)', 'failed'], rows)
   const perWorker = table(['variant', 'run', 'new workers', 'steady p50 ms', 'first request ms, median (min-max)', 'first / steady p50, median (min-max)',
     'first > 2x steady p50', 'fork to listening ms, median (min-max)'], workerRows)
   const plot = await writeResult('respawn.svg', latencyPlot(`Respawn benchmark: 2 workers, MAX_REQUESTS=100, MySQL +${DELAY_MILLIS} ms each way`, series))
