@@ -5,8 +5,8 @@ import { getPriority, setPriority } from 'node:os'
 // the app, and the request-path warm-up want a whole core for a second or more, and on a small
 // machine they take it from the workers that are serving: their requests wait. With STARTUP_NICE
 // a replacement starts at a low CPU priority (19 the lowest) and gets the primary's priority back
-// as it starts listening. Measured with bench:respawn (README, "Respawn"): a lower p99 in 6 of 6
-// paired runs, and 5 requests above 1.8x the median against 14.
+// as it starts listening. Measured with bench:respawn (README, "Respawn"): a lower p99 in 9 of 9
+// paired runs, and 5 requests above 1.8x the median against 20.
 //
 // Giving a priority back takes privilege (CAP_SYS_NICE, or an RLIMIT_NICE that allows it). A
 // primary without it lowers nothing: a worker left at nice 19 for its whole life would starve

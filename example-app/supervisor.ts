@@ -10,7 +10,8 @@ import { answerStatsRequest } from './stats-ipc'
 // - a worker that dies unasked is respawned, with exponential backoff across consecutive
 //   crashes, so a broken database does not turn into a fork storm;
 // - on shutdown every worker drains and exits, and nothing is respawned;
-// - a worker that starts while others serve starts at a low CPU priority (start-up-priority.ts).
+// - with STARTUP_NICE, a worker that starts while others serve starts at a low CPU priority
+//   (start-up-priority.ts).
 
 const FIRST_BACKOFF_MILLIS = 250
 const MAX_BACKOFF_MILLIS = 10_000
