@@ -86,7 +86,7 @@ export function slowAmongFirsts (outcomes: readonly Outcome[], thresholdMillis: 
  * client's and the kernel's side, a primary's handoff). Its entry is the worker's line whose own
  * interval lies within the request's, the longest if several do (requests run four at a time).
  */
-export function slowInsideAndOutside (lines: readonly LogLine[], outcomes: readonly Outcome[], thresholdMillis: number): Array<{ inside: number, outside: number }> {
+export function slowInsideAndOutside (lines: readonly LogLine[], outcomes: readonly Outcome[], thresholdMillis: number): { split: Array<{ inside: number, outside: number }>, workerMedian: number } {
   const served = lines.filter((line) => typeof line.ms === 'number' && typeof line.reqId === 'string')
   const split: Array<{ inside: number, outside: number }> = []
   for (const outcome of outcomes) {
@@ -99,5 +99,5 @@ export function slowInsideAndOutside (lines: readonly LogLine[], outcomes: reado
     const inside = Math.max(...own.map((line) => Number(line.ms)))
     split.push({ inside, outside: outcome.latency - inside })
   }
-  return split
+  return { split, workerMedian: median(served.map((line) => Number(line.ms))) }
 }

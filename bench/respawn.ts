@@ -78,9 +78,8 @@ async function main (): Promise<void> {
         const drained = app.lines.filter((line) => line.msg === 'worker drained' && typeof line.coldAcquires === 'number')
         const reported = drained.length === 0 ? 'n/a' : String(drained.reduce((sum, line) => sum + Number(line.coldAcquires), 0))
         // Where a slow request spent its time: in its worker (its own log line), or on the way.
-        const split = slowInsideAndOutside(app.lines, outcomes, COLD_FACTOR * p50)
-        const serverMedian = median(app.lines.filter((line) => typeof line.ms === 'number' && typeof line.reqId === 'string').map((line) => Number(line.ms)))
-        const where = split.length === 0 ? 'n/a' : `${spread(split.map((slow) => slow.inside))} / ${spread(split.map((slow) => slow.outside))} (worker median ${fixed(serverMedian)})`
+        const { split, workerMedian } = slowInsideAndOutside(app.lines, outcomes, COLD_FACTOR * p50)
+        const where = split.length === 0 ? 'n/a' : `${spread(split.map((slow) => slow.inside))} / ${spread(split.map((slow) => slow.outside))} (worker median ${fixed(workerMedian)})`
         rows.push([variant.name, run, outcomes.length, respawns, fixed(p50), fixed(percentile(sorted, 0.99)), fixed(percentile(sorted, 0.999)), fixed(sorted[sorted.length - 1]),
           `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`, slowAmongFirsts(outcomes, COLD_FACTOR * p50, FIRSTS), coldDuringStartUp, where, reported, failures(outcomes).length])
         series.push({ name: variant.name, latencies, threshold: COLD_FACTOR * p50 })
