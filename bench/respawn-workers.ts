@@ -14,6 +14,11 @@ export interface NewWorker {
 
 interface StartUp { forkedAt: number, listenedAt: number }
 
+/** When `outcome` was sent, as an epoch: outcomes are timed on this process's performance clock, log lines carry wall-clock epochs. */
+function sentAtEpoch (outcome: Outcome): number {
+  return performance.timeOrigin + outcome.sentAt
+}
+
 /** Every replacement that came to listen: when it was forked and when it listened (epoch ms, from the log). */
 function startUps (lines: readonly LogLine[]): Map<number, StartUp> {
   const forked = new Map<number, number>()
@@ -65,10 +70,8 @@ export function steadyMedian (outcomes: readonly Outcome[]): number {
  */
 export function slowDuringStartUp (lines: readonly LogLine[], outcomes: readonly Outcome[], thresholdMillis: number): number {
   const windows = [...startUps(lines).values()]
-  // Outcomes are timed on this process's performance clock; log lines carry wall-clock epochs.
-  const sentAt = (outcome: Outcome) => performance.timeOrigin + outcome.sentAt
   return outcomes.filter((outcome) => outcome.latency > thresholdMillis &&
-    windows.some(({ forkedAt, listenedAt }) => sentAt(outcome) >= forkedAt && sentAt(outcome) <= listenedAt)).length
+    windows.some(({ forkedAt, listenedAt }) => sentAtEpoch(outcome) >= forkedAt && sentAtEpoch(outcome) <= listenedAt)).length
 }
 
 /** How many of the requests slower than `thresholdMillis` were among the first `first` their worker answered. */
@@ -91,7 +94,7 @@ export function slowInsideAndOutside (lines: readonly LogLine[], outcomes: reado
   const split: Array<{ inside: number, outside: number }> = []
   for (const outcome of outcomes) {
     if (outcome.latency <= thresholdMillis) continue
-    const sent = performance.timeOrigin + outcome.sentAt
+    const sent = sentAtEpoch(outcome)
     const ended = sent + outcome.latency
     // Epoch milliseconds from two processes: a millisecond of slack each side.
     const own = served.filter((line) => line.pid === outcome.workerPid && Number(line.time) - Number(line.ms) >= sent - 1 && Number(line.time) <= ended + 1)
