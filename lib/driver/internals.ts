@@ -91,7 +91,7 @@ export const KnexRunnerBase = (probe.client.runner(probe.queryBuilder()) as obje
 
 // ---- tarn's pool -------------------------------------------------------------------------------
 
-interface TarnResource { resource: DriverConnection }
+interface TarnResource { resource: DriverConnection, settle: () => void }
 
 /** tarn's pool as knex creates it. Counts, acquire/release and events are tarn's public API. */
 export interface TarnPool {
@@ -109,6 +109,15 @@ interface TarnPoolFields extends TarnPool {
   max: number
   used: TarnResource[]
   free: TarnResource[]
+  pendingAcquires: unknown[]
+  destroyed: boolean
+  eventId: number
+  /** knex's `pool.validate`: its own marks, then the client's validateConnection. */
+  validate: (connection: DriverConnection) => unknown
+  _startReaping: () => void
+  _destroy: (connection: DriverConnection) => Promise<unknown>
+  _tryAcquireOrCreate: () => void
+  _executeEventHandlers: (event: string, ...args: unknown[]) => void
 }
 
 // tarn's own timeout error (an acquire that waited too long), from the tarn knex depends on.
@@ -145,6 +154,70 @@ export function resizePool (pool: TarnPool, size: { min: number, max: number }):
   const fields = pool as TarnPoolFields
   fields.max = size.max
   fields.min = size.min
+}
+
+// A direct borrow (pool/direct-borrow.ts) does what tarn's acquire does for a free connection,
+// step for step, without tarn's queue: the connection moves from the free list to the borrowed
+// one before its check, tarn's listeners hear the same events with the same ids, and a connection
+// that fails its check is destroyed as tarn destroys one.
+
+/** A free connection moved to tarn's borrowed list, not lent out yet. */
+export interface TakenConnection {
+  readonly connection: DriverConnection
+  readonly resource: TarnResource
+  readonly eventId: number
+}
+
+/** The connection tarn would lend next (the last one released), if one is free and no acquire waits. */
+export function nextFree (pool: TarnPool): DriverConnection | undefined {
+  const fields = pool as TarnPoolFields
+  if (fields.destroyed || fields.pendingAcquires.length > 0) return undefined
+  return fields.free[fields.free.length - 1]?.resource
+}
+
+/** Moves the last free connection to the borrowed list (the caller checked nextFree()). */
+export function takeFree (pool: TarnPool): TakenConnection {
+  const fields = pool as TarnPoolFields
+  const eventId = fields.eventId++
+  fields._executeEventHandlers('acquireRequest', eventId)
+  const resource = fields.free.pop() as TarnResource
+  fields.used.push(resource)
+  return { connection: resource.resource, resource, eventId }
+}
+
+/** The check tarn runs on a connection it lends: knex's `pool.validate`. */
+export function validateAsTarn (pool: TarnPool, connection: DriverConnection): unknown {
+  return (pool as TarnPoolFields).validate(connection)
+}
+
+/** The taken connection passed its check: it is lent out. */
+export function lendTaken (pool: TarnPool, taken: TakenConnection): DriverConnection {
+  const fields = pool as TarnPoolFields
+  fields._startReaping()
+  fields._executeEventHandlers('acquireSuccess', taken.eventId, taken.connection)
+  return taken.connection
+}
+
+/** The taken connection failed its check: destroyed, and its place offered to waiting acquires. */
+export function dropTaken (pool: TarnPool, taken: TakenConnection): void {
+  const fields = pool as TarnPoolFields
+  const index = fields.used.indexOf(taken.resource)
+  if (index !== -1) fields.used.splice(index, 1)
+  taken.resource.settle()
+  // tarn's _destroy reports its own failures to the pool's listeners; it never rejects.
+  fields._destroy(taken.connection)
+  fields._tryAcquireOrCreate()
+}
+
+/**
+ * Whether knex's check of a borrow can only be the plugin's and knex's own marks: no
+ * `pool.validate` of the user's and no connection function whose settings can expire, since
+ * either runs user code that tarn's acquire deadline would bound.
+ */
+export function validationIsBounded (client: DialectClient): boolean {
+  const fields = client as DialectClient & { connectionConfigExpirationChecker?: unknown }
+  return (client.config.pool as { validate?: unknown } | undefined)?.validate === undefined &&
+    (fields.connectionConfigExpirationChecker === undefined || fields.connectionConfigExpirationChecker === null)
 }
 
 // ---- knex's marks on a connection ----------------------------------------------------------------
@@ -202,6 +275,8 @@ const KNEX_CLIENT_METHODS = [
 ] as const
 const KNEX_RUNNER_METHODS = ['run', 'query', 'ensureConnection'] as const
 const TARN_METHODS = ['numUsed', 'numFree', 'numPendingAcquires', 'numPendingCreates', 'release', 'on', 'acquire', 'destroy'] as const
+// What a direct borrow calls: tarn's own steps of an acquire.
+const TARN_INNER_METHODS = ['validate', '_startReaping', '_destroy', '_tryAcquireOrCreate', '_executeEventHandlers'] as const
 const MYSQL2_METHODS = ['ping', 'query', 'connect', 'end', 'destroy', 'on'] as const
 
 /** "knex 3.3.0, tarn 3.1.2, mysql2 3.24.6", as installed next to the plugin. */
@@ -257,6 +332,9 @@ export function checkPool (pool: unknown): asserts pool is TarnPool {
   if (!Array.isArray(fields.used)) throw unsupported('tarn\'s pool.used')
   if (!Array.isArray(fields.free)) throw unsupported('tarn\'s pool.free')
   if (typeof fields.min !== 'number' || typeof fields.max !== 'number') throw unsupported('tarn\'s pool.min / pool.max')
+  if (!Array.isArray(fields.pendingAcquires)) throw unsupported('tarn\'s pool.pendingAcquires')
+  if (typeof fields.destroyed !== 'boolean' || typeof fields.eventId !== 'number') throw unsupported('tarn\'s pool.destroyed / pool.eventId')
+  expectMethods('tarn\'s pool', pool, TARN_INNER_METHODS)
 }
 
 let checkedConnection = false

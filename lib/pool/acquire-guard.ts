@@ -1,6 +1,7 @@
 import { isAcquireTimeout, poolOf, poolSize, type DialectClient, type DriverConnection, type TarnPool } from '../driver/internals'
 import type { ClientRuntime } from '../driver/runtime'
 import { connectionState } from './connection-state'
+import { lend } from './direct-borrow'
 import { roundMillis } from './stats'
 import { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_POOL_SATURATED } from '../errors'
 
@@ -10,8 +11,9 @@ import { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAF
 // does time out becomes FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, still a KnexTimeoutError for code
 // written against knex. Every borrow that waited for a connect of its own is counted (cold).
 //
-// This is knex's acquireConnection as the plugin needs it, on tarn directly: one promise per
-// borrow, as in knex, and no async wrapper around knex's own (it is on every query's path).
+// This is knex's acquireConnection as the plugin needs it, on tarn directly: no async wrapper
+// around knex's own (it is on every query's path), and a free connection lent without tarn's
+// queue when nothing waits for one (direct-borrow.ts).
 
 /** No free connection, no room to open one, and the queue is full. */
 function saturated (pool: TarnPool, maxPendingAcquires: number): boolean {
@@ -33,14 +35,14 @@ export function acquireGuarded (client: DialectClient, runtime: ClientRuntime, r
   }
   if (record && runtime.needsLimitsFirst) {
     return runtime.limitsBeforeFirstBorrow(() => acquireGuarded(client, runtime, false), async (connection) => client.releaseConnection(connection))
-      .then(() => borrow(pool, runtime, record))
+      .then(() => borrow(client, pool, runtime, record))
   }
-  return borrow(pool, runtime, record)
+  return borrow(client, pool, runtime, record)
 }
 
-function borrow (pool: TarnPool, runtime: ClientRuntime, record: boolean): Promise<DriverConnection> {
+function borrow (client: DialectClient, pool: TarnPool, runtime: ClientRuntime, record: boolean): Promise<DriverConnection> {
   const started = performance.now()
-  return pool.acquire().promise.then(
+  return lend(client, pool, runtime).then(
     (connection) => acquired(runtime, connection, record, started),
     (error: unknown) => { throw acquireFailed(runtime, error) }
   )

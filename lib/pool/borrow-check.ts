@@ -118,6 +118,15 @@ export class BorrowCheck {
   }
 
   /**
+   * Whether the check due on `connection` now takes no round trip (no ping, none in flight): at
+   * most the socket check's event-loop turns, so it cannot outlast an acquire deadline.
+   */
+  answersWithoutRoundTrip (connection: DriverConnection): boolean {
+    const state = connectionState(connection)
+    return state !== undefined && state.pinging === undefined && idleMillis(state) < this.#options.pingAfterIdleMillis
+  }
+
+  /**
    * The pool's check as it lends the connection out: true when it may be handed to a query.
    * Synchronous when no check is due (a promise costs every borrow a few microtasks).
    */
