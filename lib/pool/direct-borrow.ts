@@ -18,6 +18,8 @@ import type { ClientRuntime } from '../driver/runtime'
 // Bounded means: the borrow check's answer takes at most its socket check's event-loop turns (no
 // ping due or in flight), and knex's validation runs no user code (a `pool.validate`, a
 // connection function's expiry check). Whatever else waits, tarn's acquire deadline must bound it.
+// (A connection that reaches `pingAfterIdleMillis` between this look and its check is pinged all
+// the same, within the ping's own timeout, at most half the acquire deadline.)
 
 /** A connection from `pool` for `client`: lent directly when it can be, else through tarn's queue. */
 export function lend (client: DialectClient, pool: TarnPool, runtime: ClientRuntime): Promise<DriverConnection> {
