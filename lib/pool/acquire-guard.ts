@@ -1,3 +1,6 @@
+// performance from perf_hooks, not the global: on Node 22 the global is an accessor, a getter call
+// on every use (bench:instructions found it on the borrow path).
+import { performance } from 'node:perf_hooks'
 import { isAcquireTimeout, poolOf, poolSize, type DialectClient, type DriverConnection, type TarnPool } from '../driver/internals'
 import type { ClientRuntime } from '../driver/runtime'
 import { connectionState } from './connection-state'

@@ -8,6 +8,10 @@
 // An emptied queue keeps its array (with one statement at a time it empties after every
 // statement): the next statement reuses the slot instead of allocating a new array.
 
+// performance from perf_hooks, not the global: on Node 22 the global is an accessor, a getter call
+// on every use (bench:instructions found it on the borrow path).
+import { performance } from 'node:perf_hooks'
+
 const COMPACT_AT = 4096
 
 export interface Deadline {
