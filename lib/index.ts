@@ -11,7 +11,7 @@ import { checkKnexInternals } from './driver/internals'
 import { ForkSafePool } from './pool/fork-safe-pool'
 import { resolveOptions, type ForkSafeDbOptions } from './options/resolve-options'
 import type { ForkSafeDbStats } from './pool/stats'
-import { RequestScope } from './request/request-scope'
+import { RequestScope, type ScopeResponse } from './request/request-scope'
 import { addRouteTransactions, type RouteDbOptions } from './request/route-transaction'
 
 declare module 'fastify' {
@@ -84,18 +84,24 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
   // given as a request decorator value would be bound as a method. A request's scope is made on
   // its first access to the decorator and kept in a slot declared up front (a stable shape).
   const scopeSlot = Symbol(`${PLUGIN_NAME}:${decorator}`)
-  type Scoped = FastifyRequest & { [scopeSlot]: RequestScope | null }
-  const scopeOf = (request: FastifyRequest) => ((request as Scoped)[scopeSlot] ??= new RequestScope(pool, request))
+  const responseSlot = Symbol(`${PLUGIN_NAME}:${decorator}:response`)
+  type Scoped = FastifyRequest & { [scopeSlot]: RequestScope | null, [responseSlot]: ScopeResponse | null }
+  const responseOf = (request: FastifyRequest) => (request as Scoped)[responseSlot] ?? undefined
+  const scopeOf = (request: FastifyRequest) => ((request as Scoped)[scopeSlot] ??= new RequestScope(pool, request, responseOf))
   fastify.decorate(decorator, { getter: () => pool.knex })
   const manager: ForkSafeDbManager = { stats: () => pool.stats(), check: async () => pool.check() }
   fastify.decorate(managerName, manager)
   fastify.decorateRequest(scopeSlot as unknown as string, null)
+  fastify.decorateRequest(responseSlot as unknown as string, null)
   fastify.decorateRequest(decorator, { getter () { return scopeOf(this).knex } })
   addRouteTransactions(fastify, decorator, { scopeOf, existingScope: (request) => (request as Scoped)[scopeSlot] })
-  // A callback hook, cheap for the requests that never touched the database (no scope). A
-  // client that hangs up is seen by the scope itself (see request/request-scope.ts).
-  fastify.addHook('onResponse', (request, _reply, done) => {
-    (request as Scoped)[scopeSlot]?.responseSent()
+  // The response is recorded for the scope, which listens for its end only when the request
+  // begins a transaction (the leak check, see request/request-scope.ts). A callback hook that
+  // stores one field: an onResponse hook would cost every request Fastify's response listeners.
+  fastify.addHook('onRequest', (request, reply, done) => {
+    const scoped = request as Scoped
+    scoped[responseSlot] = reply.raw as ScopeResponse
+    scoped[scopeSlot]?.responding()
     done()
   })
 
