@@ -33,6 +33,9 @@ const COMPILERS = /v8::internal::(compiler|maglev|baseline)::|v8::internal::Comp
 // One at a time: with several in flight, how responses batch into event-loop turns (and so the
 // count) follows the database's timing.
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 1)
+// BENCH_NODE_FLAGS=--perf-basic-prof names the JIT's code (/tmp/perf-<pid>.map) for attributing
+// a difference to JavaScript functions; counts taken with it are not comparable to those without.
+const EXTRA_NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter((flag) => flag !== '')
 const V8_DETERMINISM = ['--single-threaded', '--predictable', '--predictable-gc-schedule', '--hash-seed=1', '--random-seed=1', '--expose-gc', '--no-memory-reducer', '--no-incremental-marking-task']
 const VARIANTS = (process.env.BENCH_VARIANTS ?? 'plugin,knex,mysql2,no-scope,no-timeout,no-check,none').split(',')
 
@@ -59,7 +62,7 @@ async function instructions (key: string, url: string): Promise<Count> {
   const out = join(tmpdir(), `fork-safe-db-callgrind-${key}-${process.pid}.out`)
   const child = spawn('valgrind', [
     '--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`,
-    process.execPath, ...V8_DETERMINISM, join(__dirname, 'instructions-worker.js'), key, url, String(WARMUP), String(N), String(CONCURRENCY)
+    process.execPath, ...V8_DETERMINISM, ...EXTRA_NODE_FLAGS, join(__dirname, 'instructions-worker.js'), key, url, String(WARMUP), String(N), String(CONCURRENCY)
   ], { stdio: ['pipe', 'pipe', 'pipe'] })
   let stderr = ''
   child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })

@@ -69,6 +69,9 @@ const BUILDERS: Record<string, { name: string, build: (url: string) => Promise<O
       return { app, close: () => pool.end() }
     }
   },
+  // What lending a free connection directly saves: a pool.validate of the user's (here a no-op)
+  // sends every borrow through tarn's queue, as every borrow went before.
+  queued: { name: 'plugin, every default, borrowing through tarn\'s queue (a no-op pool.validate)', build: async (url) => ({ app: await pluginApp(url, { pool: { ...POOL, validate: () => true } }, true) }) },
   'no-scope': { name: 'plugin, fastify.db (no request scope)', build: async (url) => ({ app: await pluginApp(url, {}, false) }) },
   'no-timeout': { name: 'plugin, queryTimeoutMillis: 0', build: async (url) => ({ app: await pluginApp(url, { queryTimeoutMillis: 0 }, true) }) },
   'no-check': { name: 'plugin, no borrow check', build: async (url) => ({ app: await pluginApp(url, NO_CHECK, true) }) },
