@@ -34,10 +34,13 @@ export interface ScopeHost {
 // (a kept-alive socket serves many requests), and the scope to tell is a property on it, set
 // while one of its request's statements runs or a transaction is open. Per-request listeners
 // (Fastify's onRequestAbort adds a 'close' listener to every request) and per-statement
-// add/remove both cost throughput in bench/overhead.ts.
-const watchingScope = Symbol('fastify-fork-safe-db:watching-scope')
-const watched = Symbol('fastify-fork-safe-db:watched')
-type WatchedSocket = NodeJS.EventEmitter & { [watchingScope]?: RequestScope, [watched]?: true }
+// add/remove both cost throughput in bench/overhead.ts. The socket carries one property, set
+// once: a small record whose one field names the scope. (The scope itself on the socket, set and
+// cleared, plus a second mark, changed every new socket's shape three times per request, and
+// bench:instructions found the watch left unoptimized.)
+const hangUpWatch = Symbol('fastify-fork-safe-db:hang-up-watch')
+interface HangUpWatch { scope: RequestScope | undefined }
+type WatchedSocket = NodeJS.EventEmitter & { [hangUpWatch]?: HangUpWatch }
 
 /** The response as the scope sees it (Fastify's `reply.raw`: http's, HTTP/2's, or inject's). */
 export interface ScopeResponse {
@@ -50,8 +53,9 @@ export interface ScopeResponse {
 export type ResponseOf = (request: FastifyRequest) => ScopeResponse | undefined
 
 function onSocketClose (this: WatchedSocket): void {
-  const scope = this[watchingScope]
-  this[watchingScope] = undefined
+  const watch = this[hangUpWatch]
+  const scope = watch?.scope
+  if (watch !== undefined) watch.scope = undefined
   scope?.hungUp()
 }
 
@@ -101,8 +105,8 @@ export class RequestScope implements StatementOwner {
   #routeTransaction: Knex.Transaction | undefined
   /** The client went away before its response was sent. */
   clientGone = false
-  /** The connection's socket, watched for a hang-up only while something of ours is open. */
-  #socket: WatchedSocket | undefined
+  /** The watch on the connection's socket, naming this scope only while something of ours is open. */
+  #socket: HangUpWatch | undefined
   /** Listening for the response's end (the leak check): set once a transaction is begun. */
   #responseWatched = false
 
@@ -200,11 +204,14 @@ export class RequestScope implements StatementOwner {
     if (this.#socket !== undefined) return
     const socket = this.#request.raw.socket as WatchedSocket | undefined
     if (socket === undefined || socket === null || typeof socket.on !== 'function') return
-    this.#socket = socket
-    socket[watchingScope] = this
-    if (socket[watched] === true) return
-    socket[watched] = true
-    socket.on('close', onSocketClose)
+    const watch = socket[hangUpWatch]
+    if (watch === undefined) {
+      this.#socket = socket[hangUpWatch] = { scope: this }
+      socket.on('close', onSocketClose)
+      return
+    }
+    watch.scope = this
+    this.#socket = watch
   }
 
   #unwatchSocketIfIdle (): void {
@@ -214,7 +221,7 @@ export class RequestScope implements StatementOwner {
 
   #unwatchSocket (): void {
     if (this.#socket === undefined) return
-    if (this.#socket[watchingScope] === this) this.#socket[watchingScope] = undefined
+    if (this.#socket.scope === this) this.#socket.scope = undefined
     this.#socket = undefined
   }
 
