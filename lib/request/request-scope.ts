@@ -13,7 +13,7 @@ import { claim, type StatementOwner } from '../query/owners'
 //   It is rolled back, its connection returns to the pool, and the leak is logged as an error
 //   with the route and the request id. Only a request that begins a transaction listens for the
 //   end of its response: a hook on every request (Fastify's onResponse, which also makes Fastify
-//   set up its response listeners) counted 12.5k instructions per request in bench:instructions.
+//   set up its response listeners) counted 9.4k instructions per request in bench:instructions.
 // Once its response has finished, a request is over: what it still runs is background work of
 // the handler's, and a hang-up after that cancels nothing.
 // The wrapper is created on the first access to `request.db` only; requests that never touch
