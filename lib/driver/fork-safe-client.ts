@@ -1,6 +1,7 @@
 import type { Knex } from 'knex'
 import { acquireGuarded } from '../pool/acquire-guard'
 import { boundTransactionStatement } from '../query/timeout'
+import { TIMED_OUT } from '../query/cancel'
 import { openConnection } from './connect'
 import { ForkSafeRunner } from './fork-safe-runner'
 import { checkPool, KnexMySql2Client, poolOf, type CompiledQuery, type DriverConnection } from './internals'
@@ -54,7 +55,7 @@ export class ForkSafeClient extends KnexMySql2Client {
 
   /** knex calls this when a statement times out with `cancel: true`: answer at once, KILL in the background. */
   override cancelQuery (connection: DriverConnection): Promise<void> {
-    runtimeOf(this).canceller.cancel(connection, 'its query timed out')
+    runtimeOf(this).canceller.cancel(connection, TIMED_OUT)
     return Promise.resolve()
   }
 

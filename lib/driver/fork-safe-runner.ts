@@ -1,5 +1,6 @@
 import { FST_FORK_SAFE_DB_CLIENT_GONE } from '../errors'
 import { ownerOf } from '../query/owners'
+import { TIMED_OUT } from '../query/cancel'
 import { asQueryTimeout, statementExpired } from '../query/timeout'
 import { KnexRunnerBase, timeoutOf, type CompiledQuery } from './internals'
 import { runtimeOf } from './runtime'
@@ -37,7 +38,7 @@ export class ForkSafeRunner extends KnexRunnerBase {
     const statement = super.query(query)
     return new Promise((resolve, reject) => {
       const deadline = deadlines?.start(() => {
-        runtime.canceller.cancel(connection, 'its query timed out')
+        runtime.canceller.cancel(connection, TIMED_OUT)
         reject(statementExpired(query, runtime.options.queryTimeoutMillis))
       })
       const settled = () => {

@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { openConnection } from '../driver/connect'
 import { discard } from '../driver/discard'
 import { markDisposed, type DriverConnection } from '../driver/internals'
+import { FST_FORK_SAFE_DB_QUERY_TIMEOUT } from '../errors'
 import type { ClientRuntime } from '../driver/runtime'
 
 // Cancelling a statement means a KILL QUERY sent on a separate connection: closing our side of
@@ -11,6 +12,19 @@ import type { ClientRuntime } from '../driver/runtime'
 // the pool never hands it out again while its statement may still be running. The KILL's
 // connection is opened even while the pool is closing (the pool opens no connection of its own
 // then, but a statement left running would outlive the process's interest in it).
+
+/** The reason a statement that outlived its deadline is cancelled with. */
+export const TIMED_OUT = 'its query timed out'
+
+/**
+ * What a connection whose KILL could not be sent is closed with. Whatever is still pending on
+ * it fails with this: for a timed-out statement that is often the transaction's ROLLBACK, and a
+ * bare error there became a 500 where the statement's own timeout is a 503.
+ */
+function closedWith (reason: string, error: Error): Error {
+  if (reason !== TIMED_OUT) return error
+  return new FST_FORK_SAFE_DB_QUERY_TIMEOUT(`a statement on this connection timed out and could not be cancelled (${error.message}); the connection was closed`)
+}
 
 export class QueryCanceller {
   readonly #runtime: ClientRuntime
@@ -43,7 +57,7 @@ export class QueryCanceller {
       clearTimeout(timer)
       this.#log.warn({ err: error, reason, cancelTimeoutMillis: timeoutMillis }, message)
       // Closing the socket at least frees the connection; the statement may run on.
-      discard(connection, error)
+      discard(connection, closedWith(reason, error))
       killer?.destroy()
     }
     const timer = setTimeout(() => giveUp(new Error('KILL QUERY did not complete in time'), 'KILL QUERY did not complete in time; closing the connection'), timeoutMillis)
