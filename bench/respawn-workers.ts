@@ -1,5 +1,6 @@
 import type { LogLine } from '../support/example-process'
 import type { Outcome } from '../support/http-load'
+import { longestStallWithin, type Stall } from './harness-stalls'
 import { median } from './report'
 
 // Per new worker of a respawn run: how long it took from fork to listening (the primary's
@@ -103,4 +104,33 @@ export function slowInsideAndOutside (lines: readonly LogLine[], outcomes: reado
     split.push({ inside, outside: outcome.latency - inside })
   }
   return { split, workerMedian: median(served.map((line) => Number(line.ms))) }
+}
+
+/**
+ * For each request slower than `thresholdMillis`: the most the benchmark's own proxy was late
+ * with a delayed write while that request was open (0 if never over 1 ms). The proxy runs in
+ * this process, beside the clients: when a starting worker takes the cores, this process can
+ * fall behind too, and its lateness shows up as time "in the worker", which waits on the proxy.
+ */
+export function harnessLateness (outcomes: readonly Outcome[], lateWrites: ReadonlyArray<{ at: number, lateMillis: number }>, thresholdMillis: number): number[] {
+  return outcomes.filter((outcome) => outcome.latency > thresholdMillis).map((outcome) => {
+    const open = lateWrites.filter(({ at }) => at >= outcome.sentAt && at <= outcome.sentAt + outcome.latency)
+    return open.reduce((most, { lateMillis }) => Math.max(most, lateMillis), 0)
+  })
+}
+
+/**
+ * The harness's longest stall while each request slower than `thresholdMillis` was open, as
+ * "ms late (on CPU / waiting for a CPU / stolen)", each distinct stall once.
+ */
+export function harnessStallsDuring (outcomes: readonly Outcome[], stalls: readonly Stall[], thresholdMillis: number): string {
+  const seen = new Set<Stall>()
+  for (const outcome of outcomes) {
+    if (outcome.latency <= thresholdMillis) continue
+    const stall = longestStallWithin(stalls, outcome.sentAt, outcome.sentAt + outcome.latency)
+    if (stall !== undefined) seen.add(stall)
+  }
+  if (seen.size === 0) return 'none'
+  const one = (stall: Stall) => `${stall.lateMillis.toFixed(1)} (${stall.onCpuMillis.toFixed(1)} / ${stall.waitingMillis.toFixed(1)} / ${stall.stolenMillis})`
+  return [...seen].map(one).join(', ')
 }

@@ -5,9 +5,11 @@ import { ExampleProcess, EXAMPLE_ENTRY } from '../support/example-process'
 import { failures, startLoad } from '../support/http-load'
 import { resolveServer } from '../support/server-url'
 import { TcpProxy } from '../support/tcp-proxy'
+import { raiseHarnessPriority } from './harness-priority'
+import { watchHarnessStalls } from './harness-stalls'
 import { latencyPlot } from './latency-plot'
 import { fixed, median, percentile, table, writeResult } from './report'
-import { newWorkers, slowAmongFirsts, slowDuringStartUp, slowInsideAndOutside, steadyMedian, type NewWorker } from './respawn-workers'
+import { harnessLateness, harnessStallsDuring, newWorkers, slowAmongFirsts, slowDuringStartUp, slowInsideAndOutside, steadyMedian, type NewWorker } from './respawn-workers'
 
 // `npm run bench:respawn`: the uWSGI max-requests story. Two workers recycled every 100
 // responses, MySQL 15 ms away each way (a loopback proxy), steady load. A request that has to
@@ -43,6 +45,9 @@ function spread (values: readonly number[], digits = 1): string {
 
 async function main (): Promise<void> {
   const server = await resolveServer()
+  // After the server: a private mariadbd started here keeps the normal priority.
+  const harness = raiseHarnessPriority()
+  const stalls = watchHarnessStalls()
   // The example's own database (created if missing), never the shared `test` one.
   const url = await ownDatabase(server.url)
   await prepareSchema(url)
@@ -56,7 +61,7 @@ async function main (): Promise<void> {
       for (const variant of VARIANTS) {
         const app = await ExampleProcess.start(
           { MYSQL_URL: proxy.urlFor(url), WORKERS: '2', MAX_REQUESTS: '100', DB_POOL_MIN: String(CONCURRENCY), ...variant.env },
-          { entry: variant.entry }
+          { entry: variant.entry, command: harness.command(variant.entry) }
         )
         const outcomes = await startLoad({ port: app.port, path: (i) => `/users/${(i % 1000) + 1}`, requests: REQUESTS, concurrency: CONCURRENCY }).done
         app.child.kill('SIGTERM')
@@ -80,22 +85,24 @@ async function main (): Promise<void> {
         // Where a slow request spent its time: in its worker (its own log line), or on the way.
         const { split, workerMedian } = slowInsideAndOutside(app.lines, outcomes, COLD_FACTOR * p50)
         const where = split.length === 0 ? 'n/a' : `${spread(split.map((slow) => slow.inside))} / ${spread(split.map((slow) => slow.outside))} (worker median ${fixed(workerMedian)})`
+        const late = `${spread(harnessLateness(outcomes, proxy.lateWrites, COLD_FACTOR * p50))} / ${harnessStallsDuring(outcomes, stalls.stalls, COLD_FACTOR * p50)}`
         rows.push([variant.name, run, outcomes.length, respawns, fixed(p50), fixed(percentile(sorted, 0.99)), fixed(percentile(sorted, 0.999)), fixed(sorted[sorted.length - 1]),
-          `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`, slowAmongFirsts(outcomes, COLD_FACTOR * p50, FIRSTS), coldDuringStartUp, where, reported, failures(outcomes).length])
+          `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`, slowAmongFirsts(outcomes, COLD_FACTOR * p50, FIRSTS), coldDuringStartUp, where, late, reported, failures(outcomes).length])
         series.push({ name: variant.name, latencies, threshold: COLD_FACTOR * p50 })
         await writeResult(`respawn-${variant.slug}-run${run}.json`, JSON.stringify({ variant: variant.name, latencies, newWorkers: fresh }, null, 0))
         process.stderr.write(`done: ${variant.name}, run ${run}\n`)
       }
     }
   } finally {
+    stalls.stop()
     await proxy.close()
     await server.privateServer?.destroy()
   }
-  const report = table(['variant', 'run', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, `of those, among their worker's first ${FIRSTS}`, 'of those, sent while a replacement started', 'of those, ms in their worker / on the way, median (min-max)', 'cold acquires (plugin count)', 'failed'], rows)
+  const report = table(['variant', 'run', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, `of those, among their worker's first ${FIRSTS}`, 'of those, sent while a replacement started', 'of those, ms in their worker / on the way, median (min-max)', 'of those, most ms the harness\'s proxy was late meanwhile / its longest stall meanwhile: ms late (ms on CPU / waiting for a CPU / stolen)', 'cold acquires (plugin count)', 'failed'], rows)
   const perWorker = table(['variant', 'run', 'new workers', 'steady p50 ms', 'first request ms, median (min-max)', 'first / steady p50, median (min-max)',
     'first > 2x steady p50', 'fork to listening ms, median (min-max)'], workerRows)
   const plot = await writeResult('respawn.svg', latencyPlot(`Respawn benchmark: 2 workers, MAX_REQUESTS=100, MySQL +${DELAY_MILLIS} ms each way`, series))
-  process.stdout.write(`\nRespawn benchmark: ${REQUESTS} requests per variant and run, ${CONCURRENCY} concurrent clients, 2 workers (pool.min ${CONCURRENCY}), MAX_REQUESTS=100, proxy delay ${DELAY_MILLIS} ms each way, ${RUNS} run(s)\n\n${report}\n\nNew workers (every replacement):\n\n${perWorker}\n\nplot: ${plot}\n`)
+  process.stdout.write(`\nRespawn benchmark: ${REQUESTS} requests per variant and run, ${CONCURRENCY} concurrent clients, 2 workers (pool.min ${CONCURRENCY}), MAX_REQUESTS=100, proxy delay ${DELAY_MILLIS} ms each way, ${RUNS} run(s), ${harness.describe}\n\n${report}\n\nNew workers (every replacement):\n\n${perWorker}\n\nplot: ${plot}\n`)
 }
 
 main().catch((error: unknown) => {

@@ -40,6 +40,12 @@ export class TcpProxy {
   closed = 0
   /** When each connection was accepted (performance.now()), for counting connects that arrive together. */
   readonly acceptedAt: number[] = []
+  /**
+   * Delayed writes that went out more than 1 ms after they were due (performance.now() when they
+   * went, and by how much): this process's own event loop fell behind, so a benchmark can tell
+   * a slow response caused by its harness from one caused by the app.
+   */
+  readonly lateWrites: Array<{ at: number, lateMillis: number }> = []
   readonly #clients = new Set<Socket>()
   readonly #server: Server
   readonly #sockets = new Set<Socket>()
@@ -174,8 +180,11 @@ export class TcpProxy {
         action()
         return
       }
+      const due = performance.now() + delay
       const timer = setTimeout(() => {
         this.#timers.delete(timer)
+        const at = performance.now()
+        if (at - due > 1) this.lateWrites.push({ at, lateMillis: at - due })
         action()
       }, delay)
       this.#timers.add(timer)

@@ -1,0 +1,64 @@
+import { readFileSync } from 'node:fs'
+
+// Stalls of the harness's own event loop, and where the time went. A timer ticks every
+// TICK_MILLIS; a tick that comes more than STALL_MILLIS late is a stall. For each stall, from
+// Linux's counters read on every tick:
+// - on CPU: this thread ran (its own work: a GC, parsing the app's log lines);
+// - waiting for a CPU: runnable, but the scheduler ran something else (another process);
+// - stolen: the hypervisor ran another guest on the machine's virtual CPUs (all CPUs, in
+//   USER_HZ ticks of 10 ms, so coarse);
+// - the rest: blocked (page faults, I/O) or below the counters' resolution.
+// Linux only (/proc); elsewhere the stalls are still timed and the split reads as zeros.
+
+const TICK_MILLIS = 5
+const STALL_MILLIS = 5
+const USER_HZ_MILLIS = 10
+
+export interface Stall { at: number, lateMillis: number, onCpuMillis: number, waitingMillis: number, stolenMillis: number }
+
+interface Counters { onCpuNanos: number, waitingNanos: number, stolenTicks: number }
+
+function read (): Counters {
+  try {
+    // The main thread's own line: total time on CPU and time waiting on a run queue, in ns.
+    const [onCpu, waiting] = readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ').map(Number)
+    // The machine's "cpu" line: the 8th number is steal, in USER_HZ ticks.
+    const cpu = readFileSync('/proc/stat', 'latin1')
+    const stolen = Number(cpu.slice(0, cpu.indexOf('\n')).split(/\s+/)[8])
+    return { onCpuNanos: onCpu, waitingNanos: waiting, stolenTicks: stolen }
+  } catch {
+    return { onCpuNanos: 0, waitingNanos: 0, stolenTicks: 0 }
+  }
+}
+
+export function watchHarnessStalls (): { stalls: Stall[], stop: () => void } {
+  const stalls: Stall[] = []
+  let last = read()
+  let due = performance.now() + TICK_MILLIS
+  const timer = setInterval(() => {
+    const now = performance.now()
+    const counters = read()
+    const late = now - due
+    if (late > STALL_MILLIS) {
+      stalls.push({
+        at: now,
+        lateMillis: late,
+        onCpuMillis: (counters.onCpuNanos - last.onCpuNanos) / 1e6,
+        waitingMillis: (counters.waitingNanos - last.waitingNanos) / 1e6,
+        stolenMillis: (counters.stolenTicks - last.stolenTicks) * USER_HZ_MILLIS
+      })
+    }
+    last = counters
+    due = now + TICK_MILLIS
+  }, TICK_MILLIS)
+  return { stalls, stop: () => clearInterval(timer) }
+}
+
+/** The longest stall that ended within [from, to], or undefined. */
+export function longestStallWithin (stalls: readonly Stall[], from: number, to: number): Stall | undefined {
+  let longest: Stall | undefined
+  for (const stall of stalls) {
+    if (stall.at >= from && stall.at <= to && (longest === undefined || stall.lateMillis > longest.lateMillis)) longest = stall
+  }
+  return longest
+}
