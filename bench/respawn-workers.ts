@@ -11,9 +11,11 @@ export interface NewWorker {
   pid: number
   forkToListeningMillis: number
   firstLatency: number
+  /** CPU the worker used from fork to listening, all threads (the primary's reading; NaN if none). */
+  startUpCpuMillis: number
 }
 
-interface StartUp { forkedAt: number, listenedAt: number }
+interface StartUp { forkedAt: number, listenedAt: number, cpuMillis: number }
 
 /** When `outcome` was sent, as an epoch: outcomes are timed on this process's performance clock, log lines carry wall-clock epochs. */
 function sentAtEpoch (outcome: Outcome): number {
@@ -28,7 +30,9 @@ function startUps (lines: readonly LogLine[]): Map<number, StartUp> {
     const pid = Number(line.workerPid)
     if (line.msg === 'worker started' && line.replaces !== undefined) forked.set(pid, Number(line.time))
     const forkedAt = forked.get(pid)
-    if (line.msg === 'worker listening' && forkedAt !== undefined) startUps.set(pid, { forkedAt, listenedAt: Number(line.time) })
+    if (line.msg === 'worker listening' && forkedAt !== undefined) {
+      startUps.set(pid, { forkedAt, listenedAt: Number(line.time), cpuMillis: typeof line.startUpCpuMillis === 'number' ? line.startUpCpuMillis : Number.NaN })
+    }
   }
   return startUps
 }
@@ -49,10 +53,10 @@ function answeredBy (outcomes: readonly Outcome[]): Map<number, Outcome[]> {
 export function newWorkers (lines: readonly LogLine[], outcomes: readonly Outcome[]): NewWorker[] {
   const answered = answeredBy(outcomes)
   const workers: NewWorker[] = []
-  for (const [pid, { forkedAt, listenedAt }] of startUps(lines)) {
+  for (const [pid, { forkedAt, listenedAt, cpuMillis }] of startUps(lines)) {
     const first = answered.get(pid)?.[0]
     if (first === undefined) continue
-    workers.push({ pid, forkToListeningMillis: listenedAt - forkedAt, firstLatency: first.latency })
+    workers.push({ pid, forkToListeningMillis: listenedAt - forkedAt, firstLatency: first.latency, startUpCpuMillis: cpuMillis })
   }
   return workers
 }

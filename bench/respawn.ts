@@ -73,7 +73,8 @@ async function main (): Promise<void> {
         const fresh: NewWorker[] = newWorkers(app.lines, outcomes)
         const ratios = fresh.map((worker) => worker.firstLatency / steady)
         workerRows.push([variant.name, run, fresh.length, fixed(steady), spread(fresh.map((worker) => worker.firstLatency)),
-          spread(ratios, 2), ratios.filter((ratio) => ratio > 2).length, spread(fresh.map((worker) => worker.forkToListeningMillis), 0)])
+          spread(ratios, 2), ratios.filter((ratio) => ratio > 2).length, spread(fresh.map((worker) => worker.forkToListeningMillis), 0),
+          spread(fresh.map((worker) => worker.startUpCpuMillis).filter((cpu) => !Number.isNaN(cpu)), 0)])
         const cold = latencies.filter((ms) => ms > COLD_FACTOR * p50).length
         // Against the share of all requests sent then: replacements start for much of a run.
         const coldDuringStartUp = `${slowDuringStartUp(app.lines, outcomes, COLD_FACTOR * p50)} (all requests: ${fixed((100 * slowDuringStartUp(app.lines, outcomes, -1)) / outcomes.length, 0)}%)`
@@ -100,7 +101,7 @@ async function main (): Promise<void> {
   }
   const report = table(['variant', 'run', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, `of those, among their worker's first ${FIRSTS}`, 'of those, sent while a replacement started', 'of those, ms in their worker / on the way, median (min-max)', 'of those, most ms the harness\'s proxy was late meanwhile / its longest stall meanwhile: ms late (ms on CPU / waiting for a CPU / stolen)', 'cold acquires (plugin count)', 'failed'], rows)
   const perWorker = table(['variant', 'run', 'new workers', 'steady p50 ms', 'first request ms, median (min-max)', 'first / steady p50, median (min-max)',
-    'first > 2x steady p50', 'fork to listening ms, median (min-max)'], workerRows)
+    'first > 2x steady p50', 'fork to listening ms, median (min-max)', 'CPU ms from fork to listening, median (min-max)'], workerRows)
   const plot = await writeResult('respawn.svg', latencyPlot(`Respawn benchmark: 2 workers, MAX_REQUESTS=100, MySQL +${DELAY_MILLIS} ms each way`, series))
   process.stdout.write(`\nRespawn benchmark: ${REQUESTS} requests per variant and run, ${CONCURRENCY} concurrent clients, 2 workers (pool.min ${CONCURRENCY}), MAX_REQUESTS=100, proxy delay ${DELAY_MILLIS} ms each way, ${RUNS} run(s), ${harness.describe}\n\n${report}\n\nNew workers (every replacement):\n\n${perWorker}\n\nplot: ${plot}\n`)
 }

@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster'
 import type { Logger } from 'pino'
 import type { PrimaryMessage, WorkerMessage } from './messages'
+import { cpuMillisOf } from './process-cpu'
 import type { StartUpPriority } from './start-up-priority'
 import { answerStatsRequest } from './stats-ipc'
 
@@ -121,7 +122,7 @@ export class Supervisor {
     worker.once('listening', () => {
       priority?.restore(worker.process.pid)
       this.#listeningSince.set(worker, performance.now())
-      this.#options.log.info({ workerPid: worker.process.pid }, 'worker listening')
+      this.#options.log.info({ workerPid: worker.process.pid, startUpCpuMillis: cpuMillisOf(worker.process.pid) }, 'worker listening')
       // Only now, with the replacement warm and accepting, may its predecessor stop accepting.
       if (replaces !== undefined) this.#retire(replaces)
       this.#onServing?.()

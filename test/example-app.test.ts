@@ -111,6 +111,10 @@ test('recycles workers after MAX_REQUESTS under load without a single failed req
   expect(outcomes.every((outcome) => outcome.status === 200)).toBe(true)
   expect(example.logged('worker reached MAX_REQUESTS; recycling it').length).toBeGreaterThanOrEqual(2)
   expect(pidsOf(outcomes).size).toBeGreaterThanOrEqual(3)
+  // The primary gives each worker's start-up CPU (Linux's /proc): Node's boot alone takes tens of ms.
+  const listening = example.logged('worker listening')
+  expect(listening.map((line) => typeof line.startUpCpuMillis === 'number' && line.startUpCpuMillis >= 10))
+    .toEqual(listening.map(() => process.platform === 'linux'))
 })
 
 test('with STARTUP_NICE=19 a replacement starts at the lowest CPU priority and gets the primary\'s back as it listens', async () => {
