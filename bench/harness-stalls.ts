@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { PerformanceObserver } from 'node:perf_hooks'
 
 // Stalls of the harness's own event loop, and where the time went. A timer ticks every
 // TICK_MILLIS; a tick that comes more than STALL_MILLIS late is a stall. For each stall, from
@@ -8,6 +9,7 @@ import { readFileSync } from 'node:fs'
 // - stolen: the hypervisor ran another guest on the machine's virtual CPUs (all CPUs, in
 //   USER_HZ ticks of 10 ms, so coarse);
 // - the rest: blocked (page faults, I/O) or below the counters' resolution.
+// And of the time on CPU, how much went to the harness's garbage collections (V8's gc entries).
 // Linux only (/proc); elsewhere the stalls are still timed and the split reads as zeros.
 
 const TICK_MILLIS = 5
@@ -31,8 +33,14 @@ function read (): Counters {
   }
 }
 
-export function watchHarnessStalls (): { stalls: Stall[], stop: () => void } {
+export function watchHarnessStalls (): { stalls: Stall[], stop: () => void, gcWithin: (stall: Stall) => number } {
   const stalls: Stall[] = []
+  // GC pauses are reported after they end, so a stall is given its share at the end of the run.
+  const pauses: Array<{ start: number, end: number }> = []
+  const gc = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) pauses.push({ start: entry.startTime, end: entry.startTime + entry.duration })
+  })
+  gc.observe({ entryTypes: ['gc'] })
   let last = read()
   let due = performance.now() + TICK_MILLIS
   const timer = setInterval(() => {
@@ -51,7 +59,19 @@ export function watchHarnessStalls (): { stalls: Stall[], stop: () => void } {
     last = counters
     due = now + TICK_MILLIS
   }, TICK_MILLIS)
-  return { stalls, stop: () => clearInterval(timer) }
+  const stop = () => {
+    clearInterval(timer)
+    gc.disconnect()
+  }
+  return { stalls, stop, gcWithin: (stall: Stall) => gcWithin(pauses, stall) }
+}
+
+/** Milliseconds of GC pauses within the stall (from the tick before it to its end). */
+function gcWithin (pauses: ReadonlyArray<{ start: number, end: number }>, stall: Stall): number {
+  const from = stall.at - stall.lateMillis - TICK_MILLIS
+  let total = 0
+  for (const { start, end } of pauses) total += Math.max(0, Math.min(end, stall.at) - Math.max(start, from))
+  return total
 }
 
 /** The longest stall that ended within [from, to], or undefined. */

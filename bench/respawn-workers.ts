@@ -116,18 +116,35 @@ export function slowInsideAndOutside (lines: readonly LogLine[], outcomes: reado
  * this process, beside the clients: when a starting worker takes the cores, this process can
  * fall behind too, and its lateness shows up as time "in the worker", which waits on the proxy.
  */
-export function harnessLateness (outcomes: readonly Outcome[], lateWrites: ReadonlyArray<{ at: number, lateMillis: number }>, thresholdMillis: number): number[] {
-  return outcomes.filter((outcome) => outcome.latency > thresholdMillis).map((outcome) => {
-    const open = lateWrites.filter(({ at }) => at >= outcome.sentAt && at <= outcome.sentAt + outcome.latency)
-    return open.reduce((most, { lateMillis }) => Math.max(most, lateMillis), 0)
-  })
+export function harnessLateness (outcomes: readonly Outcome[], lateWrites: readonly LateWrite[], thresholdMillis: number): number[] {
+  return outcomes.filter((outcome) => outcome.latency > thresholdMillis).map((outcome) => proxyLateDuring(outcome, lateWrites))
+}
+
+type LateWrite = { at: number, lateMillis: number }
+
+function proxyLateDuring (outcome: Outcome, lateWrites: readonly LateWrite[]): number {
+  const open = lateWrites.filter(({ at }) => at >= outcome.sentAt && at <= outcome.sentAt + outcome.latency)
+  return open.reduce((most, { lateMillis }) => Math.max(most, lateMillis), 0)
+}
+
+/**
+ * How many requests are slower than `thresholdMillis` even with the harness's own lateness taken
+ * off (the most its proxy was late, or its longest stall, while the request was open): the slow
+ * requests the app answers for.
+ */
+export function slowBeyondHarness (outcomes: readonly Outcome[], lateWrites: readonly LateWrite[], stalls: readonly Stall[], thresholdMillis: number): number {
+  return outcomes.filter((outcome) => {
+    if (outcome.latency <= thresholdMillis) return false
+    const stall = longestStallWithin(stalls, outcome.sentAt, outcome.sentAt + outcome.latency)?.lateMillis ?? 0
+    return outcome.latency - Math.max(stall, proxyLateDuring(outcome, lateWrites)) > thresholdMillis
+  }).length
 }
 
 /**
  * The harness's longest stall while each request slower than `thresholdMillis` was open, as
- * "ms late (on CPU / waiting for a CPU / stolen)", each distinct stall once.
+ * "ms late (on CPU, of which GC / waiting for a CPU / stolen)", each distinct stall once.
  */
-export function harnessStallsDuring (outcomes: readonly Outcome[], stalls: readonly Stall[], thresholdMillis: number): string {
+export function harnessStallsDuring (outcomes: readonly Outcome[], stalls: readonly Stall[], thresholdMillis: number, gcWithin: (stall: Stall) => number): string {
   const seen = new Set<Stall>()
   for (const outcome of outcomes) {
     if (outcome.latency <= thresholdMillis) continue
@@ -135,6 +152,6 @@ export function harnessStallsDuring (outcomes: readonly Outcome[], stalls: reado
     if (stall !== undefined) seen.add(stall)
   }
   if (seen.size === 0) return 'none'
-  const one = (stall: Stall) => `${stall.lateMillis.toFixed(1)} (${stall.onCpuMillis.toFixed(1)} / ${stall.waitingMillis.toFixed(1)} / ${stall.stolenMillis})`
+  const one = (stall: Stall) => `${stall.lateMillis.toFixed(1)} (${stall.onCpuMillis.toFixed(1)}, GC ${gcWithin(stall).toFixed(1)} / ${stall.waitingMillis.toFixed(1)} / ${stall.stolenMillis})`
   return [...seen].map(one).join(', ')
 }

@@ -9,7 +9,7 @@ import { raiseHarnessPriority } from './harness-priority'
 import { watchHarnessStalls } from './harness-stalls'
 import { latencyPlot } from './latency-plot'
 import { fixed, median, percentile, table, writeResult } from './report'
-import { harnessLateness, harnessStallsDuring, newWorkers, slowAmongFirsts, slowDuringStartUp, slowInsideAndOutside, steadyMedian, type NewWorker } from './respawn-workers'
+import { harnessLateness, harnessStallsDuring, newWorkers, slowBeyondHarness, slowAmongFirsts, slowDuringStartUp, slowInsideAndOutside, steadyMedian, type NewWorker } from './respawn-workers'
 
 // `npm run bench:respawn`: the uWSGI max-requests story. Two workers recycled every 100
 // responses, MySQL 15 ms away each way (a loopback proxy), steady load. A request that has to
@@ -31,6 +31,7 @@ interface Variant { name: string, slug: string, entry: string, env: Record<strin
 const ALL_VARIANTS: Variant[] = [
   { name: 'plugin, warm pool + warm request path (default)', slug: 'plugin-warm', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'true' } },
   { name: 'plugin, warm, replacements start at low CPU priority (STARTUP_NICE=19)', slug: 'plugin-warm-low-priority', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'true', STARTUP_NICE: '19' } },
+  { name: 'plugin, warm, 5 warm-up rounds instead of 20 (WARMUP_ROUNDS=5)', slug: 'plugin-warm-5-rounds', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'true', WARMUP_ROUNDS: '5' } },
   { name: 'plugin, warm pool only (WARMUP_ROUNDS=0)', slug: 'plugin-warm-pool', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'true', WARMUP_ROUNDS: '0' } },
   { name: 'plugin, warmup: false', slug: 'plugin-lazy', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'false', WARMUP_ROUNDS: '0' } },
   { name: 'plain knex, lazy (baseline)', slug: 'plain-knex', entry: join(__dirname, 'plain-knex-cluster.js'), env: {} }
@@ -86,9 +87,9 @@ async function main (): Promise<void> {
         // Where a slow request spent its time: in its worker (its own log line), or on the way.
         const { split, workerMedian } = slowInsideAndOutside(app.lines, outcomes, COLD_FACTOR * p50)
         const where = split.length === 0 ? 'n/a' : `${spread(split.map((slow) => slow.inside))} / ${spread(split.map((slow) => slow.outside))} (worker median ${fixed(workerMedian)})`
-        const late = `${spread(harnessLateness(outcomes, proxy.lateWrites, COLD_FACTOR * p50))} / ${harnessStallsDuring(outcomes, stalls.stalls, COLD_FACTOR * p50)}`
+        const late = `${spread(harnessLateness(outcomes, proxy.lateWrites, COLD_FACTOR * p50))} / ${harnessStallsDuring(outcomes, stalls.stalls, COLD_FACTOR * p50, stalls.gcWithin)}`
         rows.push([variant.name, run, outcomes.length, respawns, fixed(p50), fixed(percentile(sorted, 0.99)), fixed(percentile(sorted, 0.999)), fixed(sorted[sorted.length - 1]),
-          `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`, slowAmongFirsts(outcomes, COLD_FACTOR * p50, FIRSTS), coldDuringStartUp, where, late, reported, failures(outcomes).length])
+          `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`, slowBeyondHarness(outcomes, proxy.lateWrites, stalls.stalls, COLD_FACTOR * p50), slowAmongFirsts(outcomes, COLD_FACTOR * p50, FIRSTS), coldDuringStartUp, where, late, reported, failures(outcomes).length])
         series.push({ name: variant.name, latencies, threshold: COLD_FACTOR * p50 })
         await writeResult(`respawn-${variant.slug}-run${run}.json`, JSON.stringify({ variant: variant.name, latencies, newWorkers: fresh }, null, 0))
         process.stderr.write(`done: ${variant.name}, run ${run}\n`)
@@ -99,7 +100,7 @@ async function main (): Promise<void> {
     await proxy.close()
     await server.privateServer?.destroy()
   }
-  const report = table(['variant', 'run', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, `of those, among their worker's first ${FIRSTS}`, 'of those, sent while a replacement started', 'of those, ms in their worker / on the way, median (min-max)', 'of those, most ms the harness\'s proxy was late meanwhile / its longest stall meanwhile: ms late (ms on CPU / waiting for a CPU / stolen)', 'cold acquires (plugin count)', 'failed'], rows)
+  const report = table(['variant', 'run', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, 'of those, still cold without the harness\'s lateness', `of those, among their worker's first ${FIRSTS}`, 'of those, sent while a replacement started', 'of those, ms in their worker / on the way, median (min-max)', 'of those, most ms the harness\'s proxy was late meanwhile / its longest stall meanwhile: ms late (ms on CPU, of which GC / waiting for a CPU / stolen)', 'cold acquires (plugin count)', 'failed'], rows)
   const perWorker = table(['variant', 'run', 'new workers', 'steady p50 ms', 'first request ms, median (min-max)', 'first / steady p50, median (min-max)',
     'first > 2x steady p50', 'fork to listening ms, median (min-max)', 'CPU ms from fork to listening, median (min-max)'], workerRows)
   const plot = await writeResult('respawn.svg', latencyPlot(`Respawn benchmark: 2 workers, MAX_REQUESTS=100, MySQL +${DELAY_MILLIS} ms each way`, series))
