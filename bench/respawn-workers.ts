@@ -13,9 +13,11 @@ export interface NewWorker {
   firstLatency: number
   /** CPU the worker used from fork to listening, all threads (the primary's reading; NaN if none). */
   startUpCpuMillis: number
+  /** Whether it started at a lowered CPU priority (the primary's 'worker started' line). */
+  lowered: boolean
 }
 
-interface StartUp { forkedAt: number, listenedAt: number, cpuMillis: number }
+interface StartUp { forkedAt: number, listenedAt: number, cpuMillis: number, lowered: boolean }
 
 /** When `outcome` was sent, as an epoch: outcomes are timed on this process's performance clock, log lines carry wall-clock epochs. */
 function sentAtEpoch (outcome: Outcome): number {
@@ -24,14 +26,15 @@ function sentAtEpoch (outcome: Outcome): number {
 
 /** Every replacement that came to listen: when it was forked and when it listened (epoch ms, from the log). */
 function startUps (lines: readonly LogLine[]): Map<number, StartUp> {
-  const forked = new Map<number, number>()
+  const forked = new Map<number, { at: number, lowered: boolean }>()
   const startUps = new Map<number, StartUp>()
   for (const line of lines) {
     const pid = Number(line.workerPid)
-    if (line.msg === 'worker started' && line.replaces !== undefined) forked.set(pid, Number(line.time))
-    const forkedAt = forked.get(pid)
-    if (line.msg === 'worker listening' && forkedAt !== undefined) {
-      startUps.set(pid, { forkedAt, listenedAt: Number(line.time), cpuMillis: typeof line.startUpCpuMillis === 'number' ? line.startUpCpuMillis : Number.NaN })
+    if (line.msg === 'worker started' && line.replaces !== undefined) forked.set(pid, { at: Number(line.time), lowered: typeof line.nice === 'number' })
+    const fork = forked.get(pid)
+    if (line.msg === 'worker listening' && fork !== undefined) {
+      const cpuMillis = typeof line.startUpCpuMillis === 'number' ? line.startUpCpuMillis : Number.NaN
+      startUps.set(pid, { forkedAt: fork.at, listenedAt: Number(line.time), cpuMillis, lowered: fork.lowered })
     }
   }
   return startUps
@@ -53,10 +56,10 @@ function answeredBy (outcomes: readonly Outcome[]): Map<number, Outcome[]> {
 export function newWorkers (lines: readonly LogLine[], outcomes: readonly Outcome[]): NewWorker[] {
   const answered = answeredBy(outcomes)
   const workers: NewWorker[] = []
-  for (const [pid, { forkedAt, listenedAt, cpuMillis }] of startUps(lines)) {
+  for (const [pid, { forkedAt, listenedAt, cpuMillis, lowered }] of startUps(lines)) {
     const first = answered.get(pid)?.[0]
     if (first === undefined) continue
-    workers.push({ pid, forkToListeningMillis: listenedAt - forkedAt, firstLatency: first.latency, startUpCpuMillis: cpuMillis })
+    workers.push({ pid, forkToListeningMillis: listenedAt - forkedAt, firstLatency: first.latency, startUpCpuMillis: cpuMillis, lowered })
   }
   return workers
 }

@@ -29,8 +29,8 @@ const FIRSTS = 10
 interface Variant { name: string, slug: string, entry: string, env: Record<string, string> }
 
 const ALL_VARIANTS: Variant[] = [
-  { name: 'plugin, warm pool + warm request path (default)', slug: 'plugin-warm', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'true' } },
-  { name: 'plugin, warm, replacements start at low CPU priority (STARTUP_NICE=19)', slug: 'plugin-warm-low-priority', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'true', STARTUP_NICE: '19' } },
+  { name: 'plugin, warm pool + warm request path, start-ups at low priority (default)', slug: 'plugin-warm', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'true' } },
+  { name: 'plugin, warm, start-ups at the normal priority (STARTUP_NICE=0)', slug: 'plugin-warm-normal-priority', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'true', STARTUP_NICE: '0' } },
   { name: 'plugin, warm, 5 warm-up rounds instead of 20 (WARMUP_ROUNDS=5)', slug: 'plugin-warm-5-rounds', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'true', WARMUP_ROUNDS: '5' } },
   { name: 'plugin, warm pool only (WARMUP_ROUNDS=0)', slug: 'plugin-warm-pool', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'true', WARMUP_ROUNDS: '0' } },
   { name: 'plugin, warmup: false', slug: 'plugin-lazy', entry: EXAMPLE_ENTRY, env: { DB_WARMUP: 'false', WARMUP_ROUNDS: '0' } },
@@ -73,7 +73,7 @@ async function main (): Promise<void> {
         const steady = steadyMedian(outcomes)
         const fresh: NewWorker[] = newWorkers(app.lines, outcomes)
         const ratios = fresh.map((worker) => worker.firstLatency / steady)
-        workerRows.push([variant.name, run, fresh.length, fixed(steady), spread(fresh.map((worker) => worker.firstLatency)),
+        workerRows.push([variant.name, run, fresh.length, fresh.filter((worker) => worker.lowered).length, fixed(steady), spread(fresh.map((worker) => worker.firstLatency)),
           spread(ratios, 2), ratios.filter((ratio) => ratio > 2).length, spread(fresh.map((worker) => worker.forkToListeningMillis), 0),
           spread(fresh.map((worker) => worker.startUpCpuMillis).filter((cpu) => !Number.isNaN(cpu)), 0)])
         const cold = latencies.filter((ms) => ms > COLD_FACTOR * p50).length
@@ -101,7 +101,7 @@ async function main (): Promise<void> {
     await server.privateServer?.destroy()
   }
   const report = table(['variant', 'run', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, 'of those, still cold without the harness\'s lateness', `of those, among their worker's first ${FIRSTS}`, 'of those, sent while a replacement started', 'of those, ms in their worker / on the way, median (min-max)', 'of those, most ms the harness\'s proxy was late meanwhile / its longest stall meanwhile: ms late (ms on CPU, of which GC / waiting for a CPU / stolen)', 'cold acquires (plugin count)', 'failed'], rows)
-  const perWorker = table(['variant', 'run', 'new workers', 'steady p50 ms', 'first request ms, median (min-max)', 'first / steady p50, median (min-max)',
+  const perWorker = table(['variant', 'run', 'new workers', 'of those, started at low priority', 'steady p50 ms', 'first request ms, median (min-max)', 'first / steady p50, median (min-max)',
     'first > 2x steady p50', 'fork to listening ms, median (min-max)', 'CPU ms from fork to listening, median (min-max)'], workerRows)
   const plot = await writeResult('respawn.svg', latencyPlot(`Respawn benchmark: 2 workers, MAX_REQUESTS=100, MySQL +${DELAY_MILLIS} ms each way`, series))
   process.stdout.write(`\nRespawn benchmark: ${REQUESTS} requests per variant and run, ${CONCURRENCY} concurrent clients, 2 workers (pool.min ${CONCURRENCY}), MAX_REQUESTS=100, proxy delay ${DELAY_MILLIS} ms each way, ${RUNS} run(s), ${harness.describe}\n\n${report}\n\nNew workers (every replacement):\n\n${perWorker}\n\nplot: ${plot}\n`)

@@ -17,7 +17,7 @@ export interface ExampleConfig {
   poolMax: number
   /** WARMUP_ROUNDS: real HTTP requests per route a worker sends itself before listening (0: none). */
   warmupRounds: number
-  /** STARTUP_NICE: the CPU priority a worker starts at while others serve (19 lowest; 0, the default: unchanged). */
+  /** STARTUP_NICE: the CPU priority a worker starts at while others serve (19, the default, lowest; 0: unchanged). */
   startUpNice: number
 }
 
@@ -30,7 +30,7 @@ function integer (name: string, fallback: number, min: number): number {
 }
 
 function niceValue (): number {
-  const nice = integer('STARTUP_NICE', 0, 0)
+  const nice = integer('STARTUP_NICE', 19, 0)
   if (nice > 19) throw new Error(`STARTUP_NICE must be an integer from 0 to 19, got "${nice}"`)
   return nice
 }

@@ -77,7 +77,7 @@ async function runPrimary (): Promise<void> {
     workers: config.workers,
     log,
     env: { MYSQL_URL: database.url, PORT: String(config.port), HOST: config.host, WORKERS: String(config.workers) },
-    // Off (0) by default: then nothing reads /proc or touches a priority.
+    // STARTUP_NICE=0 turns it off: then nothing reads /proc or touches a priority.
     startUpPriority: config.startUpNice > 0 ? new StartUpPriority(config.startUpNice) : undefined
   })
   running.supervisor = supervisor

@@ -1,26 +1,34 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { getPriority, setPriority } from 'node:os'
+import { IdleShare } from './idle-share'
 
 // A replacement starts while the other workers serve. Node's start-up, loading and compiling
 // the app, and the request-path warm-up want a whole core for a second or more, and on a small
-// machine they take it from the workers that are serving: their requests wait. With STARTUP_NICE
-// a replacement starts at a low CPU priority (19 the lowest) and gets the primary's priority back
-// as it starts listening. Measured with bench:respawn (README, "Respawn"): a lower p99 in 9 of 9
-// paired runs, and 5 requests above 1.8x the median against 20.
+// machine they take it from the workers that are serving: their requests wait. So a replacement
+// starts at a low CPU priority (STARTUP_NICE, 19 by default, the lowest) and gets the primary's
+// priority back as it starts listening. Measured with bench:respawn (README, "Respawn"): over 9
+// paired runs, 0 requests above 1.8x the median that the benchmark's own lateness does not
+// explain, against 2 at the normal priority, and a lower p99.
 //
 // Giving a priority back takes privilege (CAP_SYS_NICE, or an RLIMIT_NICE that allows it). A
 // primary without it lowers nothing: a worker left at nice 19 for its whole life would starve
-// whenever the machine is busy. And a machine saturated by its serving workers would starve a
-// low-priority start-up for minutes: after RESTORE_AFTER_MILLIS the priority comes back anyway.
-// That is also why it is off by default: under saturation a start-up can wait out the bound (in
-// CI a rolling restart of 2 workers under 8 clients' load on 2 cores outlasted the test's 20 s).
+// whenever the machine is busy.
+//
+// A low priority only helps where there is idle CPU for the start-up to run on. On a machine its
+// serving workers saturate, a start-up at nice 19 gets almost none, and the replacement (or the
+// respawn after a crash) comes back late for nothing: in CI a rolling restart of 2 workers under
+// 8 clients' load on 2 cores outlasted the test's 20 s while start-ups waited out a 10 s bound.
+// So a start-up is lowered only when at least MIN_IDLE_SHARE of the machine was idle over the
+// last second, and gets the primary's priority back after RESTORE_AFTER_MILLIS in any case (a
+// start-up takes 0.65-1.3 s on a local database here, about 2.5 s with one 15 ms away).
 
 // A nice value belongs to a thread on Linux, and a thread takes its creator's: the worker's V8
 // and libuv threads, some made before the primary lowers it, others while it is low, are each set
 // (a thread left at 19 would serve the worker's file system, DNS and GC work for its whole life).
 
 const CAP_SYS_NICE = 23n
-const RESTORE_AFTER_MILLIS = 10_000
+const RESTORE_AFTER_MILLIS = 3_000
+const MIN_IDLE_SHARE = 0.25
 
 /** Whether this process may raise a process's priority back to its own (Linux only). */
 export function canRestorePriority (): boolean {
@@ -59,28 +67,41 @@ function setAll (pid: number, nice: number): boolean {
   return set
 }
 
+export interface StartUpPriorityOptions {
+  /** Whether a lowered priority can be given back (CAP_SYS_NICE or RLIMIT_NICE); read from /proc by default. */
+  restorable?: boolean
+  /** The machine's recent idle share (0-1), undefined when unknown; sampled from /proc/stat by default. */
+  idleShare?: () => number | undefined
+}
+
+/** What `lower` did: the nice value the worker starts at (undefined: left alone) and the idle share it saw. */
+export interface Lowered { nice: number | undefined, idleShare: number | undefined }
+
 export class StartUpPriority {
   readonly #nice: number
   readonly #restoreTo = getPriority()
   readonly #deadlines = new Map<number, NodeJS.Timeout>()
+  readonly #idle: IdleShare | undefined
+  readonly #idleShare: () => number | undefined
 
   /** `nice`: the start-up priority (0-19, higher is lower); none when it could not be given back. */
-  constructor (nice: number, restorable = canRestorePriority()) {
+  constructor (nice: number, { restorable = canRestorePriority(), idleShare }: StartUpPriorityOptions = {}) {
     this.#nice = restorable && nice > this.#restoreTo ? nice : this.#restoreTo
+    this.#idle = idleShare === undefined && this.#nice !== this.#restoreTo ? new IdleShare() : undefined
+    this.#idleShare = idleShare ?? (() => this.#idle?.recent())
   }
 
-  /** The nice value a new worker starts at (the primary's own when nothing is lowered). */
-  get startUpNice (): number {
-    return this.#nice
-  }
-
-  /** Lowers a just-forked worker's priority until it listens (or the deadline passes). */
-  lower (pid: number | undefined): void {
-    if (pid === undefined || this.#nice === this.#restoreTo) return
-    if (!setAll(pid, this.#nice)) return // Gone already.
+  /** Lowers a just-forked worker's priority until it listens (or the deadline passes), if the machine has idle CPU for it. */
+  lower (pid: number | undefined): Lowered {
+    if (pid === undefined || this.#nice === this.#restoreTo) return { nice: undefined, idleShare: undefined }
+    const idleShare = this.#idleShare()
+    // Unknown: lower it all the same; the deadline bounds what that can cost.
+    if (idleShare !== undefined && idleShare < MIN_IDLE_SHARE) return { nice: undefined, idleShare }
+    if (!setAll(pid, this.#nice)) return { nice: undefined, idleShare } // Gone already.
     const deadline = setTimeout(() => this.restore(pid), RESTORE_AFTER_MILLIS)
     deadline.unref()
     this.#deadlines.set(pid, deadline)
+    return { nice: this.#nice, idleShare }
   }
 
   /** Gives the worker the primary's priority back (it listens, or it took too long). */
@@ -89,5 +110,11 @@ export class StartUpPriority {
     clearTimeout(this.#deadlines.get(pid))
     this.#deadlines.delete(pid)
     setAll(pid, this.#restoreTo)
+  }
+
+  /** Stops sampling the idle share and gives every lowered worker its priority back. */
+  stop (): void {
+    this.#idle?.stop()
+    for (const pid of [...this.#deadlines.keys()]) this.restore(pid)
   }
 }

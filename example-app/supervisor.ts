@@ -11,8 +11,8 @@ import { answerStatsRequest } from './stats-ipc'
 // - a worker that dies unasked is respawned, with exponential backoff across consecutive
 //   crashes, so a broken database does not turn into a fork storm;
 // - on shutdown every worker drains and exits, and nothing is respawned;
-// - with STARTUP_NICE, a worker that starts while others serve starts at a low CPU priority
-//   (start-up-priority.ts).
+// - a worker that starts while others serve starts at a low CPU priority when the machine has
+//   idle CPU for it and the primary may give the priority back (start-up-priority.ts).
 
 const FIRST_BACKOFF_MILLIS = 250
 const MAX_BACKOFF_MILLIS = 10_000
@@ -100,14 +100,16 @@ export class Supervisor {
     this.#respawnTimers.clear()
     for (const worker of this.#exited.keys()) this.#retire(worker)
     await Promise.all(this.#exited.values())
+    this.#options.startUpPriority?.stop()
   }
 
   #fork (replaces?: Worker): Worker {
     const worker = cluster.fork(this.#options.env)
     this.#exited.set(worker, new Promise((resolve) => worker.once('exit', () => resolve())))
     const priority = this.serving().length > 0 ? this.#options.startUpPriority : undefined
-    priority?.lower(worker.process.pid)
-    this.#options.log.info({ workerPid: worker.process.pid, replaces: replaces?.process.pid, nice: priority?.startUpNice }, 'worker started')
+    const lowered = priority?.lower(worker.process.pid)
+    const idleShare = lowered?.idleShare === undefined ? undefined : Math.round(lowered.idleShare * 100) / 100
+    this.#options.log.info({ workerPid: worker.process.pid, replaces: replaces?.process.pid, nice: lowered?.nice, idleShare }, 'worker started')
 
     worker.on('message', (message: WorkerMessage) => {
       if (message?.type === 'stats-all') answerStatsRequest(worker, message.id, [...this.#exited.keys()])
