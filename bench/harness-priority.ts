@@ -14,7 +14,8 @@ import type { StartCommand } from '../support/example-process'
 // - 'none' (BENCH_HARNESS_PRIORITY=none): everything at one priority, as before.
 // The harness is mostly idle (it waits on sockets and timers), so it takes little from the app.
 
-type Mode = 'fifo' | 'nice' | 'none'
+const MODES = ['fifo', 'nice', 'none'] as const
+type Mode = typeof MODES[number]
 const NICE = -5
 
 export interface HarnessPriority {
@@ -53,7 +54,8 @@ function nice (): HarnessPriority | undefined {
   }
 }
 
-export function raiseHarnessPriority (mode = (process.env.BENCH_HARNESS_PRIORITY ?? 'fifo') as Mode): HarnessPriority {
+export function raiseHarnessPriority (mode = process.env.BENCH_HARNESS_PRIORITY ?? 'fifo'): HarnessPriority {
+  if (!MODES.includes(mode as Mode)) throw new Error(`BENCH_HARNESS_PRIORITY must be one of ${MODES.join(', ')}, got "${mode}"`)
   if (mode === 'none') return asBefore('harness and app at one priority')
   return (mode === 'fifo' ? fifo() : undefined) ?? nice() ?? asBefore('harness and app at one priority (no permission to raise the harness)')
 }

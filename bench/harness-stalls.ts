@@ -74,11 +74,33 @@ function gcWithin (pauses: ReadonlyArray<{ start: number, end: number }>, stall:
   return total
 }
 
-/** The longest stall that ended within [from, to], or undefined. */
+/** A time the harness was behind: from `at - lateMillis` to `at` (this process's performance.now()). */
+export interface Behind { at: number, lateMillis: number }
+
+function overlap ({ at, lateMillis }: Behind, from: number, to: number): number {
+  return Math.max(0, Math.min(at, to) - Math.max(at - lateMillis, from))
+}
+
+/** Milliseconds of [from, to] during which the harness was behind, overlapping entries counted once. */
+export function behindWithin (entries: readonly Behind[], from: number, to: number): number {
+  const spans = entries.filter((entry) => overlap(entry, from, to) > 0)
+    .map(({ at, lateMillis }) => [Math.max(at - lateMillis, from), Math.min(at, to)])
+    .sort((a, b) => a[0] - b[0])
+  let total = 0
+  let covered = -Infinity
+  for (const [start, end] of spans) {
+    if (end <= covered) continue
+    total += end - Math.max(start, covered)
+    covered = end
+  }
+  return total
+}
+
+/** The stall that overlaps [from, to] the most, or undefined. */
 export function longestStallWithin (stalls: readonly Stall[], from: number, to: number): Stall | undefined {
   let longest: Stall | undefined
   for (const stall of stalls) {
-    if (stall.at >= from && stall.at <= to && (longest === undefined || stall.lateMillis > longest.lateMillis)) longest = stall
+    if (overlap(stall, from, to) > 0 && (longest === undefined || overlap(stall, from, to) > overlap(longest, from, to))) longest = stall
   }
   return longest
 }

@@ -1,6 +1,6 @@
 import type { LogLine } from '../support/example-process'
 import type { Outcome } from '../support/http-load'
-import { longestStallWithin, type Stall } from './harness-stalls'
+import { behindWithin, longestStallWithin, type Behind, type Stall } from './harness-stalls'
 import { median } from './report'
 
 // Per new worker of a respawn run: how long it took from fork to listening (the primary's
@@ -114,33 +114,24 @@ export function slowInsideAndOutside (lines: readonly LogLine[], outcomes: reado
 }
 
 /**
- * For each request slower than `thresholdMillis`: the most the benchmark's own proxy was late
- * with a delayed write while that request was open (0 if never over 1 ms). The proxy runs in
- * this process, beside the clients: when a starting worker takes the cores, this process can
- * fall behind too, and its lateness shows up as time "in the worker", which waits on the proxy.
+ * For each request slower than `thresholdMillis`: for how many of its milliseconds the
+ * benchmark's own proxy was behind with a delayed write. The proxy runs in this process, beside
+ * the clients: when a starting worker takes the cores, this process can fall behind too, and its
+ * lateness shows up as time "in the worker", which waits on the proxy.
  */
-export function harnessLateness (outcomes: readonly Outcome[], lateWrites: readonly LateWrite[], thresholdMillis: number): number[] {
-  return outcomes.filter((outcome) => outcome.latency > thresholdMillis).map((outcome) => proxyLateDuring(outcome, lateWrites))
-}
-
-type LateWrite = { at: number, lateMillis: number }
-
-function proxyLateDuring (outcome: Outcome, lateWrites: readonly LateWrite[]): number {
-  const open = lateWrites.filter(({ at }) => at >= outcome.sentAt && at <= outcome.sentAt + outcome.latency)
-  return open.reduce((most, { lateMillis }) => Math.max(most, lateMillis), 0)
+export function harnessLateness (outcomes: readonly Outcome[], lateWrites: readonly Behind[], thresholdMillis: number): number[] {
+  return outcomes.filter((outcome) => outcome.latency > thresholdMillis).map((outcome) => behindWithin(lateWrites, outcome.sentAt, outcome.sentAt + outcome.latency))
 }
 
 /**
- * How many requests are slower than `thresholdMillis` even with the harness's own lateness taken
- * off (the most its proxy was late, or its longest stall, while the request was open): the slow
- * requests the app answers for.
+ * How many requests are slower than `thresholdMillis` even with the time the harness was behind
+ * taken off (its proxy's late writes and its stalls, overlapping ones counted once, within the
+ * request's own interval): the slow requests the app answers for.
  */
-export function slowBeyondHarness (outcomes: readonly Outcome[], lateWrites: readonly LateWrite[], stalls: readonly Stall[], thresholdMillis: number): number {
-  return outcomes.filter((outcome) => {
-    if (outcome.latency <= thresholdMillis) return false
-    const stall = longestStallWithin(stalls, outcome.sentAt, outcome.sentAt + outcome.latency)?.lateMillis ?? 0
-    return outcome.latency - Math.max(stall, proxyLateDuring(outcome, lateWrites)) > thresholdMillis
-  }).length
+export function slowBeyondHarness (outcomes: readonly Outcome[], lateWrites: readonly Behind[], stalls: readonly Stall[], thresholdMillis: number): number {
+  const behind = [...lateWrites, ...stalls]
+  return outcomes.filter((outcome) => outcome.latency > thresholdMillis &&
+    outcome.latency - behindWithin(behind, outcome.sentAt, outcome.sentAt + outcome.latency) > thresholdMillis).length
 }
 
 /**

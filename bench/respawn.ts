@@ -91,7 +91,14 @@ async function main (): Promise<void> {
         rows.push([variant.name, run, outcomes.length, respawns, fixed(p50), fixed(percentile(sorted, 0.99)), fixed(percentile(sorted, 0.999)), fixed(sorted[sorted.length - 1]),
           `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`, slowBeyondHarness(outcomes, proxy.lateWrites, stalls.stalls, COLD_FACTOR * p50), slowAmongFirsts(outcomes, COLD_FACTOR * p50, FIRSTS), coldDuringStartUp, where, late, reported, failures(outcomes).length])
         series.push({ name: variant.name, latencies, threshold: COLD_FACTOR * p50 })
-        await writeResult(`respawn-${variant.slug}-run${run}.json`, JSON.stringify({ variant: variant.name, latencies, newWorkers: fresh }, null, 0))
+        // The raw material, for another look at a run: every request, and when the harness was behind.
+        await writeResult(`respawn-${variant.slug}-run${run}.json`, JSON.stringify({
+          variant: variant.name,
+          outcomes: outcomes.map(({ sentAt, latency, workerPid, status }) => ({ sentAt, latency, workerPid, status })),
+          newWorkers: fresh,
+          lateWrites: proxy.lateWrites.filter(({ at }) => at >= outcomes[0].sentAt),
+          stalls: stalls.stalls.filter(({ at }) => at >= outcomes[0].sentAt)
+        }, null, 0))
         process.stderr.write(`done: ${variant.name}, run ${run}\n`)
       }
     }
@@ -100,7 +107,7 @@ async function main (): Promise<void> {
     await proxy.close()
     await server.privateServer?.destroy()
   }
-  const report = table(['variant', 'run', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, 'of those, still cold without the harness\'s lateness', `of those, among their worker's first ${FIRSTS}`, 'of those, sent while a replacement started', 'of those, ms in their worker / on the way, median (min-max)', 'of those, most ms the harness\'s proxy was late meanwhile / its longest stall meanwhile: ms late (ms on CPU, of which GC / waiting for a CPU / stolen)', 'cold acquires (plugin count)', 'failed'], rows)
+  const report = table(['variant', 'run', 'requests', 'respawns', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', `cold (> ${COLD_FACTOR}x p50)`, 'of those, still cold with the time the harness was behind taken off', `of those, among their worker's first ${FIRSTS}`, 'of those, sent while a replacement started', 'of those, ms in their worker / on the way, median (min-max)', 'of those, ms the harness\'s proxy was behind within the request, median (min-max) / the harness\'s stall that overlaps it most: ms late (ms on CPU, of which GC / waiting for a CPU / stolen)', 'cold acquires (plugin count)', 'failed'], rows)
   const perWorker = table(['variant', 'run', 'new workers', 'of those, started at low priority', 'steady p50 ms', 'first request ms, median (min-max)', 'first / steady p50, median (min-max)',
     'first > 2x steady p50', 'fork to listening ms, median (min-max)', 'CPU ms from fork to listening, median (min-max)'], workerRows)
   const plot = await writeResult('respawn.svg', latencyPlot(`Respawn benchmark: 2 workers, MAX_REQUESTS=100, MySQL +${DELAY_MILLIS} ms each way`, series))

@@ -14,8 +14,9 @@ interface Sample { at: number, idle: number, total: number }
 function read (): Sample | undefined {
   try {
     const stat = readFileSync('/proc/stat', 'latin1')
-    // "cpu  user nice system idle iowait irq softirq steal ...": idle and iowait are idle time.
-    const ticks = stat.slice(0, stat.indexOf('\n')).trim().split(/\s+/).slice(1).map(Number)
+    // "cpu  user nice system idle iowait irq softirq steal guest guest_nice": idle and iowait are
+    // idle time; guest time is already inside user and nice, so the total stops at steal.
+    const ticks = stat.slice(0, stat.indexOf('\n')).trim().split(/\s+/).slice(1, 9).map(Number)
     return { at: performance.now(), idle: ticks[3] + ticks[4], total: ticks.reduce((sum, value) => sum + value, 0) }
   } catch {
     return undefined
