@@ -6,9 +6,9 @@ import { IdleShare } from './idle-share'
 // the app, and the request-path warm-up want a whole core for a second or more, and on a small
 // machine they take it from the workers that are serving: their requests wait. So a replacement
 // starts at a low CPU priority (STARTUP_NICE, 19 by default, the lowest) and gets the primary's
-// priority back as it starts listening. Measured with bench:respawn (README, "Respawn"): over 15
-// paired runs, 1 request above 1.8x the median that the benchmark's own lateness does not
-// explain, against 7 at the normal priority.
+// priority back as it starts listening. Measured with bench:respawn (README, "Respawn"): over 12
+// paired runs, 0 requests above 1.8x the median that the benchmark's own lateness does not
+// explain, against 2 at the normal priority.
 //
 // Giving a priority back takes privilege (CAP_SYS_NICE, or an RLIMIT_NICE that allows it). A
 // primary without it lowers nothing: a worker left at nice 19 for its whole life would starve
