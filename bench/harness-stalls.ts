@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { PerformanceObserver } from 'node:perf_hooks'
+import { machineCpuTicks } from '../example-app/idle-share'
 
 // Stalls of the harness's own event loop, and where the time went. A timer ticks every
 // TICK_MILLIS; a tick that comes more than STALL_MILLIS late is a stall. For each stall, from
@@ -24,10 +25,8 @@ function read (): Counters {
   try {
     // The main thread's own line: total time on CPU and time waiting on a run queue, in ns.
     const [onCpu, waiting] = readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ').map(Number)
-    // The machine's "cpu" line: the 8th number is steal, in USER_HZ ticks.
-    const cpu = readFileSync('/proc/stat', 'latin1')
-    const stolen = Number(cpu.slice(0, cpu.indexOf('\n')).split(/\s+/)[8])
-    return { onCpuNanos: onCpu, waitingNanos: waiting, stolenTicks: stolen }
+    // The machine's steal, the 8th of its CPU times.
+    return { onCpuNanos: onCpu, waitingNanos: waiting, stolenTicks: machineCpuTicks()?.[7] ?? 0 }
   } catch {
     return { onCpuNanos: 0, waitingNanos: 0, stolenTicks: 0 }
   }

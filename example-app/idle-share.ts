@@ -11,16 +11,25 @@ const SHORTEST_WINDOW_MILLIS = 500
 
 interface Sample { at: number, idle: number, total: number }
 
-function read (): Sample | undefined {
+/**
+ * The machine's CPU time from the "cpu" line of /proc/stat, in USER_HZ ticks: user, nice, system,
+ * idle, iowait, irq, softirq, steal. Guest time is left out: it is already inside user and nice.
+ * Undefined where /proc/stat cannot be read.
+ */
+export function machineCpuTicks (): number[] | undefined {
   try {
     const stat = readFileSync('/proc/stat', 'latin1')
-    // "cpu  user nice system idle iowait irq softirq steal guest guest_nice": idle and iowait are
-    // idle time; guest time is already inside user and nice, so the total stops at steal.
-    const ticks = stat.slice(0, stat.indexOf('\n')).trim().split(/\s+/).slice(1, 9).map(Number)
-    return { at: performance.now(), idle: ticks[3] + ticks[4], total: ticks.reduce((sum, value) => sum + value, 0) }
+    return stat.slice(0, stat.indexOf('\n')).trim().split(/\s+/).slice(1, 9).map(Number)
   } catch {
     return undefined
   }
+}
+
+function read (): Sample | undefined {
+  const ticks = machineCpuTicks()
+  if (ticks === undefined) return undefined
+  // Idle and iowait are idle time.
+  return { at: performance.now(), idle: ticks[3] + ticks[4], total: ticks.reduce((sum, value) => sum + value, 0) }
 }
 
 export class IdleShare {
