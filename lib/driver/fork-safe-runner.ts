@@ -2,7 +2,8 @@ import { FST_FORK_SAFE_DB_CLIENT_GONE } from '../errors'
 import { ownerOf } from '../query/owners'
 import { TIMED_OUT } from '../query/cancel'
 import { asQueryTimeout, statementExpired } from '../query/timeout'
-import { KnexRunnerBase, timeoutOf, type CompiledQuery } from './internals'
+import { isStreamParams, watchStream } from '../query/streams'
+import { KnexRunnerBase, timeoutOf, type CompiledQuery, type DriverConnection, type KnexRunner } from './internals'
 import { runtimeOf } from './runtime'
 
 // knex runs every statement of a builder through a runner made by `client.runner()`, on the
@@ -24,6 +25,15 @@ function takesTimeout (builder: object): boolean {
 }
 
 export class ForkSafeRunner extends KnexRunnerBase {
+  /** A streamed statement is watched like any other (see query/streams.ts). */
+  override ensureConnection (callback: (runner: KnexRunner, params?: unknown) => unknown, params?: unknown): Promise<unknown> {
+    if (!isStreamParams(params)) return super.ensureConnection(callback, params)
+    return super.ensureConnection((runner) => {
+      const connection = runner.connection as DriverConnection
+      return watchStream(connection, ownerOf(runner.builder, runner.client), params.stream, async () => callback(runner, params))
+    }, params)
+  }
+
   override query (query: CompiledQuery): Promise<unknown> {
     const runtime = runtimeOf(this.client)
     const owner = ownerOf(this.builder, this.client)

@@ -79,6 +79,8 @@ export interface KnexRunner {
   readonly builder: object
   readonly connection: DriverConnection | undefined
   query (query: CompiledQuery): Promise<unknown>
+  /** Borrows a connection (unless the builder or runner has one) and runs `callback` on it. */
+  ensureConnection (callback: (runner: KnexRunner, params?: unknown) => unknown, params?: unknown): Promise<unknown>
 }
 
 // knex accepts a class as `client`, but not every release lets its dialect classes be required by
