@@ -127,3 +127,40 @@ export const FST_FORK_SAFE_DB_BUDGET_EXCEEDED = createError(
   'fastify-fork-safe-db: the "%s" pool does not fit its connection budget: %s',
   500
 )
+
+/**
+ * A transaction was begun on `request.db` after the request's response had ended: nobody would
+ * see its outcome, and nothing would end it. Begin background work on `fastify.db` instead.
+ */
+export const FST_FORK_SAFE_DB_TRANSACTION_AFTER_RESPONSE = createError(
+  'FST_FORK_SAFE_DB_TRANSACTION_AFTER_RESPONSE',
+  'fastify-fork-safe-db: a transaction was begun on request.db after the response of %s had ended; it was not begun (or rolled back at once). Await transactions before replying, or use fastify.db for work that outlives the request',
+  500
+)
+
+/** The plugin rolled back a transaction of `request.db`; the message says why. */
+export const FST_FORK_SAFE_DB_TRANSACTION_ROLLED_BACK = createError(
+  'FST_FORK_SAFE_DB_TRANSACTION_ROLLED_BACK',
+  'fastify-fork-safe-db: the transaction was rolled back because %s',
+  500
+)
+
+/**
+ * A `{ transaction: true }` route replied in a form whose end the plugin cannot see before the
+ * client does (a fetch `Response` object); the transaction was rolled back.
+ */
+export const FST_FORK_SAFE_DB_ROUTE_TRANSACTION_PAYLOAD = createError(
+  'FST_FORK_SAFE_DB_ROUTE_TRANSACTION_PAYLOAD',
+  'fastify-fork-safe-db: the transaction route %s replied with %s, which it cannot commit before the client sees it; the transaction was rolled back. Reply with the body (a payload or a stream) and set the status and headers on the reply instead',
+  500
+)
+
+/**
+ * A route asked for a transaction under a decorator no registration in its context has: it would
+ * run without one. Raised by ready().
+ */
+export const FST_FORK_SAFE_DB_ROUTE_OPTION_UNCLAIMED = createError(
+  'FST_FORK_SAFE_DB_ROUTE_OPTION_UNCLAIMED',
+  'fastify-fork-safe-db: route(s) %s use a route option that no registration of the plugin in their encapsulation context answers to (registered decorators: %s); register the plugin with that decorator in the route\'s context or one above it, or remove the option',
+  500
+)

@@ -12,7 +12,8 @@ import { ForkSafePool } from './pool/fork-safe-pool'
 import { resolveOptions, type ForkSafeDbOptions } from './options/resolve-options'
 import type { ForkSafeDbStats } from './pool/stats'
 import { RequestScope, type ScopeResponse } from './request/request-scope'
-import { addRouteTransactions, type RouteDbOptions } from './request/route-transaction'
+import { addRouteTransactions } from './request/route-options'
+import type { RouteDbOptions } from './request/route-transaction'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -42,10 +43,17 @@ declare module 'fastify' {
     TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault,
     Logger extends FastifyBaseLogger = FastifyBaseLogger
     /* eslint-enable @typescript-eslint/no-unused-vars */
-  > {
-    /** `{ transaction: true }` runs the handler in a transaction (keyed by the `decorator` option's name). */
-    db?: RouteDbOptions
-  }
+  > extends ForkSafeDbRouteOptions {}
+}
+
+/**
+ * The route options of the plugin's registrations, one per decorator: `db` for the default one.
+ * A second registration's key is added by augmenting this interface (no type parameters to
+ * repeat): `declare module 'fastify-fork-safe-db' { interface ForkSafeDbRouteOptions { replica?: RouteDbOptions } }`.
+ */
+export interface ForkSafeDbRouteOptions {
+  /** `{ transaction: true }` runs the handler in a transaction (keyed by the `decorator` option's name). */
+  db?: RouteDbOptions
 }
 
 /** Stats and health of one registration's pool in the current process. */
@@ -139,7 +147,11 @@ export {
   FST_FORK_SAFE_DB_CLOSED,
   FST_FORK_SAFE_DB_CLIENT_GONE,
   FST_FORK_SAFE_DB_BUDGET_EXCEEDED,
-  FST_FORK_SAFE_DB_UNSUPPORTED_VERSION
+  FST_FORK_SAFE_DB_UNSUPPORTED_VERSION,
+  FST_FORK_SAFE_DB_TRANSACTION_AFTER_RESPONSE,
+  FST_FORK_SAFE_DB_TRANSACTION_ROLLED_BACK,
+  FST_FORK_SAFE_DB_ROUTE_TRANSACTION_PAYLOAD,
+  FST_FORK_SAFE_DB_ROUTE_OPTION_UNCLAIMED
 } from './errors'
 /** The budget arithmetic, for printing a deployment's budget (the example's startup table). */
 export { computeBudget }

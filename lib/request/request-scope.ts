@@ -1,7 +1,9 @@
 import type { FastifyRequest } from 'fastify'
 import type { Knex } from 'knex'
 import type { DriverConnection } from '../driver/internals'
+import { FST_FORK_SAFE_DB_TRANSACTION_AFTER_RESPONSE, FST_FORK_SAFE_DB_TRANSACTION_ROLLED_BACK } from '../errors'
 import { claim, type StatementOwner } from '../query/owners'
+import { stopStream } from '../query/streams'
 
 // `request.db` is the process's knex instance seen through a thin per-request wrapper, so the
 // plugin knows which statements and transactions belong to which request:
@@ -15,7 +17,11 @@ import { claim, type StatementOwner } from '../query/owners'
 //   end of its response: a hook on every request (Fastify's onResponse, which also makes Fastify
 //   set up its response listeners) counted 9.4k instructions per request in bench:instructions.
 // Once its response has finished, a request is over: what it still runs is background work of
-// the handler's, and a hang-up after that cancels nothing.
+// the handler's, and a hang-up after that cancels nothing. A transaction begun on `request.db`
+// after that would have nothing left to end it (and nobody to tell its outcome to): it is refused
+// with FST_FORK_SAFE_DB_TRANSACTION_AFTER_RESPONSE. A transaction the plugin rolls back (a
+// hang-up, a leak) is rolled back *with* FST_FORK_SAFE_DB_TRANSACTION_ROLLED_BACK, so the
+// promise of a callback-form transaction rejects with the reason instead of resolving empty.
 // The wrapper is created on the first access to `request.db` only; requests that never touch
 // the database pay nothing. Queries on `fastify.db` are not request-scoped.
 
@@ -103,6 +109,8 @@ export class RequestScope implements StatementOwner {
   // Created on first use: most requests never begin a transaction.
   #transactions: Set<Knex.Transaction> | undefined
   #routeTransaction: Knex.Transaction | undefined
+  /** The route transaction's end, once begun: the response path and the handler's may both ask. */
+  #routeTransactionEnd: Promise<void> | undefined
   /** The client went away before its response was sent. */
   clientGone = false
   /** The watch on the connection's socket, naming this scope only while something of ours is open. */
@@ -130,8 +138,19 @@ export class RequestScope implements StatementOwner {
     this.#routeTransaction = await this.#knex.transaction()
   }
 
-  /** Commits the route's transaction, or rolls it back when `commit` is false. */
-  async endRouteTransaction (commit: boolean): Promise<void> {
+  /**
+   * Commits the route's transaction, or rolls it back when `commit` is false. Only the first
+   * call ends it, and only the first caller hears of a failure (it answers the client with it);
+   * a later call (Fastify's onSend for that error response, the handler of a hijacked reply
+   * resolving after onSend, a stream's end after a hang-up) waits for that end.
+   */
+  endRouteTransaction (commit: boolean): Promise<void> {
+    if (this.#routeTransactionEnd !== undefined) return this.#routeTransactionEnd.catch(() => {})
+    this.#routeTransactionEnd = this.#endRouteTransaction(commit)
+    return this.#routeTransactionEnd
+  }
+
+  async #endRouteTransaction (commit: boolean): Promise<void> {
     const trx = this.#routeTransaction
     if (trx === undefined || trx.isCompleted()) return
     if (!commit) {
@@ -161,17 +180,32 @@ export class RequestScope implements StatementOwner {
     return builder
   }
 
-  /** `knex.transaction()` on the process's instance, with the transaction recorded as this request's. */
+  /**
+   * `knex.transaction()` on the process's instance, with the transaction recorded as this
+   * request's; refused once the response has ended.
+   */
   transaction (container?: TransactionContainer | Knex.TransactionConfig | null, config?: Knex.TransactionConfig): Promise<unknown> {
+    if (this.#responseEnded()) return Promise.reject(this.#beganAfterResponse())
     const base = this.base
     const begin = base.transaction as (this: Knex, container?: unknown, config?: Knex.TransactionConfig) => Promise<Knex.Transaction>
     if (typeof container === 'function') {
-      return begin.call(base, (trx: Knex.Transaction) => container(this.#adopt(trx)), config)
+      // Thrown inside the container, the refusal makes knex roll back and reject with it.
+      return begin.call(base, (trx: Knex.Transaction) => container(this.#adopt(trx, false)), config)
     }
-    return begin.call(base, container, config).then((trx) => this.#adopt(trx))
+    return begin.call(base, container, config).then((trx) => this.#adopt(trx, true))
   }
 
-  #adopt (trx: Knex.Transaction): Knex.Transaction {
+  /** Its BEGIN ran (it may have waited for a connection): the transaction is this request's, unless the response ended meanwhile. */
+  #adopt (trx: Knex.Transaction, rollBackIfRefused: boolean): Knex.Transaction {
+    if (this.#responseEnded()) {
+      const error = this.#beganAfterResponse()
+      // Inside a container knex rolls back on the throw; a returned transaction is ours to end.
+      if (rollBackIfRefused) {
+        trx.executionPromise.catch(() => {})
+        trx.rollback(error).catch(() => {})
+      }
+      throw error
+    }
     (this.#transactions ??= new Set()).add(trx)
     // Statements on the transaction are this request's too (its builders are not ours to wrap).
     claim(trx.client, this)
@@ -180,6 +214,21 @@ export class RequestScope implements StatementOwner {
     const settled = () => this.#unwatchSocketIfIdle()
     trx.executionPromise.then(settled, settled)
     return trx
+  }
+
+  #responseEnded (): boolean {
+    return this.#responseOf(this.#request)?.writableFinished === true
+  }
+
+  #beganAfterResponse (): Error {
+    const error = new FST_FORK_SAFE_DB_TRANSACTION_AFTER_RESPONSE(this.#route())
+    this.#request.log.warn({ plugin: PLUGIN_NAME, err: error, route: this.#route(), requestId: this.#request.id }, 'a transaction was begun on request.db after the response had ended; refused')
+    return error
+  }
+
+  #route (): string {
+    const { method, url } = this.#request.routeOptions
+    return `${method.toString()} ${url ?? this.#request.url}`
   }
 
   /** A statement of this request began on `connection`. */
@@ -253,13 +302,16 @@ export class RequestScope implements StatementOwner {
   #abandon (): void {
     this.clientGone = true
     const running = this.#runningConnections()
-    for (const connection of running) this.#host.cancel(connection, 'the client went away')
+    for (const connection of running) {
+      this.#host.cancel(connection, 'the client went away')
+      stopStream(connection, new Error('the client went away'))
+    }
     const cancelled = running.length
     const open = this.#openTransactions()
     if (cancelled > 0 || open.length > 0) {
       this.#request.log.info({ plugin: PLUGIN_NAME, cancelledQueries: cancelled, rolledBackTransactions: open.length }, 'client disconnected mid-request: cancelled its running queries')
     }
-    for (const trx of open) this.#rollBack(trx)
+    for (const trx of open) this.#rollBack(trx, 'the client went away before the response was sent')
   }
 
   /** The response has been sent (its 'finish'): what is still open has leaked. */
@@ -268,15 +320,16 @@ export class RequestScope implements StatementOwner {
     this.#rollBackLeaks()
   }
 
+  // The route's own transaction is not a leak: the route's hooks end it (for a hijacked reply,
+  // when the handler resolves, which may be after the response has finished).
   #rollBackLeaks (): void {
-    if (!this.#hasOpenTransaction()) return
-    const open = this.#openTransactions()
-    const { method, url } = this.#request.routeOptions
+    const open = this.#openTransactions().filter((trx) => trx !== this.#routeTransaction)
+    if (open.length === 0) return
     this.#request.log.error(
-      { plugin: PLUGIN_NAME, route: `${method.toString()} ${url ?? this.#request.url}`, requestId: this.#request.id, transactions: open.length },
+      { plugin: PLUGIN_NAME, route: this.#route(), requestId: this.#request.id, transactions: open.length },
       'a transaction begun through request.db was neither committed nor rolled back when the response ended; rolling it back'
     )
-    for (const trx of open) this.#rollBack(trx)
+    for (const trx of open) this.#rollBack(trx, 'the response ended while it was still open (await transactions before replying)')
   }
 
   #hasOpenTransaction (): boolean {
@@ -289,9 +342,16 @@ export class RequestScope implements StatementOwner {
     return this.#transactions === undefined ? [] : [...this.#transactions].filter((trx) => !trx.isCompleted())
   }
 
-  #rollBack (trx: Knex.Transaction): void {
-    trx.rollback().catch((error: unknown) => {
-      this.#request.log.warn({ plugin: PLUGIN_NAME, err: error }, 'rolling back an abandoned transaction failed')
-    })
+  #rollBack (trx: Knex.Transaction, why: string): void {
+    if (trx === this.#routeTransaction) {
+      this.endRouteTransaction(false).catch((error: unknown) => this.#rollBackFailed(error))
+      return
+    }
+    // With the reason, the promise of a callback-form transaction rejects with it.
+    trx.rollback(new FST_FORK_SAFE_DB_TRANSACTION_ROLLED_BACK(why)).catch((error: unknown) => this.#rollBackFailed(error))
+  }
+
+  #rollBackFailed (error: unknown): void {
+    this.#request.log.warn({ plugin: PLUGIN_NAME, err: error }, 'rolling back an abandoned transaction failed')
   }
 }

@@ -1,0 +1,30 @@
+import Fastify from 'fastify'
+import type { Knex } from 'knex'
+import { expect, test } from 'tstyche'
+import forkSafeDb, { type ForkSafeDbManager, type RouteDbOptions } from 'fastify-fork-safe-db'
+
+// The README's declarations for a second registration (section "A primary and a replica"),
+// as a user writes them: they must compile under strict, route option included.
+declare module 'fastify' {
+  interface FastifyInstance { replica: Knex, replicaPool: ForkSafeDbManager }
+  interface FastifyRequest { replica: Knex }
+}
+declare module 'fastify-fork-safe-db' {
+  interface ForkSafeDbRouteOptions { replica?: RouteDbOptions }
+}
+
+const app = Fastify()
+
+test('a second registration is typed through the README\'s declarations', () => {
+  expect(app.register).type.toBeCallableWith(forkSafeDb, { connection: 'mysql://app:secret@127.0.0.1:3306/shop', decorator: 'replica' })
+  expect(app.replica).type.toBe<Knex>()
+  expect(app.replicaPool.stats).type.toBe<ForkSafeDbManager['stats']>()
+})
+
+test('its route option is accepted beside the default one, and checked', () => {
+  app.get('/report', { replica: { transaction: true }, db: { transaction: false } }, async (request) => {
+    expect(request.replica).type.toBe<Knex>()
+    return request.replica('orders').count()
+  })
+  expect(app.get).type.not.toBeCallableWith('/bad', { replica: { transaction: 'yes' } }, async () => 'x')
+})
