@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -38,6 +38,24 @@ export class Pm2 {
   async list (): Promise<Pm2Process[]> {
     const entries = JSON.parse(await this.run('jlist')) as Array<{ pid: number, pm_id: number, name: string, pm2_env: { status: string } }>
     return entries.map((entry) => ({ pid: entry.pid, pmId: entry.pm_id, name: entry.name, status: entry.pm2_env.status }))
+  }
+
+  /**
+   * The JSON lines the apps named `name` wrote to stdout, from every instance that ran (pm2
+   * keeps one file per pm_id, `<name>-out-<pm_id>.log`, under PM2_HOME/logs); other lines are skipped.
+   */
+  async appLog (name: string): Promise<Array<Record<string, unknown>>> {
+    const directory = join(this.home, 'logs')
+    const files = (await readdir(directory)).filter((file) => file.startsWith(`${name}-out`) && file.endsWith('.log'))
+    const entries: Array<Record<string, unknown>> = []
+    for (const file of files) {
+      for (const line of (await readFile(join(directory, file), 'utf8')).split('\n')) {
+        if (!line.startsWith('{')) continue
+        // A line still being written when the file is read is skipped.
+        try { entries.push(JSON.parse(line) as Record<string, unknown>) } catch {}
+      }
+    }
+    return entries
   }
 
   /** Stops the daemon (and any app still running under it) and removes PM2_HOME. */

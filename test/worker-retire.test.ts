@@ -1,5 +1,5 @@
 import { Agent, request, type IncomingHttpHeaders } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { connect, type AddressInfo, type Socket } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import forkSafeWorker, { type ForkSafeWorkerOptions } from '../lib/worker'
 import { FST_FORK_SAFE_DB_INVALID_OPTION } from '../lib/errors'
@@ -8,10 +8,13 @@ import { FST_FORK_SAFE_DB_INVALID_OPTION } from '../lib/errors'
 
 let app: FastifyInstance | undefined
 let agent: Agent | undefined
+let raw: Socket | undefined
 
 afterEach(async () => {
   agent?.destroy()
   agent = undefined
+  raw?.destroy()
+  raw = undefined
   await app?.close()
   app = undefined
 })
@@ -49,9 +52,43 @@ test('closes a kept-alive connection that its client never closes once drainMill
   const report = await app.retire('test')
   const millis = performance.now() - started
   await closedByServer
-  expect(report).toMatchObject({ reason: 'test', openAtStart: 1, openAfterDrain: 1, destroyed: 0, closeTimedOut: false, disconnection: 'not-a-cluster-worker' })
+  expect(report).toMatchObject({ reason: 'test', openAtStart: 1, openAfterDrain: 1, closedUnused: 0, destroyed: 0, closeTimedOut: false, disconnection: 'not-a-cluster-worker' })
   expect(millis).toBeGreaterThanOrEqual(290)
   expect(millis).toBeLessThan(5000)
+})
+
+/** A client that connects ahead of its request (a browser's preconnect, a proxy's pool), once the server has accepted it. */
+async function connectSilently (instance: FastifyInstance, port: number): Promise<Socket> {
+  const accepted = new Promise((resolve) => instance.server.once('connection', resolve))
+  raw = connect(port, '127.0.0.1')
+  await accepted
+  return raw
+}
+
+test('closes a connection on which its client has sent nothing once drainMillis has passed, without waiting for closeMillis', async () => {
+  const { app, port } = await start({ drainMillis: 200, closeMillis: 3000 })
+  const silent = await connectSilently(app, port)
+  const closedByServer = new Promise((resolve) => silent.once('close', resolve))
+
+  const report = await app.retire('test')
+  await closedByServer
+  expect(report).toMatchObject({ openAtStart: 1, openAfterDrain: 1, closedUnused: 1, destroyed: 0, closeTimedOut: false })
+  expect(report.millis).toBeLessThan(3000)
+})
+
+test('serves a request that arrives during the drain on a connection accepted before the worker stopped accepting', async () => {
+  const { app, port } = await start({ drainMillis: 5000, closeMillis: 5000 }, (instance) => instance.get('/', async () => 'ok'))
+  const silent = await connectSilently(app, port)
+  let answer = ''
+  silent.on('data', (chunk: Buffer) => { answer += chunk.toString() })
+  const ended = new Promise((resolve) => silent.once('end', resolve))
+
+  const retired = app.retire('test')
+  silent.write('GET / HTTP/1.1\r\nHost: localhost\r\n\r\n')
+  await ended
+  expect(answer).toMatch(/^HTTP\/1\.1 200 OK\r\n/)
+  expect(answer.toLowerCase()).toContain('connection: close')
+  expect(await retired).toMatchObject({ openAtStart: 1, openAfterDrain: 0, closedUnused: 0, destroyed: 0 })
 })
 
 test('tells a client whose request is in flight when retiring to close its connection, and finishes when it does', async () => {

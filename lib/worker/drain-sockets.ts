@@ -5,6 +5,16 @@ import type { Socket } from 'node:net'
 // told `Connection: close` with their next response (see worker plugin) and hang up; a client
 // that keeps an idle socket and never sends again would hold the worker for ever, so after
 // `drainMillis` idle sockets are closed, and after `closeMillis` every socket is destroyed.
+//
+// "Idle" has two kinds, and Node's `closeIdleConnections()` knows only one. A kept-alive socket
+// between two requests is idle to it. A socket on which the client has sent nothing yet is not:
+// Node counts it as a request whose headers are on their way (its parser starts the headers
+// clock at accept, for `headersTimeout`), so it is left open, `server.close()` waits for it, and
+// the retire waited out closeMillis for a connection that carried no request. Such connections
+// are common: a client that connects ahead of its request (a browser's preconnect, a proxy's or
+// load balancer's pool), or one accepted just as the worker stopped. Those whose request arrives
+// during the drain are served (with `Connection: close`); the ones still silent after it carry
+// nothing to lose and are closed with the idle ones.
 
 export class SocketTracker {
   readonly #sockets = new Set<Socket>()
@@ -35,6 +45,18 @@ export class SocketTracker {
       }
       for (const socket of this.#sockets) socket.once('close', onClose)
     })
+  }
+
+  /** Closes the sockets on which the client has sent nothing at all; returns how many there were. */
+  closeUnused (): number {
+    let count = 0
+    for (const socket of this.#sockets) {
+      if (socket.bytesRead === 0) {
+        socket.destroy()
+        count += 1
+      }
+    }
+    return count
   }
 
   /** Destroys every socket still open; returns how many there were. */

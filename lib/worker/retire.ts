@@ -7,7 +7,8 @@ import { stopAccepting } from './stop-accepting'
 // Retiring a worker, every step bounded:
 // 1. stop accepting (the primary, if any, stops handing this worker connections);
 // 2. drain: responses carry `Connection: close` (see the plugin's onSend hook); wait up to
-//    drainMillis for clients to hang up, then close the sockets that are idle;
+//    drainMillis for clients to hang up, then close the sockets that carry no request: idle
+//    between requests, or never sent one (see drain-sockets.ts);
 // 3. close Fastify: in-flight requests end, then onClose hooks run (fastify-fork-safe-db
 //    destroys its pool); after closeMillis every socket left is destroyed so close can finish;
 // 4. leave the cluster only once the primary has confirmed that no handoff is on its way.
@@ -16,8 +17,10 @@ export interface RetireReport {
   reason: string
   /** Connections open when the worker stopped accepting. */
   openAtStart: number
-  /** Connections still open after drainMillis: the idle ones among them are closed then. */
+  /** Connections still open after drainMillis: the ones that carry no request are closed then. */
   openAfterDrain: number
+  /** Of those, connections on which the client had sent nothing at all. */
+  closedUnused: number
   /** Connections destroyed at closeMillis because a request had not ended. */
   destroyed: number
   /** True when fastify.close() had not finished within closeMillis (plus a last drainMillis). */
@@ -42,10 +45,14 @@ export async function retire (
   log.info({ reason, openConnections: openAtStart }, 'worker retiring: stopped accepting')
 
   let openAfterDrain = 0
+  let closedUnused = 0
   if (!await sockets.closed(options.drainMillis)) {
     openAfterDrain = sockets.size
-    // Sockets without a request in flight; Node (>= 18.2) knows which those are.
+    // Kept-alive sockets between requests: Node (>= 18.2) knows which those are.
     app.server.closeIdleConnections()
+    // Sockets whose client never sent a byte, which Node does not count as idle.
+    closedUnused = sockets.closeUnused()
+    if (closedUnused > 0) log.info({ closedUnused }, 'worker retiring: closed connections on which no request was sent within drainMillis')
   }
 
   // Fastify waits for requests in flight before its onClose hooks; one that never ends would
@@ -68,7 +75,7 @@ export async function retire (
 
   const disconnection = await leaveCluster(options.disconnectMillis)
   if (disconnection === 'timed-out') log.error('worker retiring: the cluster primary did not answer in time; channel closed without its confirmation')
-  const report: RetireReport = { reason, openAtStart, openAfterDrain, destroyed, closeTimedOut, disconnection, millis: Math.round(performance.now() - started) }
+  const report: RetireReport = { reason, openAtStart, openAfterDrain, closedUnused, destroyed, closeTimedOut, disconnection, millis: Math.round(performance.now() - started) }
   log.info(report, 'worker retired')
   return report
 }
