@@ -1,7 +1,7 @@
 import type { ConnectionOptions } from 'mysql2'
 import { FST_FORK_SAFE_DB_INVALID_CONNECTION, FST_FORK_SAFE_DB_UNSAFE_OPTION } from '../errors'
 import { describeUrl, hideProperties } from '../logging/redact'
-import { describeValue, expectInteger, isPlainObject } from './validate'
+import { copyOptions, describeValue, expectInteger, isPlainObject } from './validate'
 
 /** The dangerous driver features a user can opt into, one flag each. */
 export interface UnsafeOptIns {
@@ -57,7 +57,8 @@ export function resolveConnection (connection: unknown, unsafe: UnsafeOptIns, se
     description: 'a connection function (not called yet)',
     knex: async () => {
       const provided: unknown = await provide()
-      const { expirationChecker, ...rest } = isPlainObject(provided) ? provided : { expirationChecker: undefined }
+      // knex reads the checker by name too (and mysql2 the rest of the result as it is).
+      const { expirationChecker, ...rest } = isPlainObject(provided) ? copyOptions(provided, [...READ_BY_NAME, 'expirationChecker']) : { expirationChecker: undefined }
       if (expirationChecker !== undefined && typeof expirationChecker !== 'function') {
         throw invalid(`the connection function's expirationChecker must be a function, got ${describeValue(expirationChecker)}`)
       }
@@ -116,6 +117,10 @@ const REFUSED_KEYS: Record<string, string> = {
   Promise: 'it configures mysql2\'s promise wrapper, which the plugin does not use'
 }
 
+// Every key mysql2 reads by name: a copy keeps them even when they are not enumerable (a hidden
+// password), so each is checked, and the refused ones refused, like any other.
+const READ_BY_NAME = [...DRIVER_KEYS, ...Object.keys(REFUSED_KEYS)]
+
 /** Every option in which mysql2 takes a password. */
 export const SECRET_KEYS = ['password', 'password1', 'password2', 'password3', 'passwordSha1'] as const
 const STRING_KEYS = ['host', 'user', 'database', 'socketPath', 'charset', 'localAddress', ...SECRET_KEYS] as const
@@ -128,7 +133,7 @@ const invalid = (message: string) => new FST_FORK_SAFE_DB_INVALID_CONNECTION(mes
 /** Validates `connection` (a URL or a mysql2 object) and returns a private, checked copy. */
 export function checkConnection (connection: unknown, unsafe: UnsafeOptIns, what = 'connection'): CheckedConnection {
   if (typeof connection === 'string') return checkObject(parseConnectionUrl(connection), unsafe, [connection])
-  if (isPlainObject(connection)) return checkObject({ ...connection }, unsafe, [])
+  if (isPlainObject(connection)) return checkObject(copyOptions(connection, READ_BY_NAME), unsafe, [])
   throw invalid(
     `${what} must be a URL like mysql://user:password@host:3306/database, a mysql2 connection object or a function returning one, got ${describeValue(connection)}`
   )

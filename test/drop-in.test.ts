@@ -1,0 +1,192 @@
+import { inspect } from 'node:util'
+import type { FastifyInstance } from 'fastify'
+import knex, { type Knex } from 'knex'
+import forkSafeDb, { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_QUERY_TIMEOUT, type ForkSafeDbOptions } from '../lib'
+import { buildApp, type LoggedApp } from './helpers/app'
+import { perTestUser } from './helpers/database'
+
+// The plugin as a drop-in for knex: a configuration that stock knex takes, including one copied
+// from a stock knex's own `client.config`, works unchanged, and the errors keep the shape code
+// written for knex tests. What still differs is in the README's "Differences from stock knex".
+
+const fixture = perTestUser()
+
+let logged: LoggedApp
+let app: FastifyInstance | undefined
+
+afterEach(async () => {
+  await app?.close()
+  app = undefined
+})
+
+async function register (options: Record<string, unknown>): Promise<FastifyInstance> {
+  logged = buildApp()
+  app = logged.app
+  await app.register(forkSafeDb, { pool: { min: 1, max: 2 }, ...options } as unknown as ForkSafeDbOptions)
+  return app
+}
+
+/** The fixture's connection object with its password as a secret manager hands it out: not enumerable. */
+function hiddenPasswordConnection (): Record<string, unknown> {
+  const { password, ...rest } = fixture.user.connection
+  return Object.defineProperty({ ...rest }, 'password', { value: password, enumerable: false })
+}
+
+async function currentUser (db: Knex): Promise<string> {
+  const [rows] = await db.raw('SELECT CURRENT_USER() AS who')
+  return String(rows[0].who).split('@')[0]
+}
+
+async function caught (promise: Promise<unknown>): Promise<Error & Record<string, unknown>> {
+  return promise.then(() => { throw new Error('expected a rejection') }, (error: unknown) => error as Error & Record<string, unknown>)
+}
+
+describe('a password that is not enumerable', () => {
+  test('is used by a connection object (stock knex connects with it)', async () => {
+    const instance = await register({ connection: hiddenPasswordConnection() })
+    await instance.ready()
+    expect(await currentUser(instance.db)).toBe(fixture.user.user)
+  })
+
+  test('is used by the result of a connection function', async () => {
+    const instance = await register({ connection: async () => hiddenPasswordConnection() })
+    await instance.ready()
+    expect(await currentUser(instance.db)).toBe(fixture.user.user)
+  })
+
+  test('stays out of util.inspect of the knex instance and its connections', async () => {
+    const instance = await register({ connection: hiddenPasswordConnection() })
+    await instance.ready()
+    const connection = await instance.db.client.acquireConnection()
+    try {
+      expect(inspect(instance.db.client.config.connection)).not.toContain(fixture.user.password)
+      expect(inspect(instance.db.client.connectionSettings)).not.toContain(fixture.user.password)
+      expect(inspect(connection.config)).not.toContain(fixture.user.password)
+    } finally {
+      await instance.db.client.releaseConnection(connection)
+    }
+  })
+
+  test('comes with hidden properties that are no mysql2 option (node-config\'s get and has), which are left out as knex leaves them', async () => {
+    const connection = hiddenPasswordConnection()
+    for (const method of ['get', 'has']) Object.defineProperty(connection, method, { value: () => undefined, enumerable: false })
+    const instance = await register({ connection })
+    await instance.ready()
+    expect(await currentUser(instance.db)).toBe(fixture.user.user)
+  })
+})
+
+test('a hidden mysql2 option is checked like any other: a hidden multipleStatements needs its opt-in', async () => {
+  const connection = Object.defineProperty({ ...fixture.user.connection }, 'multipleStatements', { value: true, enumerable: false })
+  const instance = buildApp().app
+  app = instance
+  await expect(instance.register(forkSafeDb, { connection: connection as ForkSafeDbOptions['connection'] })).rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_UNSAFE_OPTION' })
+})
+
+describe('null, where knex treats it as unset', () => {
+  test('is accepted for each of knex\'s options and pool hooks that knex tests for truth (the pool queries), and refused where knex or tarn would throw', async () => {
+    const instance = await register({
+      connection: fixture.user.url,
+      client: null,
+      dialect: null,
+      connectionPool: null,
+      compileSqlOnError: null,
+      version: null,
+      debug: null,
+      postProcessResponse: null,
+      wrapIdentifier: null,
+      useNullAsDefault: null,
+      asyncStackTraces: null,
+      migrations: null,
+      seeds: null,
+      userParams: null,
+      log: { warn: null, error: null, deprecate: null, debug: null },
+      pool: { min: 1, max: 2, afterCreate: null, validate: null, log: null }
+    })
+    await instance.ready()
+    expect(await currentUser(instance.db)).toBe(fixture.user.user)
+    // knex throws on a null log; tarn on a null size or timing (a null acquireConnectionTimeout
+    // becomes an acquire timeout of 0); a null propagateCreateError is false.
+    for (const options of [{ log: null }, { acquireConnectionTimeout: null }, { pool: { max: null } }, { pool: { acquireTimeoutMillis: null } }, { pool: { propagateCreateError: null } }]) {
+      const refusing = buildApp().app
+      await expect(refusing.register(forkSafeDb, { connection: fixture.user.url, ...options } as unknown as ForkSafeDbOptions))
+        .rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_INVALID_OPTION' })
+      await refusing.close()
+    }
+  })
+
+  test('is accepted for the whole pool, which then gets the plugin\'s defaults', async () => {
+    logged = buildApp()
+    app = logged.app
+    await app.register(forkSafeDb, { connection: fixture.user.url, pool: null } as unknown as ForkSafeDbOptions)
+    await app.ready()
+    expect(app.db.client.pool.max).toBe(10)
+  })
+})
+
+test('a configuration copied from a stock knex\'s client.config registers and queries', async () => {
+  const stock = knex({ client: 'mysql2', connection: { ...fixture.user.connection }, pool: { min: 0, max: 2, afterCreate: (connection: unknown, done: (error: Error | null, connection: unknown) => void) => done(null, connection) } })
+  try {
+    // knex's own integration tests restore these hooks to null after using them.
+    stock.client.config.postProcessResponse = null
+    stock.client.config.wrapIdentifier = null
+    // knex keeps the password on its copy of the connection, not enumerable.
+    expect(Object.keys(stock.client.config.connection as object)).not.toContain('password')
+    const instance = await register({ ...stock.client.config })
+    await instance.ready()
+    expect(await currentUser(instance.db)).toBe(fixture.user.user)
+  } finally {
+    await stock.destroy()
+  }
+})
+
+describe('a timeout error is knex\'s KnexTimeoutError, by class and by name, with the plugin\'s code', () => {
+  function expectKnexTimeout (error: Error & Record<string, unknown>, code: string): void {
+    expect(error).toBeInstanceOf(knex.KnexTimeoutError)
+    expect(error.name).toBe('KnexTimeoutError')
+    expect(error.code).toBe(code)
+  }
+
+  test('when no connection becomes free in time', async () => {
+    const instance = await register({ connection: fixture.user.url, pool: { min: 1, max: 1, acquireTimeoutMillis: 200 } })
+    await instance.ready()
+    const held = await instance.db.transaction()
+    try {
+      const error = await caught(instance.db.raw('SELECT 1'))
+      expectKnexTimeout(error, 'FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT')
+      expect(error).toBeInstanceOf(FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT)
+    } finally {
+      await held.rollback()
+    }
+  })
+
+  test.each([
+    ['.timeout(ms)', (db: Knex) => db.raw('SELECT SLEEP(1)').timeout(150)],
+    ['.timeout(ms, { cancel: true })', (db: Knex) => db.raw('SELECT SLEEP(1)').timeout(150, { cancel: true })],
+    ['queryTimeoutMillis', (db: Knex) => db.raw('SELECT SLEEP(1)')]
+  ])('when a statement outlives %s', async (_name, slow) => {
+    const instance = await register({ connection: fixture.user.url, queryTimeoutMillis: 150 })
+    await instance.ready()
+    const error = await caught(slow(instance.db))
+    expectKnexTimeout(error, 'FST_FORK_SAFE_DB_QUERY_TIMEOUT')
+    expect(error).toBeInstanceOf(FST_FORK_SAFE_DB_QUERY_TIMEOUT)
+    expect(error.timeout).toBe(150)
+  })
+
+  test('as a client and the log see it through a real request: the plugin\'s code in the body, knex\'s name in the log line', async () => {
+    const instance = await register({ connection: fixture.user.url, queryTimeoutMillis: 150 })
+    instance.get('/slow', async (request) => request.db.raw('SELECT SLEEP(5)'))
+    await instance.listen({ port: 0, host: '127.0.0.1' })
+    const { port } = instance.server.address() as { port: number }
+    const response = await fetch(`http://127.0.0.1:${port}/slow`)
+    expect(response.status).toBe(503)
+    expect(await response.json()).toEqual({
+      statusCode: 503,
+      code: 'FST_FORK_SAFE_DB_QUERY_TIMEOUT',
+      error: 'Service Unavailable',
+      message: expect.stringContaining('did not finish within 150 ms')
+    })
+    const line = logged.lines().find((entry) => (entry.err as { code?: unknown } | undefined)?.code === 'FST_FORK_SAFE_DB_QUERY_TIMEOUT')
+    expect(line?.err).toMatchObject({ type: 'KnexTimeoutError', name: 'KnexTimeoutError', code: 'FST_FORK_SAFE_DB_QUERY_TIMEOUT' })
+  })
+})
