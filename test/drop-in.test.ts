@@ -9,7 +9,7 @@ import { perTestUser } from './helpers/database'
 // from a stock knex's own `client.config`, works unchanged, and the errors keep the shape code
 // written for knex tests. What still differs is in the README's "Differences from stock knex".
 
-const fixture = perTestUser()
+const fixture = perTestUser({ ownDatabase: true })
 
 let logged: LoggedApp
 let app: FastifyInstance | undefined
@@ -73,6 +73,30 @@ describe('a password that is not enumerable', () => {
     const instance = await register({ connection })
     await instance.ready()
     expect(await currentUser(instance.db)).toBe(fixture.user.user)
+  })
+})
+
+describe('connection.collate, which knex reads off the connection settings', () => {
+  async function tableCollation (connection: unknown): Promise<unknown> {
+    const instance = await register({ connection })
+    await instance.ready()
+    await instance.db.schema.createTable('collated', (table) => { table.string('name') })
+    const [rows] = await instance.db.raw('SELECT TABLE_COLLATION AS collation FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?', ['collated'])
+    return rows[0].collation
+  }
+
+  test('sets the collation of the tables knex creates, from a connection object, without a console warning from mysql2', async () => {
+    const consoleError = jest.spyOn(console, 'error')
+    try {
+      expect(await tableCollation({ ...fixture.user.connection, charset: 'utf8mb4', collate: 'utf8mb4_unicode_ci' })).toBe('utf8mb4_unicode_ci')
+      expect(consoleError).not.toHaveBeenCalled()
+    } finally {
+      consoleError.mockRestore()
+    }
+  })
+
+  test('sets it from the result of a connection function too', async () => {
+    expect(await tableCollation(async () => ({ ...fixture.user.connection, charset: 'utf8mb4', collate: 'utf8mb4_unicode_ci' }))).toBe('utf8mb4_unicode_ci')
   })
 })
 
