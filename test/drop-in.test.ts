@@ -67,6 +67,15 @@ describe('a password that is not enumerable', () => {
     }
   })
 
+  test('is scrubbed from the log like any other password', async () => {
+    const instance = await register({ connection: hiddenPasswordConnection(), debug: true })
+    await instance.ready()
+    // knex's debug line quotes the statement, and with it the password.
+    await instance.db.raw(`SELECT '${fixture.user.password}' AS quoted_password`)
+    expect(logged.lines().some((line) => line.source === 'knex' && String(line.msg).includes('quoted_password'))).toBe(true)
+    expect(logged.text()).not.toContain(fixture.user.password)
+  })
+
   test('comes with hidden properties that are no mysql2 option (node-config\'s get and has), which are left out as knex leaves them', async () => {
     const connection = hiddenPasswordConnection()
     for (const method of ['get', 'has']) Object.defineProperty(connection, method, { value: () => undefined, enumerable: false })
