@@ -50,22 +50,22 @@ const REFUSED_POOL: Record<string, string> = {
 
 // knex tests these with `if (config.x)` (tarn: `opt.log || …`), so `null` is unset, as it is
 // in a configuration copied from a stock `knex.client.config` (knex's own tests and migrations
-// set `postProcessResponse` and `wrapIdentifier` back to null). Elsewhere null is no unset:
+// set `postProcessResponse` and `wrapIdentifier` back to null). Elsewhere null is not unset:
 // `log: null` makes knex throw, and a null size or timing makes tarn throw (a null
 // acquireConnectionTimeout becomes an acquire timeout of 0), so there it is refused as before.
 const NULL_IS_UNSET = new Set([
   'client', 'dialect', 'connectionPool', 'compileSqlOnError', 'version', 'debug', 'postProcessResponse', 'wrapIdentifier',
-  'useNullAsDefault', 'asyncStackTraces', 'migrations', 'seeds', 'userParams', 'pool'
+  'useNullAsDefault', 'asyncStackTraces', 'migrations', 'seeds', 'userParams'
 ])
 const POOL_NULL_IS_UNSET = new Set(['afterCreate', 'validate', 'log'])
 
 /** Whether `options[key]` is left out: undefined, or null where knex treats null as unset. */
-export function isUnset (options: Record<string, unknown>, key: string): boolean {
+function isUnset (options: Record<string, unknown>, key: string): boolean {
   return options[key] === undefined || (options[key] === null && NULL_IS_UNSET.has(key))
 }
 
 /** Whether the pool option `pool[key]` is left out (knex's hooks take null as unset too). */
-export function isUnsetPoolOption (pool: Record<string, unknown>, key: string): boolean {
+function isUnsetPoolOption (pool: Record<string, unknown>, key: string): boolean {
   return pool[key] === undefined || (pool[key] === null && POOL_NULL_IS_UNSET.has(key))
 }
 
