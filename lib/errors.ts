@@ -8,6 +8,25 @@ import knex from 'knex'
 
 // knex's class, as @fastify/error takes a base class (its constructor is never called).
 const KnexTimeoutError = knex.KnexTimeoutError as unknown as ErrorConstructor
+const KNEX_TIMEOUT_NAME = 'KnexTimeoutError'
+
+/**
+ * Makes the errors of a constructor built on KnexTimeoutError carry knex's `name` too, as an own
+ * enumerable property like knex's (code written for knex tests `err.name === 'KnexTimeoutError'`,
+ * and pino logs it), while `code` stays the plugin's. @fastify/error's constructor assigns
+ * `this.name = 'FastifyError'`; the setter below receives that assignment and keeps knex's name.
+ */
+function keepKnexTimeoutName (Constructor: { prototype: object }): void {
+  Object.defineProperty(Constructor.prototype, 'name', {
+    configurable: true,
+    get: () => KNEX_TIMEOUT_NAME,
+    set (this: object, value: unknown) {
+      Object.defineProperty(this, 'name', { value: value === 'FastifyError' ? KNEX_TIMEOUT_NAME : value, writable: true, enumerable: true, configurable: true })
+    }
+  })
+  // pino's err serializer reports the constructor's name as `type`, as it does for knex's error.
+  Object.defineProperty(Constructor, 'name', { value: KNEX_TIMEOUT_NAME, configurable: true })
+}
 
 /** An option is missing, has the wrong type or is out of range. Raised at registration. */
 export const FST_FORK_SAFE_DB_INVALID_OPTION = createError(
@@ -54,7 +73,7 @@ export const FST_FORK_SAFE_DB_POOL_SATURATED = createError(
   503
 )
 
-/** No connection became free within pool.acquireTimeoutMillis. A `KnexTimeoutError`. */
+/** No connection became free within pool.acquireTimeoutMillis. A `KnexTimeoutError`, named so. */
 export const FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT = createError(
   'FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT',
   'fastify-fork-safe-db: no connection of the "%s" pool became free within %s ms',
@@ -67,11 +86,12 @@ export const FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT = createError(
 for (const field of ['sql', 'bindings']) {
   Object.defineProperty(FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT.prototype, field, { get: () => undefined, set: () => {}, configurable: true })
 }
+keepKnexTimeoutName(FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT)
 
 /**
  * A statement outlived its `.timeout()` or `queryTimeoutMillis`: it was cancelled on the
  * server (KILL QUERY), or, for a transaction's own BEGIN/COMMIT/ROLLBACK, its connection was
- * closed. A `KnexTimeoutError`; `timeout` is the limit in milliseconds.
+ * closed. A `KnexTimeoutError`, named so; `timeout` is the limit in milliseconds.
  */
 export const FST_FORK_SAFE_DB_QUERY_TIMEOUT = createError(
   'FST_FORK_SAFE_DB_QUERY_TIMEOUT',
@@ -79,6 +99,7 @@ export const FST_FORK_SAFE_DB_QUERY_TIMEOUT = createError(
   503,
   KnexTimeoutError
 )
+keepKnexTimeoutName(FST_FORK_SAFE_DB_QUERY_TIMEOUT)
 
 /** The database cannot be reached right now; connect attempts are being held back. */
 export const FST_FORK_SAFE_DB_UNAVAILABLE = createError(

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import knex, { type Knex } from 'knex'
-import { SECRET_KEYS } from '../options/connection'
+import { KNEX_CONNECTION_KEYS, SECRET_KEYS } from '../options/connection'
 import { knexLogBridge, tarnLogBridge } from '../logging/log-bridges'
 import { hideProperties } from '../logging/redact'
 import type { AfterCreate, ResolvedOptions } from '../options/resolve-options'
@@ -42,7 +42,8 @@ export function buildKnex (options: ResolvedOptions, log: FastifyBaseLogger, eve
   } as Knex.Config)
   // knex hides `password` only; mysql2 takes four more.
   hideProperties(instance.client.config.connection ?? {}, SECRET_KEYS)
-  hideProperties(instance.client.connectionSettings ?? {}, SECRET_KEYS)
+  // What mysql2 gets: knex's own `collate` stays readable to knex and out of mysql2's key check.
+  hideProperties(instance.client.connectionSettings ?? {}, [...SECRET_KEYS, ...KNEX_CONNECTION_KEYS])
   // Ahead of every other listener (knex's own forwards it to `knex.on('query-error')`), so no
   // handler or listener ever sees the error unsanitized.
   instance.client.prependListener('query-error', (error: unknown, query: FailedQuery) => sanitizeQueryError(error, query, options.secrets))

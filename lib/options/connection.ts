@@ -1,7 +1,7 @@
 import type { ConnectionOptions } from 'mysql2'
 import { FST_FORK_SAFE_DB_INVALID_CONNECTION, FST_FORK_SAFE_DB_UNSAFE_OPTION } from '../errors'
 import { describeUrl, hideProperties } from '../logging/redact'
-import { describeValue, expectInteger, isPlainObject } from './validate'
+import { copyOptions, describeValue, expectInteger, isPlainObject } from './validate'
 
 /** The dangerous driver features a user can opt into, one flag each. */
 export interface UnsafeOptIns {
@@ -57,7 +57,8 @@ export function resolveConnection (connection: unknown, unsafe: UnsafeOptIns, se
     description: 'a connection function (not called yet)',
     knex: async () => {
       const provided: unknown = await provide()
-      const { expirationChecker, ...rest } = isPlainObject(provided) ? provided : { expirationChecker: undefined }
+      // knex reads the checker by name too (and mysql2 the rest of the result as it is).
+      const { expirationChecker, ...rest } = isPlainObject(provided) ? copyOptions(provided, [...READ_BY_NAME, 'expirationChecker']) : { expirationChecker: undefined }
       if (expirationChecker !== undefined && typeof expirationChecker !== 'function') {
         throw invalid(`the connection function's expirationChecker must be a function, got ${describeValue(expirationChecker)}`)
       }
@@ -66,7 +67,7 @@ export function resolveConnection (connection: unknown, unsafe: UnsafeOptIns, se
       resolved.description = checked.description
       const settings = driverSettings(checked.settings)
       // knex uses a function's result as it is (a static object it copies, and hides itself).
-      hideProperties(settings, SECRET_KEYS)
+      hideProperties(settings, [...SECRET_KEYS, ...KNEX_CONNECTION_KEYS])
       // knex reads the checker off the result and deletes it before mysql2 sees the settings.
       return expirationChecker === undefined ? settings : Object.assign(settings, { expirationChecker })
     }
@@ -101,6 +102,13 @@ const DRIVER_KEYS = [
   'stringifyObjects', 'supportBigNumbers', 'timezone', 'trace', 'typeCast', 'user'
 ] as const
 
+/**
+ * knex's own keys in a connection object: its MySQL dialect reads `collate` off the connection
+ * settings for the default collation of the tables it creates. mysql2 does not take it (it would
+ * print a console warning), so it is kept out of mysql2's sight: not enumerable on what mysql2 gets.
+ */
+export const KNEX_CONNECTION_KEYS = ['collate'] as const
+
 // Keys mysql2 accepts but that make no sense (or harm) under a knex-managed pool.
 const REFUSED_KEYS: Record<string, string> = {
   uri: 'pass the URL as `connection` itself',
@@ -116,9 +124,14 @@ const REFUSED_KEYS: Record<string, string> = {
   Promise: 'it configures mysql2\'s promise wrapper, which the plugin does not use'
 }
 
+// Every key mysql2 reads by name: a copy keeps them even when they are not enumerable (a hidden
+// password), so each is checked, and the refused ones refused, like any other.
+const READ_BY_NAME = [...DRIVER_KEYS, ...KNEX_CONNECTION_KEYS, ...Object.keys(REFUSED_KEYS)]
+const CONNECTION_KEYS: readonly string[] = [...DRIVER_KEYS, ...KNEX_CONNECTION_KEYS]
+
 /** Every option in which mysql2 takes a password. */
 export const SECRET_KEYS = ['password', 'password1', 'password2', 'password3', 'passwordSha1'] as const
-const STRING_KEYS = ['host', 'user', 'database', 'socketPath', 'charset', 'localAddress', ...SECRET_KEYS] as const
+const STRING_KEYS = ['host', 'user', 'database', 'socketPath', 'charset', 'localAddress', ...KNEX_CONNECTION_KEYS, ...SECRET_KEYS] as const
 const MILLISECOND_KEYS = ['connectTimeout', 'keepAliveInitialDelay'] as const
 // The formats mysql2 accepts; anything else it replaces with UTC after a console warning.
 const TIMEZONE = /^(?:local|Z|[ +-]\d\d:\d\d)$/
@@ -128,7 +141,7 @@ const invalid = (message: string) => new FST_FORK_SAFE_DB_INVALID_CONNECTION(mes
 /** Validates `connection` (a URL or a mysql2 object) and returns a private, checked copy. */
 export function checkConnection (connection: unknown, unsafe: UnsafeOptIns, what = 'connection'): CheckedConnection {
   if (typeof connection === 'string') return checkObject(parseConnectionUrl(connection), unsafe, [connection])
-  if (isPlainObject(connection)) return checkObject({ ...connection }, unsafe, [])
+  if (isPlainObject(connection)) return checkObject(copyOptions(connection, READ_BY_NAME), unsafe, [])
   throw invalid(
     `${what} must be a URL like mysql://user:password@host:3306/database, a mysql2 connection object or a function returning one, got ${describeValue(connection)}`
   )
@@ -190,8 +203,8 @@ function parseQueryValue (value: string): unknown {
 function checkObject (settings: Record<string, unknown>, unsafe: UnsafeOptIns, secrets: string[]): CheckedConnection {
   for (const key of Object.keys(settings)) {
     if (key in REFUSED_KEYS) throw invalid(`connection.${key} is not supported: ${REFUSED_KEYS[key]}`)
-    if (!(DRIVER_KEYS as readonly string[]).includes(key)) {
-      throw invalid(`connection.${key} is not a mysql2 connection option; expected one of: ${DRIVER_KEYS.join(', ')}`)
+    if (!CONNECTION_KEYS.includes(key)) {
+      throw invalid(`connection.${key} is not a mysql2 connection option; expected one of: ${CONNECTION_KEYS.join(', ')}`)
     }
   }
   for (const key of STRING_KEYS) {

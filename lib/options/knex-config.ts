@@ -48,24 +48,45 @@ const REFUSED_POOL: Record<string, string> = {
   priorityRange: 'it is a generic-pool option tarn (knex\'s pool) does not take'
 }
 
+// knex tests these with `if (config.x)` (tarn: `opt.log || …`), so `null` is unset, as it is
+// in a configuration copied from a stock `knex.client.config` (knex's own tests and migrations
+// set `postProcessResponse` and `wrapIdentifier` back to null). Elsewhere null is not unset:
+// `log: null` makes knex throw, and a null size or timing makes tarn throw (a null
+// acquireConnectionTimeout becomes an acquire timeout of 0), so there it is refused as before.
+const NULL_IS_UNSET = new Set([
+  'client', 'dialect', 'connectionPool', 'compileSqlOnError', 'version', 'debug', 'postProcessResponse', 'wrapIdentifier',
+  'useNullAsDefault', 'asyncStackTraces', 'migrations', 'seeds', 'userParams'
+])
+const POOL_NULL_IS_UNSET = new Set(['afterCreate', 'validate', 'log'])
+
+/** Whether `options[key]` is left out: undefined, or null where knex treats null as unset. */
+function isUnset (options: Record<string, unknown>, key: string): boolean {
+  return options[key] === undefined || (options[key] === null && NULL_IS_UNSET.has(key))
+}
+
+/** Whether the pool option `pool[key]` is left out (knex's hooks take null as unset too). */
+function isUnsetPoolOption (pool: Record<string, unknown>, key: string): boolean {
+  return pool[key] === undefined || (pool[key] === null && POOL_NULL_IS_UNSET.has(key))
+}
+
 const invalid = (message: string) => new FST_FORK_SAFE_DB_INVALID_OPTION(message)
 
 /** Checks knex's own top-level options in `options`; returns those to pass to knex. */
 export function resolveKnexConfig (options: Record<string, unknown>): KnexPassThrough {
   for (const [key, why] of Object.entries(REFUSED)) {
-    if (options[key] !== undefined) throw invalid(`${key} is not supported: ${why}`)
+    if (!isUnset(options, key)) throw invalid(`${key} is not supported: ${why}`)
   }
   const client = options.client
-  if (client !== undefined && client !== 'mysql2') {
+  if (!isUnset(options, 'client') && client !== 'mysql2') {
     throw invalid(`client must be 'mysql2' (the plugin extends knex's mysql2 client) or left out, got ${describeValue(client)}`)
   }
-  if (options.compileSqlOnError !== undefined && options.compileSqlOnError !== false) {
+  if (!isUnset(options, 'compileSqlOnError') && options.compileSqlOnError !== false) {
     throw new FST_FORK_SAFE_DB_UNSAFE_OPTION(`compileSqlOnError: true puts bound values into error messages, which the plugin keeps out of responses and logs; leave it out, got ${describeValue(options.compileSqlOnError)}`)
   }
   const passed: Record<string, unknown> = {}
   for (const [key, check] of Object.entries(PASSED)) {
     const value = options[key]
-    if (value === undefined) continue
+    if (isUnset(options, key)) continue
     expectType(key, value, check)
     passed[key] = value
   }
@@ -78,7 +99,7 @@ export function checkKnexPoolOptions (pool: Record<string, unknown>): void {
     if (pool[key] !== undefined) throw invalid(`pool.${key} is not supported: ${why}`)
   }
   for (const key of ['afterCreate', 'validate', 'log']) {
-    if (pool[key] !== undefined) expectType(`pool.${key}`, pool[key], 'function')
+    if (!isUnsetPoolOption(pool, key)) expectType(`pool.${key}`, pool[key], 'function')
   }
   if (pool.propagateCreateError !== undefined && pool.propagateCreateError !== true) {
     throw invalid(`pool.propagateCreateError must be true or left out: with false a wrong password or an unreachable server would make every query wait for the acquire timeout instead of failing at once, got ${describeValue(pool.propagateCreateError)}`)
@@ -90,7 +111,8 @@ export function checkKnexLog (log: unknown): Knex.Logger | undefined {
   if (log === undefined) return undefined
   if (!isPlainObject(log)) throw invalid(`log must be an object of functions (warn, error, deprecate, debug), got ${describeValue(log)}`)
   for (const level of ['warn', 'error', 'deprecate', 'debug']) {
-    if (log[level] !== undefined) expectType(`log.${level}`, log[level], 'function')
+    // knex's logger takes a null level as unset (`userFn != null`).
+    if (log[level] !== undefined && log[level] !== null) expectType(`log.${level}`, log[level], 'function')
   }
   return log as Knex.Logger
 }

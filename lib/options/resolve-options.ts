@@ -237,7 +237,8 @@ function resolveBudget (budget: unknown, pool: unknown): ResolvedBudget | undefi
 }
 
 function resolvePool (pool: unknown, acquireConnectionTimeout: number | undefined): { pool: ResolvedPool, hooks: ResolvedOptions['poolHooks'] } {
-  if (pool === undefined) return resolvePool({}, acquireConnectionTimeout)
+  // knex builds its default pool for `pool: null` too.
+  if (pool === undefined || pool === null) return resolvePool({}, acquireConnectionTimeout)
   if (!isPlainObject(pool)) throw invalid(`pool must be an object, got ${describeValue(pool)}`)
   checkKnexPoolOptions(pool)
   expectKnownKeys(FST_FORK_SAFE_DB_INVALID_OPTION, 'pool', pool, [...POOL_KEYS, ...KNEX_POOL_KEYS])
@@ -259,9 +260,11 @@ function resolvePool (pool: unknown, acquireConnectionTimeout: number | undefine
     const [min, expected] = key === 'maxConnectionLifetimeJitterMillis' ? [0, 'a non-negative integer (milliseconds)'] : [1, 'a positive integer (milliseconds)']
     expectInteger(FST_FORK_SAFE_DB_INVALID_OPTION, `pool.${key}`, resolved[key], min, Number.MAX_SAFE_INTEGER, expected)
   }
+  // A null hook is no hook, as in knex (checkKnexPoolOptions has let only functions and nulls through).
+  const hook = <T>(value: unknown): T | undefined => (value ?? undefined) as T | undefined
   return {
     pool: resolved,
-    hooks: { afterCreate: afterCreate as AfterCreate | undefined, validate: validate as ForkSafeDbPoolOptions['validate'], log: log as ForkSafeDbPoolOptions['log'] }
+    hooks: { afterCreate: hook<AfterCreate>(afterCreate), validate: hook<ForkSafeDbPoolOptions['validate']>(validate), log: hook<ForkSafeDbPoolOptions['log']>(log) }
   }
 }
 

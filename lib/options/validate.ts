@@ -25,6 +25,22 @@ export function isPlainObject (value: unknown): value is Record<string, unknown>
   return prototype === Object.prototype || prototype === null
 }
 
+/**
+ * A copy of `object`'s enumerable own properties, plus those of `readByName` that are own but not
+ * enumerable. A spread copies only the enumerable ones, and a password is often not: knex hides it
+ * on the configuration it keeps (`knex.client.config.connection`), and some secret managers hand
+ * one out that way. knex and mysql2 read their options by name, so they see it; so must we. Other
+ * hidden properties are left behind, as a spread (and knex) leaves them: node-config, for one,
+ * hides its `get` and `has` methods on every object it hands out.
+ */
+export function copyOptions (object: Record<string, unknown>, readByName: readonly string[]): Record<string, unknown> {
+  const copy: Record<string, unknown> = { ...object }
+  for (const key of readByName) {
+    if (!Object.prototype.propertyIsEnumerable.call(object, key) && Object.prototype.hasOwnProperty.call(object, key)) copy[key] = object[key]
+  }
+  return copy
+}
+
 export function isInteger (value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): value is number {
   return typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max
 }
