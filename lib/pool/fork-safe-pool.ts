@@ -82,6 +82,7 @@ export class ForkSafePool {
       // Its keeper must not ping the parent's sockets: stopping a timer sends nothing.
       previous.keeper.stop()
       previous.stopPlacementWatch()
+      previous.runtime.breaker.stop()
       this.#rebuilds += 1
       this.#warm = 'no'
     }
