@@ -3,6 +3,7 @@ import forkSafeDb from '../lib'
 import { buildApp, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
 import { TcpProxy } from '../support/tcp-proxy'
+import { watchTimers } from './helpers/timers'
 
 // One outage, a few lines of the plugin's: one as it begins, a summary at most every 5 s while it
 // lasts (how many borrows failed), one as it ends. Each failed request keeps its own 5xx line
@@ -67,7 +68,7 @@ test('logs an outage once as it begins and once as it ends, with the count of fa
 })
 
 test('summarises a lasting outage at most every 5 s with the count of borrows that failed, and stops at close()', async () => {
-  const before = process.getActiveResourcesInfo().filter((type) => type === 'Timeout').length
+  const timers = watchTimers()
   cut()
   const began = performance.now()
   expect(await failing(25)).toEqual(Array(25).fill(503))
@@ -78,5 +79,7 @@ test('summarises a lasting outage at most every 5 s with the count of borrows th
   expect(pluginLines().filter((line) => line.level === 40)).toHaveLength(2)
 
   await logged.app.close()
-  expect(process.getActiveResourcesInfo().filter((type) => type === 'Timeout').length).toBeLessThanOrEqual(before)
+  const alive = await timers.alive()
+  timers.stop()
+  expect(alive).toEqual([])
 })
