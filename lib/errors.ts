@@ -108,6 +108,45 @@ export const FST_FORK_SAFE_DB_UNAVAILABLE = createError(
   503
 )
 
+/**
+ * The connection was lost (reset, closed, or a broken pipe) while a statement ran on it: the
+ * statement may or may not have taken effect, and the message says which of the two is known.
+ * `errno`/`sqlState` are the driver's; `cause` is the driver error.
+ */
+export const FST_FORK_SAFE_DB_CONNECTION_LOST = createError(
+  'FST_FORK_SAFE_DB_CONNECTION_LOST',
+  'fastify-fork-safe-db: the connection of the "%s" pool was lost %s',
+  503
+)
+
+/** A new connection got no answer from the database within its connect timeout. Nothing was sent. */
+export const FST_FORK_SAFE_DB_CONNECT_TIMEOUT = createError(
+  'FST_FORK_SAFE_DB_CONNECT_TIMEOUT',
+  'fastify-fork-safe-db: the database of the "%s" pool did not answer a new connection in time (%s); no statement was sent',
+  503
+)
+
+/** The database refused a new connection, or closed it during the handshake. Nothing was sent. */
+export const FST_FORK_SAFE_DB_CONNECT_REFUSED = createError(
+  'FST_FORK_SAFE_DB_CONNECT_REFUSED',
+  'fastify-fork-safe-db: the database of the "%s" pool refused a new connection (%s); no statement was sent',
+  503
+)
+
+/** The server chose this transaction as a deadlock's victim (errno 1213) and rolled it back. */
+export const FST_FORK_SAFE_DB_DEADLOCK = createError(
+  'FST_FORK_SAFE_DB_DEADLOCK',
+  'fastify-fork-safe-db: %s',
+  503
+)
+
+/** The statement waited for a row lock longer than innodb_lock_wait_timeout (errno 1205). */
+export const FST_FORK_SAFE_DB_LOCK_WAIT_TIMEOUT = createError(
+  'FST_FORK_SAFE_DB_LOCK_WAIT_TIMEOUT',
+  'fastify-fork-safe-db: %s',
+  503
+)
+
 /** The database did not finish in time for shutdown; the query was abandoned. */
 export const FST_FORK_SAFE_DB_CLOSE_TIMEOUT = createError(
   'FST_FORK_SAFE_DB_CLOSE_TIMEOUT',

@@ -71,7 +71,8 @@ const PLUGIN_NAME = 'fastify-fork-safe-db'
 const RETRY_AFTER_SECONDS = '1'
 const RETRYABLE = new Set([
   'FST_FORK_SAFE_DB_POOL_SATURATED', 'FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT', 'FST_FORK_SAFE_DB_QUERY_TIMEOUT', 'FST_FORK_SAFE_DB_UNAVAILABLE',
-  'FST_FORK_SAFE_DB_CLOSE_TIMEOUT'
+  'FST_FORK_SAFE_DB_CLOSE_TIMEOUT', 'FST_FORK_SAFE_DB_CONNECT_TIMEOUT', 'FST_FORK_SAFE_DB_CONNECT_REFUSED', 'FST_FORK_SAFE_DB_CONNECTION_LOST',
+  'FST_FORK_SAFE_DB_DEADLOCK', 'FST_FORK_SAFE_DB_LOCK_WAIT_TIMEOUT'
 ])
 
 const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, rawOptions) => {
@@ -113,12 +114,13 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
     done()
   })
 
-  // Saturation and timeouts are 503s; tell well-behaved clients when to come back.
+  // Saturation, timeouts, an unreachable database, a lost connection, a deadlock: 503s a client
+  // may retry; tell well-behaved clients when to come back.
   fastify.addHook('onError', async (_request, reply, error) => {
     if (RETRYABLE.has(error.code)) reply.header('retry-after', RETRY_AFTER_SECONDS)
   })
 
-  fastify.addHook('onReady', async () => pool.warm())
+  fastify.addHook('onReady', async () => pool.warm(fastify.initialConfig.pluginTimeout))
   // preClose runs as close() begins, before Fastify waits for in-flight requests: the only
   // point from which a deadline can bound a request stuck on a silent database.
   fastify.addHook('preClose', async () => pool.beginClose())
@@ -143,6 +145,11 @@ export {
   FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT,
   FST_FORK_SAFE_DB_QUERY_TIMEOUT,
   FST_FORK_SAFE_DB_UNAVAILABLE,
+  FST_FORK_SAFE_DB_CONNECTION_LOST,
+  FST_FORK_SAFE_DB_CONNECT_TIMEOUT,
+  FST_FORK_SAFE_DB_CONNECT_REFUSED,
+  FST_FORK_SAFE_DB_DEADLOCK,
+  FST_FORK_SAFE_DB_LOCK_WAIT_TIMEOUT,
   FST_FORK_SAFE_DB_CLOSE_TIMEOUT,
   FST_FORK_SAFE_DB_CLOSED,
   FST_FORK_SAFE_DB_CLIENT_GONE,

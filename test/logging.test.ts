@@ -32,7 +32,8 @@ test('writes nothing to the console through a whole lifecycle, warnings included
 
     const restorePid = simulatePid(process.pid + 100_000)
     try {
-      await expect(app.db.raw('SELECT 1')).rejects.toMatchObject({ code: 'ER_ACCESS_DENIED_ERROR' })
+      // A new pid's pool: its first connect is refused, coded, with the driver's error as its cause.
+      await expect(app.db.raw('SELECT 1')).rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_UNAVAILABLE', cause: expect.objectContaining({ code: 'ER_ACCESS_DENIED_ERROR' }) })
       await app.close()
     } finally {
       restorePid()

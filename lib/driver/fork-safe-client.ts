@@ -2,6 +2,7 @@ import type { Knex } from 'knex'
 import { acquireGuarded } from '../pool/acquire-guard'
 import { boundTransactionStatement } from '../query/timeout'
 import { TIMED_OUT } from '../query/cancel'
+import { classifyStatementError } from '../query/classify-error'
 import { openConnection } from './connect'
 import { ForkSafeRunner } from './fork-safe-runner'
 import { checkPool, KnexMySql2Client, poolOf, type CompiledQuery, type DriverConnection } from './internals'
@@ -63,6 +64,7 @@ export class ForkSafeClient extends KnexMySql2Client {
   override query (connection: DriverConnection, query: CompiledQuery | string): Promise<unknown> {
     if (typeof query !== 'string') return super.query(connection, query)
     return boundTransactionStatement(connection, query, runtimeOf(this).options.queryTimeoutMillis, () => super.query(connection, query))
+      .catch((error: unknown) => { throw classifyStatementError(error, runtimeOf(this).options.decorator, query) })
   }
 
   override runner (builder: object): ForkSafeRunner {

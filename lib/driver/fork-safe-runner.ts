@@ -1,6 +1,7 @@
 import { FST_FORK_SAFE_DB_CLIENT_GONE } from '../errors'
 import { ownerOf } from '../query/owners'
 import { TIMED_OUT } from '../query/cancel'
+import { classifyStatementError } from '../query/classify-error'
 import { asQueryTimeout, statementExpired } from '../query/timeout'
 import { isStreamParams, watchStream } from '../query/streams'
 import { KnexRunnerBase, timeoutOf, type CompiledQuery, type DriverConnection, type KnexRunner } from './internals'
@@ -41,7 +42,7 @@ export class ForkSafeRunner extends KnexRunnerBase {
     const ownTimeout = timeoutOf(query) !== undefined
     const deadlines = ownTimeout || !takesTimeout(this.builder) ? undefined : runtime.deadlines
     if ((owner === undefined && deadlines === undefined) || connection === undefined) {
-      return ownTimeout ? super.query(query).catch((error: unknown) => { throw asQueryTimeout(error, query) }) : super.query(query)
+      return ownTimeout ? super.query(query).catch((error: unknown) => { throw classifyStatementError(asQueryTimeout(error, query), runtime.options.decorator, query.sql) }) : super.query(query)
     }
     if (owner?.clientGone === true) return Promise.reject(new FST_FORK_SAFE_DB_CLIENT_GONE())
     owner?.started(connection)
@@ -57,7 +58,7 @@ export class ForkSafeRunner extends KnexRunnerBase {
       }
       statement.then(
         (result) => { settled(); resolve(result) },
-        (error: unknown) => { settled(); reject(asQueryTimeout(error, query)) }
+        (error: unknown) => { settled(); reject(classifyStatementError(asQueryTimeout(error, query), runtime.options.decorator, query.sql)) }
       )
     })
   }

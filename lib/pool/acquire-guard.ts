@@ -7,6 +7,7 @@ import { connectionState } from './connection-state'
 import { lend } from './direct-borrow'
 import { roundMillis } from './stats'
 import { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_POOL_SATURATED } from '../errors'
+import { classifyConnectError } from '../query/classify-error'
 
 // A full pool, or a database that is down, must fail fast and clearly, not hang. Waiting queries
 // are capped: beyond `maxPendingAcquires` a query is rejected at once, so a slow database turns
@@ -64,8 +65,9 @@ function acquired (runtime: ClientRuntime, connection: DriverConnection, record:
   return connection
 }
 
+/** A wait that timed out, or a connect that failed (a `pool.afterCreate` lost under it too), coded. */
 function acquireFailed (runtime: ClientRuntime, error: unknown): unknown {
-  if (!isAcquireTimeout(error)) return error
   const { decorator, pool: { acquireTimeoutMillis } } = runtime.options
+  if (!isAcquireTimeout(error)) return classifyConnectError(error, decorator)
   return new FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT(decorator, acquireTimeoutMillis, { cause: error })
 }

@@ -1,5 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { FST_FORK_SAFE_DB_UNAVAILABLE } from '../errors'
+import { classifyConnectError } from '../query/classify-error'
+import { OutageLog } from './outage-log'
 
 // While the database is down, every waiting query would trigger its own connect attempt, and
 // every request would wait for it. A breaker around opening connections instead:
@@ -9,13 +11,17 @@ import { FST_FORK_SAFE_DB_UNAVAILABLE } from '../errors'
 // - then half-open: a single attempt probes; success closes the breaker, failure reopens it.
 // So a process makes at most ~10 attempts a second while the database is down, and is back
 // within ~400 ms of the database accepting connections again, with no restart.
+// Every failure it reports is coded: the first as what the driver saw (FST_FORK_SAFE_DB_CONNECT_TIMEOUT,
+// _CONNECT_REFUSED, or _UNAVAILABLE naming the driver's code), the later ones as
+// FST_FORK_SAFE_DB_UNAVAILABLE; the driver error is the `cause` of each. The outage is logged by
+// outage-log.ts: once as it begins, in summaries while it lasts, once as it ends.
 
 const FIRST_BACKOFF_MILLIS = 100
 const MAX_BACKOFF_MILLIS = 400
 
 export class ConnectBreaker {
   readonly #decorator: string
-  readonly #log: FastifyBaseLogger
+  readonly #outage: OutageLog
   #failures = 0
   #openUntil = 0
   #probing = false
@@ -23,7 +29,7 @@ export class ConnectBreaker {
 
   constructor (decorator: string, log: FastifyBaseLogger) {
     this.#decorator = decorator
-    this.#log = log
+    this.#outage = new OutageLog(log)
   }
 
   /** True while connect attempts are being held back. */
@@ -31,8 +37,9 @@ export class ConnectBreaker {
     return this.#failures > 0 && (this.#probing || performance.now() < this.#openUntil)
   }
 
-  /** The error a query gets while attempts are held back; it names the driver's last error code. */
+  /** The error a query gets while attempts are held back (counted); it names the driver's last error code. */
   unavailable (): Error {
+    this.#outage.failed()
     const code = (this.#lastError as { code?: unknown } | undefined)?.code
     return new FST_FORK_SAFE_DB_UNAVAILABLE(this.#decorator, typeof code === 'string' ? ` (${code})` : '', { cause: this.#lastError })
   }
@@ -44,19 +51,34 @@ export class ConnectBreaker {
     if (probe) this.#probing = true
     try {
       const connection = await connect()
-      if (this.#failures > 0) this.#log.info({ failedAttempts: this.#failures }, 'database reachable again')
+      if (this.#failures > 0) this.#outage.ended(this.#failures)
       this.#failures = 0
       return connection
     } catch (error) {
       this.#failures += 1
       this.#lastError = error
       this.#openUntil = performance.now() + Math.min(MAX_BACKOFF_MILLIS, FIRST_BACKOFF_MILLIS * 2 ** (this.#failures - 1))
-      if (this.#failures === 1) this.#log.warn({ err: error }, 'cannot connect to the database; holding connect attempts back')
-      // The first failure is reported as the driver said it (warm-up shows it as its cause);
-      // a failed probe is part of the outage clients are already being told about.
-      throw probe ? this.unavailable() : error
+      if (this.#failures === 1) this.#outage.began(error)
+      // The first failure is reported as what the driver saw (warm-up shows the driver error as
+      // its cause); a failed probe is part of the outage clients are already being told about.
+      throw probe ? this.unavailable() : this.#firstFailure(error)
     } finally {
       if (probe) this.#probing = false
     }
+  }
+
+  /** The pool is closing: the outage's summaries stop, and nothing more is logged. */
+  stop (): void {
+    this.#outage.stop()
+  }
+
+  #firstFailure (error: unknown): unknown {
+    const code = (error as { code?: unknown } | undefined)?.code
+    // The plugin's own (a driver that changed shape, a closing pool) say what they are.
+    if (typeof code === 'string' && code.startsWith('FST_')) return error
+    const classified = classifyConnectError(error, this.#decorator)
+    if (classified === error) return this.unavailable()
+    this.#outage.failed()
+    return classified
   }
 }

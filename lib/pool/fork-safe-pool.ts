@@ -3,7 +3,8 @@ import type { Knex } from 'knex'
 import { buildKnex } from '../driver/build-knex'
 import { poolOf, poolSize, resizePool, type DriverConnection } from '../driver/internals'
 import type { ClientRuntime } from '../driver/runtime'
-import { FST_FORK_SAFE_DB_BUDGET_EXCEEDED, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from '../errors'
+import { discard } from '../driver/discard'
+import { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_BUDGET_EXCEEDED, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from '../errors'
 import { scrubError } from '../logging/redact'
 import type { ResolvedOptions } from '../options/resolve-options'
 import { acquireGuarded } from './acquire-guard'
@@ -15,6 +16,7 @@ import { DEFAULT_SERVER_LIMITS, type ServerLimits } from './server-limits'
 import { CloseDeadline } from './shutdown'
 import { describePool, type ForkSafeDbStats, type PoolState } from './stats'
 import { warmUp } from './warm-up'
+import { warmUpBoundMillis } from './warm-up-bound'
 
 /** The knex instance one process built, and what keeps it. */
 interface Built {
@@ -80,6 +82,7 @@ export class ForkSafePool {
       // Its keeper must not ping the parent's sockets: stopping a timer sends nothing.
       previous.keeper.stop()
       previous.stopPlacementWatch()
+      previous.runtime.breaker.stop()
       this.#rebuilds += 1
       this.#warm = 'no'
     }
@@ -139,8 +142,10 @@ export class ForkSafePool {
    * round trip; applies the connection budget. Rejects with FST_FORK_SAFE_DB_WARMUP_FAILED
    * (driver error as `cause`) unless a cold start is allowed, and with
    * FST_FORK_SAFE_DB_BUDGET_EXCEEDED when the budget cannot fit and `onExceed` is 'fail'.
+   * Under Fastify's `pluginTimeout` it gives up first (see warm-up-bound.ts), closing the
+   * sockets it was opening.
    */
-  async warm (): Promise<void> {
+  async warm (pluginTimeout?: number): Promise<void> {
     const count = this.#options.warmup
     if (count === 0) {
       // A numeric budget is known without a server: report it now. One derived from the server's
@@ -156,6 +161,7 @@ export class ForkSafePool {
     const { runtime } = built
     const client = runtime.client as NonNullable<ClientRuntime['client']>
     this.#warm = 'warming'
+    const bound = this.#bound(runtime, pluginTimeout)
     try {
       await warmUp({
         acquire: () => acquireGuarded(client, runtime, false),
@@ -164,7 +170,7 @@ export class ForkSafePool {
         concurrency: this.#options.warmupConcurrency,
         jitterMillis: this.#options.warmupJitterMillis,
         pingTimeoutMillis: this.#options.pool.acquireTimeoutMillis,
-        signal: runtime.warmUpStop.signal,
+        signal: AbortSignal.any([runtime.warmUpStop.signal, bound.signal]),
         afterFirst: async (connection) => {
           await runtime.learnServerLimits(connection)
           this.#reportBudget()
@@ -172,26 +178,33 @@ export class ForkSafePool {
           return pool === undefined ? count : poolSize(pool).max
         }
       })
-    } catch (driverError) {
+    } catch (failure) {
       this.#warm = 'no'
       if (this.#closing()) {
         // close() began while warming (a worker retired during start-up): not a failure.
         this.#log.debug('warm-up stopped because the pool is closing')
         return
       }
-      if (driverError instanceof FST_FORK_SAFE_DB_BUDGET_EXCEEDED) {
-        await this.#discard()
-        throw driverError
+      if (failure instanceof FST_FORK_SAFE_DB_BUDGET_EXCEEDED) {
+        await this.#discard(failure)
+        throw failure
       }
-      const cause = scrubError(driverError, this.#options.secrets)
-      const error = new FST_FORK_SAFE_DB_WARMUP_FAILED(this.#options.decorator, describeError(cause), { cause })
+      const cause = scrubError(bound.signal.aborted ? bound.signal.reason : driverErrorOf(failure), this.#options.secrets)
+      // A connect that never completes ends as an acquire timeout: say so, and how long it was.
+      const description = failure instanceof FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT
+        ? `no connection was opened within pool.acquireTimeoutMillis (${this.#options.pool.acquireTimeoutMillis} ms)`
+        : describeError(cause)
+      const error = new FST_FORK_SAFE_DB_WARMUP_FAILED(this.#options.decorator, description, { cause })
       if (!this.#options.allowColdStart) {
-        // ready() rejects: do not leave open sockets and tarn's reaper timer keeping the process alive.
-        await this.#discard()
+        // ready() rejects: do not leave open sockets and tarn's reaper timer keeping the process
+        // alive, nor a connect to a silent host that knex.destroy() would wait for.
+        await this.#discard(error)
         throw error
       }
       this.#log.warn({ err: error }, 'warm-up failed; starting with a cold pool because allowColdStart is set')
       return
+    } finally {
+      bound.clear()
     }
     this.#warm = 'yes'
     const keepAliveEveryMillis = this.#keepAlive(built)
@@ -203,6 +216,26 @@ export class ForkSafePool {
       waitTimeoutSeconds: (this.#limits ?? DEFAULT_SERVER_LIMITS).waitTimeoutSeconds,
       keepAliveEveryMillis
     }, 'connection pool warmed')
+  }
+
+  /**
+   * Aborts warm-up within Fastify's `pluginTimeout`, failing the connects in progress (a silent
+   * host's sockets) with a timeout that says how long warm-up waited.
+   */
+  #bound (runtime: ClientRuntime, pluginTimeout: number | undefined): { signal: AbortSignal, clear: () => void } {
+    const expired = new AbortController()
+    const millis = warmUpBoundMillis(pluginTimeout)
+    if (millis === undefined) return { signal: expired.signal, clear: () => {} }
+    const timer = setTimeout(() => {
+      const error = Object.assign(
+        new Error(`warm-up gave up after ${millis} ms without an answer from the database, before Fastify's pluginTimeout (${String(pluginTimeout)} ms)`),
+        { code: 'ETIMEDOUT' }
+      )
+      expired.abort(error)
+      for (const connection of runtime.connecting) discard(connection, error)
+    }, millis)
+    timer.unref()
+    return { signal: expired.signal, clear: () => clearTimeout(timer) }
   }
 
   /** What this process built, building it if need be. */
@@ -268,6 +301,7 @@ export class ForkSafePool {
     if (own === undefined) return
     own.keeper.stop()
     own.stopPlacementWatch()
+    own.runtime.breaker.stop()
     try {
       await own.knex.destroy()
     } finally {
@@ -282,15 +316,27 @@ export class ForkSafePool {
   }
 
   /** Destroys what this process built after a failed warm-up; the next access builds afresh. */
-  async #discard (): Promise<void> {
+  async #discard (reason: Error): Promise<void> {
     const own = this.#own
     if (own === undefined) return
     this.#built = undefined
     own.keeper.stop()
     own.stopPlacementWatch()
+    own.runtime.breaker.stop()
+    // knex.destroy() waits for connects in progress; a silent host's would last connectTimeout.
+    for (const connection of own.runtime.connecting) discard(connection, reason)
     await own.knex.destroy()
     own.runtime.deadlines?.stop()
   }
+}
+
+// A failed connect reaches warm-up coded (FST_FORK_SAFE_DB_CONNECT_TIMEOUT, _CONNECT_REFUSED,
+// _UNAVAILABLE); warm-up's own error names what the driver said, and keeps it as its cause.
+const CONNECT_FAILURES = new Set(['FST_FORK_SAFE_DB_CONNECT_TIMEOUT', 'FST_FORK_SAFE_DB_CONNECT_REFUSED', 'FST_FORK_SAFE_DB_UNAVAILABLE'])
+
+function driverErrorOf (error: unknown): unknown {
+  const { code, cause } = (error ?? {}) as { code?: unknown, cause?: unknown }
+  return typeof code === 'string' && CONNECT_FAILURES.has(code) && cause !== undefined ? cause : error
 }
 
 function describeError (error: unknown): string {
