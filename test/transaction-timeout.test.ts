@@ -14,11 +14,13 @@ import { TcpProxy } from '../support/tcp-proxy'
 // connection is the slow one.
 
 const fixture = perTestUser({ ownDatabase: true })
-const TIMEOUT_MILLIS = 300
+const TIMEOUT_MILLIS = 1000
 const KILL_DELAY_MILLIS = 2500
 // The bound the caller is held to is the timeout plus 200 ms; asserted loosely, so a loaded
-// machine cannot fail it, yet well under the KILL's delay, which is how long callers waited.
-const ANSWERED_WITHIN_MILLIS = 1200
+// machine cannot fail it, yet under what callers waited before: the KILL's own bound (2 s) after
+// the timeout, or, with queryTimeoutMillis, a second timeout for the ROLLBACK (timers that
+// cannot fire early).
+const ANSWERED_WITHIN_MILLIS = TIMEOUT_MILLIS + 700
 // The statement the KILL does not reach in time runs to its end; then the server rolls back.
 const SLEEP_SECONDS = 3
 const GONE_WITHIN_MILLIS = 10_000
@@ -26,6 +28,9 @@ const POOL = { min: 1, max: 1 }
 // The KILL's connection, given up on after the cancel's own bound, is closed at its connect
 // timeout: shortened so the test sees it go.
 const CONNECT_TIMEOUT_MILLIS = 4000
+// A delay per chunk that makes the KILL land about a second and a half after the timeout: well
+// after it, within the cancel's own bound (2 s).
+const KILL_LANDS_LATE_DELAY_MILLIS = 250
 
 let proxy: TcpProxy
 let logged: LoggedApp
@@ -169,4 +174,59 @@ describe.each([
     expect(waitedMillis).toBeLessThan(ANSWERED_WITHIN_MILLIS)
     await expectRolledBackAndSettled()
   })
+})
+
+test('a transaction that goes on after its statement timed out fails at once and keeps none of its writes', async () => {
+  await (await start()).ready()
+  slowNewConnections()
+  let later: unknown
+  const { error, waitedMillis } = await measure((sent) => app.db.transaction(async (trx) => {
+    await trx('writes').insert({ id: 1 })
+    sent()
+    await timedStatement(trx, true).catch(() => {})
+    later = await trx('writes').insert({ id: 2 }).then(() => undefined, (error: unknown) => error)
+    return 'committed?'
+  }))
+  expectTimeoutError(later)
+  // The COMMIT fails with the same error.
+  expectTimeoutError(error)
+  expect(waitedMillis).toBeLessThan(ANSWERED_WITHIN_MILLIS)
+  await expectRolledBackAndSettled()
+})
+
+test('answers the caller before the KILL lands, and the KILL still stops the statement in the background', async () => {
+  await (await start()).ready()
+  // Slow enough that the KILL lands well after the timeout, fast enough that it lands.
+  proxy.delayNewMillis = KILL_LANDS_LATE_DELAY_MILLIS
+  const { error } = await measure((sent) => app.db.transaction(async (trx) => {
+    await trx('writes').insert({ id: 1 })
+    sent()
+    await trx.raw('SELECT SLEEP(10) AS timed_out_in_transaction').timeout(TIMEOUT_MILLIS, { cancel: true })
+  }))
+  expectTimeoutError(error)
+  // The caller did not wait for the KILL: the statement was still running when it was answered.
+  expect(await transactionThreadGone()).toBe(false)
+  const killedAt = performance.now()
+  await eventually('the KILL', transactionThreadGone)
+  process.stdout.write(`the KILL stopped the statement ${Math.round(performance.now() - killedAt)} ms after the caller was answered\n`)
+  // Well before SLEEP(10) could have ended by itself.
+  expect(performance.now() - killedAt).toBeLessThan(5000)
+  expect(logged.lines().some((line) => typeof line.msg === 'string' && line.msg.startsWith('KILL QUERY'))).toBe(false)
+  await expectRolledBackAndSettled()
+})
+
+test('a KILL that arrives after the closed transaction\'s statement ended logs no warning', async () => {
+  await (await start()).ready()
+  // The statement ends by itself (0.3 s after the timeout) before the slowed KILL lands; by then the server has
+  // ended the thread of the closed connection and answers the KILL with "Unknown thread id".
+  proxy.delayNewMillis = KILL_LANDS_LATE_DELAY_MILLIS
+  const { error } = await measure((sent) => app.db.transaction(async (trx) => {
+    sent()
+    await trx.raw(`SELECT SLEEP(${(TIMEOUT_MILLIS + 300) / 1000}) AS timed_out_in_transaction`).timeout(TIMEOUT_MILLIS, { cancel: true })
+  }))
+  expectTimeoutError(error)
+  await eventually('the thread\'s end', transactionThreadGone)
+  // The KILL's connection closes once its KILL has been answered (the pool's was closed at the timeout).
+  await eventually('the KILL\'s answer', () => proxy.openConnections === 0)
+  expect(logged.lines().filter((line) => line.level === 40)).toEqual([])
 })
