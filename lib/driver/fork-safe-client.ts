@@ -3,6 +3,7 @@ import { acquireGuarded } from '../pool/acquire-guard'
 import { boundTransactionStatement } from '../query/timeout'
 import { TIMED_OUT } from '../query/cancel'
 import { classifyStatementError } from '../query/classify-error'
+import { settleOnTimedOutTransaction } from '../query/transaction-timeout'
 import { openConnection } from './connect'
 import { ForkSafeRunner } from './fork-safe-runner'
 import { checkPool, KnexMySql2Client, poolOf, type CompiledQuery, type DriverConnection } from './internals'
@@ -60,9 +61,14 @@ export class ForkSafeClient extends KnexMySql2Client {
     return Promise.resolve()
   }
 
-  /** A transaction's own statements (strings, not compiled queries) get the query timeout too. */
+  /**
+   * A transaction's own statements (strings, not compiled queries) get the query timeout too; on
+   * a transaction whose connection a timed-out statement closed they settle at once.
+   */
   override query (connection: DriverConnection, query: CompiledQuery | string): Promise<unknown> {
     if (typeof query !== 'string') return super.query(connection, query)
+    const settled = settleOnTimedOutTransaction(connection, query)
+    if (settled !== undefined) return settled
     return boundTransactionStatement(connection, query, runtimeOf(this).options.queryTimeoutMillis, () => super.query(connection, query))
       .catch((error: unknown) => { throw classifyStatementError(error, runtimeOf(this).options.decorator, query) })
   }

@@ -3,8 +3,9 @@ import { ownerOf } from '../query/owners'
 import { TIMED_OUT } from '../query/cancel'
 import { classifyStatementError } from '../query/classify-error'
 import { asQueryTimeout, statementExpired } from '../query/timeout'
+import { timedOutTransaction } from '../query/transaction-timeout'
 import { isStreamParams, watchStream } from '../query/streams'
-import { KnexRunnerBase, timeoutOf, type CompiledQuery, type DriverConnection, type KnexRunner } from './internals'
+import { isTransactionClient, KnexRunnerBase, timeoutOf, type CompiledQuery, type DriverConnection, type KnexRunner } from './internals'
 import { runtimeOf } from './runtime'
 
 // knex runs every statement of a builder through a runner made by `client.runner()`, on the
@@ -16,7 +17,9 @@ import { runtimeOf } from './runtime'
 //   deadline queue (query/deadlines.ts), not a timer per statement;
 // - it is recorded, with the connection it runs on, as its request's (query/owners.ts); a
 //   statement of a request whose client has gone is not sent;
-// - a `.timeout()` of the user's expires as knex makes it, with the plugin's error.
+// - a `.timeout()` of the user's expires as knex makes it, with the plugin's error;
+// - inside a transaction, a statement that times out either way closes the transaction's
+//   connection, and later statements on it fail at once (query/transaction-timeout.ts).
 // All of it in one promise per statement; a statement with no deadline and no request goes to
 // knex untouched.
 
@@ -41,8 +44,11 @@ export class ForkSafeRunner extends KnexRunnerBase {
     const connection = this.connection
     const ownTimeout = timeoutOf(query) !== undefined
     const deadlines = ownTimeout || !takesTimeout(this.builder) ? undefined : runtime.deadlines
+    const transaction = connection !== undefined && isTransactionClient(this.client) ? connection : undefined
+    const failed = transaction === undefined ? undefined : timedOutTransaction(transaction)
+    if (failed !== undefined) return Promise.reject(failed)
     if ((owner === undefined && deadlines === undefined) || connection === undefined) {
-      return ownTimeout ? super.query(query).catch((error: unknown) => { throw classifyStatementError(asQueryTimeout(error, query), runtime.options.decorator, query.sql) }) : super.query(query)
+      return ownTimeout ? super.query(query).catch((error: unknown) => { throw classifyStatementError(asQueryTimeout(error, query, transaction), runtime.options.decorator, query.sql) }) : super.query(query)
     }
     if (owner?.clientGone === true) return Promise.reject(new FST_FORK_SAFE_DB_CLIENT_GONE())
     owner?.started(connection)
@@ -50,7 +56,7 @@ export class ForkSafeRunner extends KnexRunnerBase {
     return new Promise((resolve, reject) => {
       const deadline = deadlines?.start(() => {
         runtime.canceller.cancel(connection, TIMED_OUT)
-        reject(statementExpired(query, runtime.options.queryTimeoutMillis))
+        reject(statementExpired(query, runtime.options.queryTimeoutMillis, transaction))
       })
       const settled = () => {
         if (deadline !== undefined) deadlines?.end(deadline)
@@ -58,7 +64,7 @@ export class ForkSafeRunner extends KnexRunnerBase {
       }
       statement.then(
         (result) => { settled(); resolve(result) },
-        (error: unknown) => { settled(); reject(classifyStatementError(asQueryTimeout(error, query), runtime.options.decorator, query.sql)) }
+        (error: unknown) => { settled(); reject(classifyStatementError(asQueryTimeout(error, query, transaction), runtime.options.decorator, query.sql)) }
       )
     })
   }

@@ -222,6 +222,11 @@ export function validationIsBounded (client: DialectClient): boolean {
     (fields.connectionConfigExpirationChecker === undefined || fields.connectionConfigExpirationChecker === null)
 }
 
+/** Whether `client` is a transaction's (knex's makeTxClient sets `transacting`, also on a savepoint's). */
+export function isTransactionClient (client: DialectClient): boolean {
+  return (client as DialectClient & { transacting?: unknown }).transacting === true
+}
+
 // ---- knex's marks on a connection ----------------------------------------------------------------
 
 interface KnexMarks {

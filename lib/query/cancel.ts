@@ -13,6 +13,9 @@ import type { ClientRuntime } from '../driver/runtime'
 // connection is opened even while the pool is closing (the pool opens no connection of its own
 // then, but a statement left running would outlive the process's interest in it).
 
+/** The server's "Unknown thread id" answer to a KILL. */
+const ER_NO_SUCH_THREAD = 1094
+
 /** The reason a statement that outlived its deadline is cancelled with. */
 export const TIMED_OUT = 'its query timed out'
 
@@ -77,6 +80,16 @@ export class QueryCanceller {
         settled = true
         clearTimeout(timer)
         killer?.end()
-      }, (error: unknown) => giveUp(error as Error, 'KILL QUERY failed; closing the connection'))
+      }, (error: unknown) => {
+        // No such thread: the statement's connection was already closed (a transaction's is, when
+        // its statement times out) and the server ended the thread: nothing is left running.
+        if ((error as { errno?: unknown }).errno === ER_NO_SUCH_THREAD && !settled) {
+          settled = true
+          clearTimeout(timer)
+          killer?.end()
+          return
+        }
+        giveUp(error as Error, 'KILL QUERY failed; closing the connection')
+      })
   }
 }

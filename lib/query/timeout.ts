@@ -2,6 +2,7 @@ import knex from 'knex'
 import { FST_FORK_SAFE_DB_QUERY_TIMEOUT } from '../errors'
 import { discard } from '../driver/discard'
 import { cancelsOnTimeout, markDisposed, timeoutOf, type CompiledQuery, type DriverConnection } from '../driver/internals'
+import { asTransactionTimeout, closeTimedOutTransaction } from './transaction-timeout'
 
 // A slow query must never stall other requests.
 // - Every statement of a query builder or `raw()` without a `.timeout()` of its own gets
@@ -15,25 +16,40 @@ import { cancelsOnTimeout, markDisposed, timeoutOf, type CompiledQuery, type Dri
 //   waited forever for its BEGIN. They get the same limit; on expiry the connection is closed
 //   (a KILL would need a new connection to the same stuck server), which fails the statement,
 //   and with it the transaction, with FST_FORK_SAFE_DB_QUERY_TIMEOUT.
+// - Inside a transaction, a timed-out statement of either kind also closes the transaction's
+//   connection, so its ROLLBACK does not wait for the KILL (transaction-timeout.ts).
 
-/** The error of a statement that outlived the default timeout (it is being cancelled). */
-export function statementExpired (query: CompiledQuery, timeoutMillis: number): Error {
+const IN_TRANSACTION = '; its transaction\'s connection was closed, which rolls the transaction back'
+
+/**
+ * The error of a statement that outlived the default timeout (it is being cancelled). Inside a
+ * transaction (`transaction` is its connection), the connection is closed too.
+ */
+export function statementExpired (query: CompiledQuery, timeoutMillis: number, transaction?: DriverConnection): Error {
+  if (transaction !== undefined) closeTimedOutTransaction(transaction, timeoutMillis)
+  const where = transaction === undefined ? '' : IN_TRANSACTION
   return Object.assign(
-    new FST_FORK_SAFE_DB_QUERY_TIMEOUT(`the statement did not finish within ${timeoutMillis} ms and was cancelled on the server (KILL QUERY)`),
+    new FST_FORK_SAFE_DB_QUERY_TIMEOUT(`the statement did not finish within ${timeoutMillis} ms and was cancelled on the server (KILL QUERY)${where}`),
     { timeout: timeoutMillis, query: query.sql }
   )
 }
 
-/** knex's expired-statement error as the plugin's; any other error unchanged. */
-export function asQueryTimeout (error: unknown, query: CompiledQuery): unknown {
-  if (!(error instanceof knex.KnexTimeoutError) || error instanceof FST_FORK_SAFE_DB_QUERY_TIMEOUT) return error
+/**
+ * knex's expired-statement error as the plugin's, closing the connection of the transaction it
+ * ran in (`transaction`); a statement that was pending on a connection so closed gets the
+ * plugin's error too; any other error unchanged.
+ */
+export function asQueryTimeout (error: unknown, query: CompiledQuery, transaction?: DriverConnection): unknown {
+  if (!(error instanceof knex.KnexTimeoutError) || error instanceof FST_FORK_SAFE_DB_QUERY_TIMEOUT) return asTransactionTimeout(error)
   const timeout = timeoutOf(query)
   // An acquire timeout is a KnexTimeoutError too; only a statement's carries its limit.
   if (timeout === undefined || (error as { timeout?: unknown }).timeout !== timeout) return error
+  if (transaction !== undefined) closeTimedOutTransaction(transaction, timeout)
   const what = cancelsOnTimeout(query)
     ? 'and was cancelled on the server (KILL QUERY)'
     : 'and was abandoned: it may still run on the server (use .timeout(ms, { cancel: true }) to stop it)'
-  return Object.assign(new FST_FORK_SAFE_DB_QUERY_TIMEOUT(`the statement did not finish within ${timeout} ms ${what}`), { timeout, query: query.sql })
+  const where = transaction === undefined ? '' : IN_TRANSACTION
+  return Object.assign(new FST_FORK_SAFE_DB_QUERY_TIMEOUT(`the statement did not finish within ${timeout} ms ${what}${where}`), { timeout, query: query.sql })
 }
 
 /** Runs a transaction's own statement `sql` on `connection`, closing the connection if it outlives `timeoutMillis`. */
