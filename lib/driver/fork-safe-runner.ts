@@ -4,8 +4,8 @@ import { TIMED_OUT } from '../query/cancel'
 import { classifyStatementError } from '../query/classify-error'
 import { asQueryTimeout, statementExpired } from '../query/timeout'
 import { timedOutTransaction } from '../query/transaction-timeout'
-import { isStreamParams, watchStream } from '../query/streams'
-import { isTransactionClient, KnexRunnerBase, timeoutOf, type CompiledQuery, type DriverConnection, type KnexRunner } from './internals'
+import { watchStream } from '../query/streams'
+import { isTransactionClient, KnexRunnerBase, streamOfCallback, timeoutOf, type CompiledQuery, type DriverConnection, type KnexRunner } from './internals'
 import { runtimeOf } from './runtime'
 
 // knex runs every statement of a builder through a runner made by `client.runner()`, on the
@@ -31,10 +31,11 @@ function takesTimeout (builder: object): boolean {
 export class ForkSafeRunner extends KnexRunnerBase {
   /** A streamed statement is watched like any other (see query/streams.ts). */
   override ensureConnection (callback: (runner: KnexRunner, params?: unknown) => unknown, params?: unknown): Promise<unknown> {
-    if (!isStreamParams(params)) return super.ensureConnection(callback, params)
+    const stream = streamOfCallback(params)
+    if (stream === undefined) return super.ensureConnection(callback, params)
     return super.ensureConnection((runner) => {
       const connection = runner.connection as DriverConnection
-      return watchStream(connection, ownerOf(runner.builder, runner.client), params.stream, async () => callback(runner, params))
+      return watchStream(connection, ownerOf(runner.builder, runner.client), stream, async () => callback(runner, params))
     }, params)
   }
 

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
+import type { Readable } from 'node:stream'
 import knex, { type Knex } from 'knex'
 import { FST_FORK_SAFE_DB_UNSUPPORTED_VERSION } from '../errors'
 
@@ -248,6 +249,14 @@ export function markDisposed (connection: DriverConnection, reason: unknown): vo
 /** When knex will retire the connection (performance.now() time), if it has a lifetime. */
 export function lifetimeLimit (connection: DriverConnection): number | undefined {
   return (connection as KnexMarks).__knexLifetimeLimit ?? undefined
+}
+
+// ---- knex's streamed statements --------------------------------------------------------------------
+
+/** The stream of a streamed statement, from what knex's runner passes its connection callback. */
+export function streamOfCallback (params: unknown): Readable | undefined {
+  const stream = (params as { stream?: Readable } | undefined)?.stream
+  return typeof stream?.once === 'function' ? stream : undefined
 }
 
 // ---- a compiled query's timeout -------------------------------------------------------------------

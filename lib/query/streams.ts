@@ -17,15 +17,6 @@ import type { StatementOwner } from './owners'
 // piped into a consumer of the user's is not always closed with it (pipe() does not pass a
 // destroy upstream), so a hang-up also stops the stream itself (stopStream()).
 
-/** What knex passes its stream callback (knex's runner.stream()). */
-export interface StreamParams {
-  stream: Readable
-}
-
-export function isStreamParams (params: unknown): params is StreamParams {
-  return typeof (params as StreamParams | undefined)?.stream?.once === 'function'
-}
-
 /** knex's stream of the statement streaming on each connection now. */
 const streaming = new WeakMap<DriverConnection, Readable>()
 
