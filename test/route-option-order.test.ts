@@ -23,9 +23,13 @@ async function counter (): Promise<number> {
   return (await app.db('counters').first('value')).value
 }
 
-async function prepare (): Promise<void> {
+/** The routes of transactionRoutes() run in a transaction: inside one, and rolled back on a throw. */
+async function expectTransactions (): Promise<void> {
   await app.db.schema.createTable('counters', (table) => { table.integer('value') })
   await app.db('counters').insert({ value: 0 })
+  expect((await app.inject('/in-transaction')).body).toBe('1')
+  expect((await app.inject({ method: 'POST', url: '/fails-after-update' })).statusCode).toBe(500)
+  expect(await counter()).toBe(0)
 }
 
 test('gives a route declared below a register() that was not awaited its transaction', async () => {
@@ -34,10 +38,7 @@ test('gives a route declared below a register() that was not awaited its transac
   app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 1, max: 2 } })
   transactionRoutes(app)
   await app.ready()
-  await prepare()
-  expect((await app.inject('/in-transaction')).body).toBe('1')
-  expect((await app.inject({ method: 'POST', url: '/fails-after-update' })).statusCode).toBe(500)
-  expect(await counter()).toBe(0)
+  await expectTransactions()
 })
 
 test('gives a route declared before an awaited register() its transaction', async () => {
@@ -45,10 +46,7 @@ test('gives a route declared before an awaited register() its transaction', asyn
   transactionRoutes(app)
   await app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 1, max: 2 } })
   await app.ready()
-  await prepare()
-  expect((await app.inject('/in-transaction')).body).toBe('1')
-  expect((await app.inject({ method: 'POST', url: '/fails-after-update' })).statusCode).toBe(500)
-  expect(await counter()).toBe(0)
+  await expectTransactions()
 })
 
 test('refuses to start when a route below an unawaited register() has a malformed option', async () => {
