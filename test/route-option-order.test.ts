@@ -34,7 +34,6 @@ async function expectTransactions (): Promise<void> {
 
 test('gives a route declared below a register() that was not awaited its transaction', async () => {
   app = Fastify()
-  // eslint-disable-next-line @typescript-eslint/no-floating-promises
   app.register(forkSafeDb, { connection: fixture.user.url, pool: { min: 1, max: 2 } })
   transactionRoutes(app)
   await app.ready()
@@ -51,7 +50,6 @@ test('gives a route declared before an awaited register() its transaction', asyn
 
 test('refuses to start when a route below an unawaited register() has a malformed option', async () => {
   app = Fastify()
-  // eslint-disable-next-line @typescript-eslint/no-floating-promises
   app.register(forkSafeDb, { connection: fixture.user.url, warmup: false })
   // @ts-expect-error a malformed value, as JavaScript callers can write it
   app.get('/malformed', { db: { transaction: 'yes' } }, async () => 'never')
@@ -60,7 +58,6 @@ test('refuses to start when a route below an unawaited register() has a malforme
 
 test('refuses to start when a route asks for a transaction under a decorator no registration has', async () => {
   app = Fastify()
-  // eslint-disable-next-line @typescript-eslint/no-floating-promises
   app.register(forkSafeDb, { connection: fixture.user.url, warmup: false })
   app.get('/replica', { replica: { transaction: true } } as never, async () => 'never')
   await expect(app.ready()).rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_ROUTE_OPTION_UNCLAIMED', message: expect.stringContaining('GET /replica (replica)') })
