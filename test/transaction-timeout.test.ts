@@ -230,3 +230,18 @@ test('a KILL that arrives after the closed transaction\'s statement ended logs n
   await eventually('the KILL\'s answer', () => proxy.openConnections === 0)
   expect(logged.lines().filter((line) => line.level === 40)).toEqual([])
 })
+
+test('fails a stream begun on a transaction whose statement timed out, instead of leaving it waiting', async () => {
+  await start()
+  let streamed: unknown
+  const outcome = app.db.transaction(async (trx) => {
+    await timedStatement(trx, true).catch(() => {})
+    streamed = await new Promise((resolve) => {
+      trx.raw('SELECT 1 AS streamed').stream().on('error', resolve).on('end', () => resolve('ended')).resume()
+    })
+  })
+  // The transaction cannot commit after its statement timed out.
+  await expect(outcome).rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_QUERY_TIMEOUT' })
+  expect(streamed).toMatchObject({ code: 'FST_FORK_SAFE_DB_QUERY_TIMEOUT' })
+  await eventually('the pool settling', () => app.db.client.pool.numUsed() === 0)
+})

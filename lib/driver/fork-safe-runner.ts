@@ -35,7 +35,8 @@ export class ForkSafeRunner extends KnexRunnerBase {
     if (stream === undefined) return super.ensureConnection(callback, params)
     return super.ensureConnection((runner) => {
       const connection = runner.connection as DriverConnection
-      return watchStream(connection, ownerOf(runner.builder, runner.client), stream, async () => callback(runner, params))
+      const refused = isTransactionClient(runner.client) ? timedOutTransaction(connection) : undefined
+      return watchStream(connection, ownerOf(runner.builder, runner.client), stream, async () => callback(runner, params), refused)
     }, params)
   }
 

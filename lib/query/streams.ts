@@ -25,12 +25,17 @@ export function stopStream (connection: DriverConnection, reason: Error): void {
   streaming.get(connection)?.destroy(reason)
 }
 
-/** Runs knex's stream callback `run` for `owner`'s statement on `connection`, watching its stream. */
-export async function watchStream<T> (connection: DriverConnection, owner: StatementOwner | undefined, stream: Readable, run: () => Promise<T>): Promise<T> {
-  if (owner?.clientGone === true) {
-    const error = new FST_FORK_SAFE_DB_CLIENT_GONE()
-    stream.destroy(error)
-    throw error
+/**
+ * Runs knex's stream callback `run` for `owner`'s statement on `connection`, watching its stream.
+ * `refused`: why the statement must not be sent at all (its transaction's connection was closed
+ * by a timeout: mysql2 would report that on the connection, never on the stream, which would
+ * then wait for ever).
+ */
+export async function watchStream<T> (connection: DriverConnection, owner: StatementOwner | undefined, stream: Readable, run: () => Promise<T>, refused?: Error): Promise<T> {
+  const refusal = refused ?? (owner?.clientGone === true ? new FST_FORK_SAFE_DB_CLIENT_GONE() : undefined)
+  if (refusal !== undefined) {
+    stream.destroy(refusal)
+    throw refusal
   }
   let finished = false
   const finish = () => { finished = true }
