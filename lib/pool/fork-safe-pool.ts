@@ -223,8 +223,8 @@ export class ForkSafePool {
    * host's sockets) with a timeout that says how long warm-up waited.
    */
   // One signal for both ends of a warm-up (the pool destroyed, or the bound reached), joined by
-  // hand: with AbortSignal.any() every later request of the process cost about a third more
-  // instructions (bench:instructions), though the joined signal was done with.
+  // hand: with AbortSignal.any() every later request of the process cost markedly more
+  // instructions in bench:instructions, though the joined signal was done with.
   #bound (runtime: ClientRuntime, pluginTimeout: number | undefined): { signal: AbortSignal, clear: () => void } {
     const expired = new AbortController()
     const stopped = runtime.warmUpStop.signal
