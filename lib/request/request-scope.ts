@@ -294,7 +294,7 @@ export class RequestScope implements StatementOwner {
   /** The socket closed while a statement ran or a transaction was open. */
   hungUp (): void {
     this.#socket = undefined
-    if (this.#responseOf(this.#request)?.writableFinished === true) return
+    if (this.#responseEnded()) return
     this.#abandon()
   }
 
