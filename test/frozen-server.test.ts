@@ -12,7 +12,8 @@ import { TcpProxy } from '../support/tcp-proxy'
 const ACQUIRE_TIMEOUT_MILLIS = 800
 const QUERY_TIMEOUT_MILLIS = 800
 const CLOSE_TIMEOUT_MILLIS = 800
-const SLACK_MILLIS = 100
+// Room for a busy, shared machine: the alternative these bounds rule out is waiting for ever.
+const SLACK_MILLIS = 1000
 
 let server: PrivateServer
 let app: FastifyInstance | undefined
@@ -100,7 +101,7 @@ test('answers within the acquire timeout when new connections go into a black ho
     const started = performance.now()
     await instance.close()
     app = undefined
-    expect(performance.now() - started).toBeLessThan(CLOSE_TIMEOUT_MILLIS + 200)
+    expect(performance.now() - started).toBeLessThan(CLOSE_TIMEOUT_MILLIS + SLACK_MILLIS)
   } finally {
     await app?.close()
     app = undefined
