@@ -101,11 +101,13 @@ function markdownLine (module, line) {
   return segment.mdLine + (line - segment.startLine)
 }
 
+// Read from node_modules directly: a package whose `exports` leaves out package.json (knex 3.2.0)
+// cannot be resolved as `<name>/package.json`.
 function versionOf (name) {
-  try {
-    return JSON.parse(readFileSync(require.resolve(`${name}/package.json`), 'utf8')).version
-  } catch {
-    return 'not installed'
+  for (let dir = root; ; dir = dirname(dir)) {
+    const manifest = join(dir, 'node_modules', name, 'package.json')
+    if (existsSync(manifest)) return JSON.parse(readFileSync(manifest, 'utf8')).version
+    if (dirname(dir) === dir) return 'not installed'
   }
 }
 
