@@ -2,5 +2,5 @@
 
 module.exports = require('neostandard')({
   ts: true,
-  ignores: ['dist/**', 'build/**', 'node_modules/**', 'bench/results/**', 'coverage/**', '.consumer-*/**']
+  ignores: ['dist/**', 'build/**', 'node_modules/**', 'bench/results/**', 'coverage/**', '.consumer-*/**', '.doc-blocks/**']
 })

@@ -7,7 +7,7 @@ import { perTestUser } from './helpers/database'
 
 // The plugin as a drop-in for knex: a configuration that stock knex takes, including one copied
 // from a stock knex's own `client.config`, works unchanged, and the errors keep the shape code
-// written for knex tests. What still differs is in the README's "Differences from stock knex".
+// written for knex tests. What still differs is in docs/differences-from-knex.md.
 
 const fixture = perTestUser({ ownDatabase: true })
 

@@ -3,11 +3,12 @@ import type { Knex } from 'knex'
 import { expect, test } from 'tstyche'
 import forkSafeDb, { type ForkSafeDbManager, type RouteDbOptions } from 'fastify-fork-safe-db'
 
-// The README's declarations for a second registration (section "A primary and a replica"),
-// as a user writes them: they must compile under strict, route option included.
+// The declarations for a second registration in docs/request-scope.md ("A primary and a
+// replica"), as a user writes them: they must compile under strict, route option included, and
+// `FastifyInstance['db']` must be knex's own `Knex`.
 declare module 'fastify' {
-  interface FastifyInstance { replica: Knex, replicaPool: ForkSafeDbManager }
-  interface FastifyRequest { replica: Knex }
+  interface FastifyInstance { replica: FastifyInstance['db'], replicaPool: ForkSafeDbManager }
+  interface FastifyRequest { replica: FastifyInstance['db'] }
 }
 declare module 'fastify-fork-safe-db' {
   interface ForkSafeDbRouteOptions { replica?: RouteDbOptions }
@@ -15,7 +16,7 @@ declare module 'fastify-fork-safe-db' {
 
 const app = Fastify()
 
-test('a second registration is typed through the README\'s declarations', () => {
+test('a second registration is typed through the documented declarations', () => {
   expect(app.register).type.toBeCallableWith(forkSafeDb, { connection: 'mysql://app:secret@127.0.0.1:3306/shop', decorator: 'replica' })
   expect(app.replica).type.toBe<Knex>()
   expect(app.replicaPool.stats).type.toBe<ForkSafeDbManager['stats']>()
