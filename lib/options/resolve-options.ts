@@ -1,6 +1,6 @@
 import type { Knex } from 'knex'
 import type { ConnectionOptions } from 'mysql2'
-import { BUDGET_DEFAULTS, workersFromEnvironment, type ConnectionBudgetOptions, type WorkersSource } from '../pool/budget'
+import { BUDGET_DEFAULTS, workersFromEnvironment, type ConnectionBudgetOptions, type ResolvedBudget } from './budget'
 import { resolveConnection, UNSAFE_KEYS, type ConnectionProvider, type ResolvedConnection, type UnsafeOptIns } from './connection'
 import { FST_FORK_SAFE_DB_INVALID_OPTION } from '../errors'
 import { checkKnexLog, checkKnexPoolOptions, KNEX_KEYS, KNEX_POOL_KEYS, resolveKnexConfig, type KnexPassThrough } from './knex-config'
@@ -81,17 +81,6 @@ export interface ForkSafeDbOptions extends KnexPassThrough {
   warmupJitterMillis?: number
 }
 
-/** The budget options with their defaults, and what the user set on the pool themselves. */
-export interface ResolvedBudget {
-  workers: number
-  workersFrom: WorkersSource
-  total: number | 'server'
-  reserve: number
-  onExceed: 'warn' | 'fail'
-  explicitMax: boolean
-  explicitMin: boolean
-}
-
 /** Pool sizes and timings, validated; acquireTimeoutMillis is the one knex will apply. */
 export type ResolvedPool = Required<Pick<ForkSafeDbPoolOptions, 'min' | 'max' | 'acquireTimeoutMillis'>> &
   Omit<ForkSafeDbPoolOptions, 'afterCreate' | 'validate' | 'log' | 'propagateCreateError'>
@@ -126,6 +115,7 @@ export const PLUGIN_KEYS = [
   'maxPendingAcquires', 'closeTimeoutMillis', 'allowUnsafe', 'budget', 'warmupConcurrency', 'warmupJitterMillis'
 ] as const
 export { KNEX_KEYS, KNEX_POOL_KEYS }
+export type { ResolvedBudget }
 export const BUDGET_KEYS = ['workers', 'total', 'reserve', 'onExceed'] as const
 const POOL_MILLISECOND_KEYS = [
   'acquireTimeoutMillis', 'createTimeoutMillis', 'destroyTimeoutMillis', 'idleTimeoutMillis',
