@@ -345,7 +345,7 @@ export const PLUGIN_OPTIONS = {
   dialect: refuse('the plugin is knex\'s mysql2 client; leave `dialect` out (or set `client: \'mysql2\'`)', true)
 } as const satisfies OptionTable
 
-/** One warm-up request, as the worker helper checks it. */
+/** The methods a warm-up request may use. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 
 export const WORKER_WARMUP_OPTIONS = {
