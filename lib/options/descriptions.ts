@@ -6,8 +6,9 @@
 // Why our own table and not a JSON Schema compiled by ajv, as Fastify does for its own options:
 // - The messages. ajv says `must be <= 10` at `/pool/min`: no value that arrived, no name for the
 //   bound (`pool.max (10)`), and for `boolean | number` three errors (one per branch, then "must
-//   match a schema in anyOf") that we would have to merge back into one sentence; ajv-errors, which
-//   writes custom messages, is one more dependency and still cannot show the value.
+//   match a schema in anyOf") that we would have to merge back into one sentence. ajv-errors
+//   writes custom messages, but it is one more dependency, and we would still write each message
+//   by hand, per keyword, to match our wording.
 // - What JSON Schema cannot say: functions (knex's hooks, postProcessResponse, a connection
 //   function), "null is left out" for only some of knex's keys, keys read by name even when not
 //   enumerable (a hidden password), defaults computed from other options (4 x pool.max, 10% of
