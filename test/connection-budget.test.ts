@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import forkSafeDb, { computeBudget } from '../lib'
-import { workersFromEnvironment } from '../lib/pool/budget'
+import { workersFromEnvironment } from '../lib/options/budget'
 import { buildApp, simulatePid, type LoggedApp } from './helpers/app'
 import { TcpProxy } from '../support/tcp-proxy'
 import { perTestUser } from './helpers/database'

@@ -1,5 +1,6 @@
 import Fastify from 'fastify'
 import forkSafeDb, { type ForkSafeDbOptions } from '../lib'
+import { resolveWorkerOptions, type ForkSafeWorkerOptions } from '../lib/worker/options'
 
 // Every rejection happens at registration (inside register/ready), before any socket opens,
 // with a stable code and a message that names the option, the expectation and the value.
@@ -120,4 +121,37 @@ test('registers a primary and a replica side by side under different decorators'
   expect(replica.client.config.connection.host).toBe('127.0.0.2')
   expect(app.db).not.toBe(replica)
   await app.close()
+})
+
+describe('the worker helper\'s options', () => {
+  const workerCases: Array<[title: string, options: unknown, message: string]> = [
+    ['an unknown option', { drainMilis: 1 }, 'worker option drainMilis is not a known option; expected one of: drainMillis, closeMillis, disconnectMillis, signals, ignoreSignals, warmup'],
+    ['a timer beyond what setTimeout takes', { closeMillis: 2 ** 31 }, 'worker option closeMillis must be an integer from 0 to 2147483647, got `2147483648` (number)'],
+    ['signals given as one string', { signals: 'SIGTERM' }, 'worker option signals must be an array of signal names such as \'SIGTERM\', got `SIGTERM` (string)'],
+    ['a warm-up that is not an object', { warmup: [] }, 'worker option warmup must be { requests: [{ url }], rounds?, concurrency?, maxMillis? }, got an array'],
+    ['a warm-up without its requests', { warmup: { rounds: 2 } }, 'worker option warmup.requests is required: an array of requests such as { url: \'/\' }'],
+    ['a warm-up request that is not a path', { warmup: { requests: [{ url: '/' }, { url: 'http://x/' }] } }, 'worker option warmup.requests[1].url must be a path starting with /, got `http://x/` (string)'],
+    ['a warm-up request with an unknown method', { warmup: { requests: [{ url: '/', method: 'GOT' }] } }, 'worker option warmup.requests[0].method must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, got `GOT` (string)'],
+    ['too many warm-up rounds', { warmup: { requests: [], rounds: 10_001 } }, 'worker option warmup.rounds must be an integer from 1 to 10000, got `10001` (number)'],
+    ['an unknown warm-up key', { warmup: { requests: [], round: 3 } }, 'worker option warmup.round is not a known option; expected one of: requests, rounds, concurrency, maxMillis']
+  ]
+
+  test.each(workerCases)('rejects %s with a message that names it', (_title, options, message) => {
+    expect(() => resolveWorkerOptions(options as ForkSafeWorkerOptions, false)).toThrow(expect.objectContaining({ code: 'FST_FORK_SAFE_DB_INVALID_OPTION', message: `fastify-fork-safe-db: ${message}` }))
+  })
+
+  test('fills the defaults, and ignores SIGHUP only in a cluster worker', () => {
+    const defaults = { drainMillis: 5000, closeMillis: 10_000, disconnectMillis: 5000, signals: ['SIGINT', 'SIGTERM'], warmup: { requests: [], rounds: 20, concurrency: 2, maxMillis: 3000 } }
+    expect(resolveWorkerOptions(undefined, true)).toEqual({ ...defaults, ignoreSignals: ['SIGHUP'] })
+    expect(resolveWorkerOptions({}, false)).toEqual({ ...defaults, ignoreSignals: [] })
+  })
+
+  test('copies the lists and requests it is given, so later changes to them change nothing', () => {
+    const options = { signals: ['SIGTERM'] as NodeJS.Signals[], warmup: { requests: [{ url: '/' }] } }
+    const resolved = resolveWorkerOptions(options, false)
+    options.signals.push('SIGINT')
+    options.warmup.requests[0].url = '/changed'
+    expect(resolved.signals).toEqual(['SIGTERM'])
+    expect(resolved.warmup.requests).toEqual([{ url: '/' }])
+  })
 })

@@ -13,8 +13,6 @@ export interface UnsafeOptIns {
   insecureTls?: boolean
 }
 
-export const UNSAFE_KEYS = ['multipleStatements', 'localInfile', 'insecureTls'] as const
-
 /** What a connection function returns: a URL or a mysql2 object, with knex's optional `expirationChecker`. */
 export type ProvidedConnection = string | (ConnectionOptions & { expirationChecker?: () => boolean })
 

@@ -16,21 +16,12 @@
 import type { FastifyBaseLogger } from 'fastify'
 import cluster from 'node:cluster'
 import { FST_FORK_SAFE_DB_BUDGET_EXCEEDED } from '../errors'
-import type { ResolvedBudget } from '../options/resolve-options'
+import type { ConnectionBudgetOptions, ResolvedBudget, WorkersSource } from '../options/budget'
 import type { ServerLimits } from './server-limits'
 
-export interface ConnectionBudgetOptions {
-  /** Processes sharing the total. Default: WEB_CONCURRENCY, then pm2's `instances`, else 1. */
-  workers?: number
-  /** Connections all processes may hold: a number, or `'server'` (its max_connections / max_user_connections, read at warm-up). Default 'server'. */
-  total?: number | 'server'
-  /** Connections left for everyone else. Default 10. */
-  reserve?: number
-  /** What a configuration that cannot fit does at warm-up: log a warning, or reject ready(). Default 'warn'. */
-  onExceed?: 'warn' | 'fail'
-}
+// The option's shape lives with the other options; re-exported for the package entry.
+export type { ConnectionBudgetOptions }
 
-export type WorkersSource = 'option' | 'WEB_CONCURRENCY' | 'pm2' | 'assumed'
 export type TotalSource = 'option' | 'max_connections' | 'max_user_connections'
 
 /** The arithmetic, as applied: what `stats().budget` reports and the example prints. */
@@ -61,8 +52,6 @@ export interface BudgetInput {
   explicitMin: boolean
 }
 
-export const BUDGET_DEFAULTS = { total: 'server', reserve: 10, onExceed: 'warn' } as const
-
 /** Caps pool.max (and pool.min) at the share; `fits` is false when the configuration cannot. */
 export function computeBudget (input: BudgetInput): Pick<ConnectionBudget, 'perProcess' | 'poolMax' | 'poolMin' | 'fits' | 'problem'> {
   const perProcess = Math.floor(Math.max(0, input.total - input.reserve) / input.workers)
@@ -77,26 +66,10 @@ export function computeBudget (input: BudgetInput): Pick<ConnectionBudget, 'perP
   return problem === undefined ? { perProcess, poolMax, poolMin, fits: true } : { perProcess, poolMax, poolMin, fits: false, problem }
 }
 
-/** The number of processes, as the environment tells it (Heroku-style WEB_CONCURRENCY, pm2). */
-export function workersFromEnvironment (env: NodeJS.ProcessEnv = process.env): { workers: number, from: WorkersSource } {
-  const concurrency = positiveInteger(env.WEB_CONCURRENCY)
-  if (concurrency !== undefined) return { workers: concurrency, from: 'WEB_CONCURRENCY' }
-  // pm2 copies the app's settings into its processes' environment, `instances` among them.
-  const instances = env.pm_id === undefined ? undefined : positiveInteger(env.instances)
-  if (instances !== undefined) return { workers: instances, from: 'pm2' }
-  return { workers: 1, from: 'assumed' }
-}
-
 /** The server's limit for our account: the smaller of the global and the per-user one (0 = none). */
 export function serverTotal (maxConnections: number, maxUserConnections: number): { total: number, from: TotalSource } {
   if (maxUserConnections > 0 && maxUserConnections < maxConnections) return { total: maxUserConnections, from: 'max_user_connections' }
   return { total: maxConnections, from: 'max_connections' }
-}
-
-function positiveInteger (text: string | undefined): number | undefined {
-  if (text === undefined || !/^\d+$/.test(text)) return undefined
-  const value = Number(text)
-  return value > 0 ? value : undefined
 }
 
 /**
