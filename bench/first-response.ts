@@ -53,10 +53,14 @@ async function main (): Promise<void> {
   const runs: number[] = []
   for (let run = 1; run <= RUNS; run++) runs.push(await once())
   const sorted = [...runs].sort((a, b) => a - b)
-  const header = ['Node', 'workers', 'first start (fills the compile cache) ms', `next ${RUNS} starts, median ms`, 'min-max ms', 'every run ms']
+  const header = [
+    'Node', 'workers', 'first start (fills the compile cache) ms', `next ${RUNS} starts, median ms`, 'min-max ms',
+    'every run ms'
+  ]
   const range = `${fixed(sorted[0], 0)}-${fixed(sorted[sorted.length - 1], 0)}`
   const report = table(header, [
-    [process.version, WORKERS, fixed(first, 0), fixed(median(runs), 0), range, runs.map((ms) => fixed(ms, 0)).join(', ')]
+    [process.version, WORKERS, fixed(first, 0), fixed(median(runs), 0), range,
+      runs.map((ms) => fixed(ms, 0)).join(', ')]
   ])
   await writeResult('first-response.md', `${report}\n`)
   process.stdout.write(`\n\`npm run example\` to the first 200 from /health\n\n${report}\n`)

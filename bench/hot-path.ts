@@ -1,6 +1,8 @@
 import { benchDatabase } from './rig/database'
 import { bootstrapInterval, fail, fixed, median, percentile, table, writeResult } from './rig/report'
-import { ABLATIONS, buildVariant, chosenVariants, closeVariant, drive, VARIANT_KEYS, type Variant } from './rig/variants'
+import {
+  ABLATIONS, buildVariant, chosenVariants, closeVariant, drive, VARIANT_KEYS, type Variant
+} from './rig/variants'
 
 // `npm run bench:hot-path`: what the plugin costs per request, measured so the number holds
 // still on a shared machine whose speed swings threefold.
@@ -99,7 +101,8 @@ async function main (): Promise<void> {
     table(['default', 'CPU µs/request it costs', '95% interval', '% of bare knex\'s CPU'], ablation)
   ].join('\n')
   await writeResult('hot-path.json', JSON.stringify(Object.fromEntries(results), null, 2))
-  const heading = `Hot path: ${ROUNDS} interleaved rounds x ${REQUESTS} requests per variant, ${CONCURRENCY} at a time, ` +
+  const heading = `Hot path: ${ROUNDS} interleaved rounds x ${REQUESTS} requests per variant, ` +
+    `${CONCURRENCY} at a time, ` +
     `app.inject(), pools of 10, Node ${process.version}`
   process.stdout.write(`\n${heading}\n\n${report}\n`)
 }

@@ -90,7 +90,8 @@ async function instructions (key: string, url: string): Promise<Count> {
     const early = () => reject(new Error(`worker exited before saying "${word}":\n${stderr.slice(-2000)}`))
     exited.then(early, () => {})
   })
-  const instrumentation = async (state: 'on' | 'off') => run('callgrind_control', [`--instr=${state}`, String(child.pid)])
+  const instrumentation = async (state: 'on' | 'off') =>
+    run('callgrind_control', [`--instr=${state}`, String(child.pid)])
   try {
     await said('warm')
     await instrumentation('on')
@@ -101,7 +102,8 @@ async function instructions (key: string, url: string): Promise<Count> {
     if (await exited !== 0) throw new Error(`worker failed:\n${stderr.slice(-2000)}`)
     const promoted = Number(/done (-?\d+)/.exec(stdout)?.[1])
     if (!(promoted >= 0)) {
-      throw new Error(`a major GC ran in ${key}'s counted window (old generation ${promoted} bytes): its count would hold it`)
+      throw new Error(`a major GC ran in ${key}'s counted window (old generation ${promoted} bytes): ` +
+        'its count would hold it')
     }
     return { ...(await perRequest(out)), promotedBytes: promoted / N }
   } finally {
@@ -118,7 +120,8 @@ async function main (): Promise<void> {
       for (const key of VARIANTS) {
         const count = await instructions(key, url)
         runs.set(key, [...(runs.get(key) ?? []), count])
-        const line = `${Math.round(count.withoutCompilers)} instructions per request (${Math.round(count.all)} with V8's compilers)`
+        const line = `${Math.round(count.withoutCompilers)} instructions per request ` +
+          `(${Math.round(count.all)} with V8's compilers)`
         process.stderr.write(`${key}: ${line}\n`)
       }
     }
@@ -143,7 +146,8 @@ async function main (): Promise<void> {
   const report = [
     table([
       'variant', 'k instructions/request, without V8\'s compilers (median of runs)', 'min-max of runs',
-      'vs bare knex (throughput-equivalent)', 'k instructions/request with them', 'bytes/request promoted to the old generation'
+      'vs bare knex (throughput-equivalent)', 'k instructions/request with them',
+      'bytes/request promoted to the old generation'
     ], rows),
     '',
     table(['default', 'k instructions/request it costs', '% of bare knex'], ablation)

@@ -71,7 +71,8 @@ async function main (): Promise<void> {
   }
 
   const of = (key: string) => results.get(key) ?? []
-  const ratio = (top: string, bottom: string) => median(of(top).map((entry, round) => entry.rps / of(bottom)[round].rps))
+  const ratio = (top: string, bottom: string) =>
+    median(of(top).map((entry, round) => entry.rps / of(bottom)[round].rps))
   // Throughput-equivalent: the bottom's CPU per request over the top's (above 1: the top costs less).
   const cpuRatio = (top: string, bottom: string) =>
     median(of(top).map((entry, round) => of(bottom)[round].cpuMicrosPerRequest / entry.cpuMicrosPerRequest))
@@ -89,7 +90,8 @@ async function main (): Promise<void> {
     table(['ratio (median of per-round ratios)', 'req/s', 'server CPU per request (inverted)'], ratios)
   ].join('\n')
   await writeResult('overhead.json', JSON.stringify(Object.fromEntries(results), null, 2))
-  const heading = `Overhead benchmark: ${ROUNDS} interleaved rounds x ${SECONDS} s per variant, ${CONNECTIONS} connections, ` +
+  const heading = `Overhead benchmark: ${ROUNDS} interleaved rounds x ${SECONDS} s per variant, ` +
+    `${CONNECTIONS} connections, ` +
     'pools of 10, GET /users/42'
   process.stdout.write(`\n${heading}\n\n${report}\n`)
 }

@@ -43,7 +43,8 @@ function chosen (): RespawnVariant[] {
   if (only === undefined) return ALL_VARIANTS
   const unknown = only.filter((slug) => !ALL_VARIANTS.some((variant) => variant.slug === slug))
   if (unknown.length > 0) {
-    throw new Error(`no variant ${unknown.join(', ')}; expected some of ${ALL_VARIANTS.map((variant) => variant.slug).join(', ')}`)
+    const slugs = ALL_VARIANTS.map((variant) => variant.slug).join(', ')
+    throw new Error(`no variant ${unknown.join(', ')}; expected some of ${slugs}`)
   }
   return ALL_VARIANTS.filter((variant) => only.includes(variant.slug))
 }
@@ -62,18 +63,22 @@ function runRow ({ variant, run, outcomes, events }: Run, proxy: TcpProxy, stall
   const coldDuringStartUp = `${slowDuringStartUp(events, outcomes, threshold)} (all requests: ${startingShare}%)`
   // The plugin's own count of queries that waited for a connect, summed over every worker that
   // closed (the plain-knex baseline has no such count).
-  const counts = events.flatMap((event) => event.type === 'closing' && event.coldAcquires !== null ? [event.coldAcquires] : [])
+  const counts = events.flatMap((event) =>
+    event.type === 'closing' && event.coldAcquires !== null ? [event.coldAcquires] : [])
   const coldAcquires = counts.length === 0 ? 'n/a' : String(counts.reduce((sum, count) => sum + count, 0))
   const { split, workerMedian } = slowInsideAndOutside(events, outcomes, threshold)
   const where = split.length === 0
     ? 'n/a'
-    : `${spread(split.map((slow) => slow.inside))} / ${spread(split.map((slow) => slow.outside))} (worker median ${fixed(workerMedian)})`
+    : `${spread(split.map((slow) => slow.inside))} / ${spread(split.map((slow) => slow.outside))} ` +
+      `(worker median ${fixed(workerMedian)})`
   const late = `${spread(harnessLateness(outcomes, proxy.lateWrites, threshold))} / ` +
     harnessStallsDuring(outcomes, stalls.stalls, threshold, stalls.gcWithin)
   return [
     variant.name, run, outcomes.length, respawns, fixed(median(latencies)), fixed(percentile(sorted, 0.99)),
-    fixed(percentile(sorted, 0.999)), fixed(sorted[sorted.length - 1]), `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`,
-    slowBeyondHarness(outcomes, proxy.lateWrites, stalls.stalls, threshold), slowAmongFirsts(outcomes, threshold, FIRSTS),
+    fixed(percentile(sorted, 0.999)), fixed(sorted[sorted.length - 1]),
+    `${cold} (${fixed((100 * cold) / outcomes.length, 2)}%)`,
+    slowBeyondHarness(outcomes, proxy.lateWrites, stalls.stalls, threshold),
+    slowAmongFirsts(outcomes, threshold, FIRSTS),
     coldDuringStartUp, where, late, coldAcquires, failures(outcomes).length
   ]
 }
@@ -84,7 +89,8 @@ function workerRow ({ variant, run, outcomes, events }: Run): Array<string | num
   const fresh = newWorkers(events, outcomes)
   const ratios = fresh.map((worker) => worker.firstLatency / steady)
   return [
-    variant.name, run, fresh.length, fixed(steady), spread(fresh.map((worker) => worker.firstLatency)), spread(ratios, 2),
+    variant.name, run, fresh.length, fixed(steady),
+    spread(fresh.map((worker) => worker.firstLatency)), spread(ratios, 2),
     ratios.filter((ratio) => ratio > 2).length, spread(fresh.map((worker) => worker.forkToListeningMillis), 0),
     spread(fresh.map((worker) => worker.startUpCpuMillis), 0)
   ]
@@ -106,18 +112,28 @@ async function main (): Promise<void> {
   const harness = raiseHarnessPriority()
   const stalls = watchHarnessStalls()
   const target = new URL(database.server.url)
-  const proxy = await TcpProxy.start({ target: { host: target.hostname, port: Number(target.port || 3306) }, delayMillis: DELAY_MILLIS })
+  const proxy = await TcpProxy.start({
+    target: { host: target.hostname, port: Number(target.port || 3306) },
+    delayMillis: DELAY_MILLIS
+  })
   const runs: Run[] = []
   try {
     for (let run = 1; run <= RUNS; run++) {
       for (const variant of chosen()) {
         const env = {
-          MYSQL_URL: proxy.urlFor(database.url), WORKERS: '2', MAX_REQUESTS: String(MAX_REQUESTS), DB_POOL_MIN: String(CONCURRENCY), ...variant.env
+          MYSQL_URL: proxy.urlFor(database.url),
+          WORKERS: '2',
+          MAX_REQUESTS: String(MAX_REQUESTS),
+          DB_POOL_MIN: String(CONCURRENCY),
+          ...variant.env
         }
         const app = await ClusterApp.start(env, harness.command(APP_ENTRY))
-        const outcomes = await startLoad({ port: app.port, path: userPath, requests: REQUESTS, concurrency: CONCURRENCY }).done
+        const load = startLoad({ port: app.port, path: userPath, requests: REQUESTS, concurrency: CONCURRENCY })
+        const outcomes = await load.done
         const exit = await app.stop()
-        if (exit.code !== 0) throw new Error(`the cluster app exited with ${exit.code ?? exit.signal} (${variant.slug})`)
+        if (exit.code !== 0) {
+          throw new Error(`the cluster app exited with ${exit.code ?? exit.signal} (${variant.slug})`)
+        }
         runs.push({ variant, run, outcomes, events: app.events })
         // The raw material, for another look at a run: every request, and when the harness was behind.
         await writeResult(`respawn-${variant.slug}-run${run}.json`, JSON.stringify({
@@ -147,7 +163,8 @@ async function main (): Promise<void> {
     `2 workers (pool.min ${CONCURRENCY}), MAX_REQUESTS=${MAX_REQUESTS}, proxy delay ${DELAY_MILLIS} ms each way, ` +
     `${RUNS} run(s), Node ${process.version}, ${harness.describe}`
   const columns = 'Timings are "median (min-max)" over the slow requests or the new workers.'
-  process.stdout.write(`\n${heading}\n${columns}\n\n${report}\n\nNew workers (every replacement):\n\n${perWorker}\n\nplot: ${plot}\n`)
+  process.stdout.write(`\n${heading}\n${columns}\n\n${report}\n\n` +
+    `New workers (every replacement):\n\n${perWorker}\n\nplot: ${plot}\n`)
 }
 
 main().catch(fail)

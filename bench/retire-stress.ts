@@ -23,11 +23,16 @@ interface StressRun { outcomes: Outcome[], retirements: number, held: number, ex
 
 async function stress (url: string, policy: string): Promise<StressRun> {
   const app = await ClusterApp.start({
-    MYSQL_URL: url, WORKERS: String(SCENARIO.workers), MAX_REQUESTS: String(SCENARIO.maxRequests), NODE_CLUSTER_SCHED_POLICY: policy
+    MYSQL_URL: url,
+    WORKERS: String(SCENARIO.workers),
+    MAX_REQUESTS: String(SCENARIO.maxRequests),
+    NODE_CLUSTER_SCHED_POLICY: policy
   })
   try {
     const started = performance.now()
-    const common = { port: app.port, path: userPath, requests: Number.MAX_SAFE_INTEGER, timeoutMillis: SCENARIO.timeoutMillis }
+    const common = {
+      port: app.port, path: userPath, requests: Number.MAX_SAFE_INTEGER, timeoutMillis: SCENARIO.timeoutMillis
+    }
     const fresh = startLoad({ ...common, concurrency: SCENARIO.freshClients, keepAlive: false })
     const kept = startLoad({ ...common, concurrency: SCENARIO.keepAliveClients, keepAlive: true })
     try {
@@ -48,9 +53,12 @@ async function stress (url: string, policy: string): Promise<StressRun> {
     const retirements = app.events.filter((event) => event.type === 'exited' && event.asked).length
     const exit = await app.stop()
     const perWorker = new Map<number, number>()
-    for (const { workerPid } of outcomes) if (workerPid !== undefined) perWorker.set(workerPid, (perWorker.get(workerPid) ?? 0) + 1)
+    for (const { workerPid } of outcomes) {
+      if (workerPid !== undefined) perWorker.set(workerPid, (perWorker.get(workerPid) ?? 0) + 1)
+    }
     const busiest = Math.max(0, ...perWorker.values())
-    return { outcomes, retirements, held, exit: String(exit.code ?? exit.signal), busiestShare: busiest / outcomes.length }
+    const busiestShare = busiest / outcomes.length
+    return { outcomes, retirements, held, exit: String(exit.code ?? exit.signal), busiestShare }
   } finally {
     await app.kill()
   }
@@ -66,28 +74,35 @@ async function main (): Promise<void> {
         const result = await stress(url, policy)
         const failed = failures(result.outcomes)
         const hung = failed.filter((outcome) => outcome.error === HUNG).length
-        rows.push([policy, run, result.outcomes.length, result.retirements, failed.length, hung, result.held, result.exit,
-          `${(100 * result.busiestShare).toFixed(1)}%`, failed.map((outcome) => outcome.error ?? outcome.status).join(' ')])
+        rows.push([
+          policy, run, result.outcomes.length, result.retirements, failed.length, hung, result.held, result.exit,
+          `${(100 * result.busiestShare).toFixed(1)}%`,
+          failed.map((outcome) => outcome.error ?? outcome.status).join(' ')
+        ])
         const total = totals.get(policy) ?? { runs: 0, lossy: 0, requests: 0, lost: 0 }
         total.runs += 1
         total.requests += result.outcomes.length
         total.lost += failed.length
         if (failed.length > 0 || result.held > 0) total.lossy += 1
         totals.set(policy, total)
-        process.stderr.write(`${policy} run ${run}: ${result.outcomes.length} requests, ${failed.length} failed (${hung} hung), ` +
+        process.stderr.write(`${policy} run ${run}: ${result.outcomes.length} requests, ` +
+          `${failed.length} failed (${hung} hung), ` +
           `${result.held} held by the primary\n`)
       }
     }
   } finally {
     await release()
   }
-  const perRun = table(
-    ['policy', 'run', 'requests', 'retirements', 'failed', 'hung', 'held by primary', 'exit', 'busiest worker share', 'errors'], rows)
+  const perRun = table([
+    'policy', 'run', 'requests', 'retirements', 'failed', 'hung', 'held by primary', 'exit', 'busiest worker share',
+    'errors'
+  ], rows)
   const summary = table(['policy', 'runs', 'runs with a loss', 'requests', 'lost'],
     [...totals].map(([policy, total]) => [policy, total.runs, total.lossy, total.requests, total.lost]))
   const heading = `Retire stress: at least ${SECONDS} s of load per run (${SCENARIO.freshClients} fresh-connection + ` +
     `${SCENARIO.keepAliveClients} keep-alive clients, ${SCENARIO.timeoutMillis / 1000} s client timeout), ` +
-    `${SCENARIO.workers} workers, MAX_REQUESTS=${SCENARIO.maxRequests}, ${SCENARIO.rolls} rolling restarts per run, Node ${process.version}`
+    `${SCENARIO.workers} workers, MAX_REQUESTS=${SCENARIO.maxRequests}, ${SCENARIO.rolls} rolling restarts per run, ` +
+    `Node ${process.version}`
   process.stdout.write(`\n${heading}\n\n${perRun}\n\n${summary}\n`)
 }
 

@@ -40,7 +40,8 @@ async function prepareSchema (url: string): Promise<void> {
       email VARCHAR(200) NOT NULL,
       UNIQUE KEY users_email (email)
     )`)
-    const rows = Array.from({ length: SEEDED_USERS }, (_, index) => [index + 1, `User ${index + 1}`, `user${index + 1}@example.com`])
+    const rows = Array.from({ length: SEEDED_USERS }, (_, index) =>
+      [index + 1, `User ${index + 1}`, `user${index + 1}@example.com`])
     await connection.query('INSERT IGNORE INTO users (id, name, email) VALUES ?', [rows])
   } finally {
     await connection.end()

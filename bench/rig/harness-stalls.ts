@@ -55,7 +55,9 @@ export function watchHarnessStalls (): StallWatch {
   // GC pauses are reported after they end, so a stall is given its share at the end of the run.
   const pauses: Array<{ start: number, end: number }> = []
   const gc = new PerformanceObserver((list) => {
-    for (const { startTime, duration } of list.getEntries()) pauses.push({ start: startTime, end: startTime + duration })
+    for (const { startTime, duration } of list.getEntries()) {
+      pauses.push({ start: startTime, end: startTime + duration })
+    }
   })
   gc.observe({ entryTypes: ['gc'] })
   let last = read()

@@ -75,7 +75,11 @@ export function steadyMedian (outcomes: readonly Outcome[]): number {
  * new process loads its modules and warms up, competing for the machine's cores with the
  * workers that serve, the clients, the proxy and the database.
  */
-export function slowDuringStartUp (events: readonly AppEvent[], outcomes: readonly Outcome[], thresholdMillis: number): number {
+export function slowDuringStartUp (
+  events: readonly AppEvent[],
+  outcomes: readonly Outcome[],
+  thresholdMillis: number
+): number {
   const windows = [...startUps(events).values()]
   const starting = (at: number) => windows.some(({ forkedAt, listenedAt }) => at >= forkedAt && at <= listenedAt)
   return outcomes.filter((outcome) => outcome.latency > thresholdMillis && starting(sentAtEpoch(outcome))).length
@@ -115,7 +119,8 @@ export function slowInsideAndOutside (
     const sent = sentAtEpoch(outcome)
     const ended = sent + outcome.latency
     // Epoch milliseconds from two processes: a millisecond of slack each side.
-    const own = (served.get(outcome.workerPid) ?? []).filter(([end, millis]) => end - millis >= sent - 1 && end <= ended + 1)
+    const own = (served.get(outcome.workerPid) ?? [])
+      .filter(([end, millis]) => end - millis >= sent - 1 && end <= ended + 1)
     if (own.length === 0) continue
     const inside = Math.max(...own.map(([, millis]) => millis))
     split.push({ inside, outside: outcome.latency - inside })
@@ -129,7 +134,11 @@ export function slowInsideAndOutside (
  * the clients: when a starting worker takes the cores, this process can fall behind too, and its
  * lateness shows up as time "in the worker", which waits on the proxy.
  */
-export function harnessLateness (outcomes: readonly Outcome[], lateWrites: readonly Behind[], thresholdMillis: number): number[] {
+export function harnessLateness (
+  outcomes: readonly Outcome[],
+  lateWrites: readonly Behind[],
+  thresholdMillis: number
+): number[] {
   return outcomes.filter((outcome) => outcome.latency > thresholdMillis)
     .map((outcome) => behindWithin(lateWrites, outcome.sentAt, outcome.sentAt + outcome.latency))
 }
@@ -146,7 +155,8 @@ export function slowBeyondHarness (
   thresholdMillis: number
 ): number {
   const behind = [...lateWrites, ...stalls]
-  const own = (outcome: Outcome) => outcome.latency - behindWithin(behind, outcome.sentAt, outcome.sentAt + outcome.latency)
+  const own = (outcome: Outcome) =>
+    outcome.latency - behindWithin(behind, outcome.sentAt, outcome.sentAt + outcome.latency)
   return outcomes.filter((outcome) => outcome.latency > thresholdMillis && own(outcome) > thresholdMillis).length
 }
 

@@ -24,7 +24,8 @@ export interface Variant {
 type Params = { Params: { id: string } }
 type Built = Omit<Variant, 'key' | 'name'>
 
-const lookup = (db: knex.Knex, id: string) => db('users').select('id', 'name', 'email').where({ id: Number(id) }).first()
+const lookup = (db: knex.Knex, id: string) =>
+  db('users').select('id', 'name', 'email').where({ id: Number(id) }).first()
 const NO_CHECK = { checkAfterIdleMillis: Number.MAX_SAFE_INTEGER, pingAfterIdleMillis: Number.MAX_SAFE_INTEGER }
 
 async function pluginApp (url: string, options: Partial<ForkSafeDbOptions>, scoped: boolean): Promise<Built> {
@@ -74,7 +75,10 @@ const VARIANTS: Record<string, { name: string, build: (url: string) => Built | P
     build: (url) => pluginApp(url, { pool: { ...POOL, validate: () => true } }, true)
   },
   'no-scope': { name: 'plugin, fastify.db (no request scope)', build: (url) => pluginApp(url, {}, false) },
-  'no-timeout': { name: 'plugin, queryTimeoutMillis: 0', build: (url) => pluginApp(url, { queryTimeoutMillis: 0 }, true) },
+  'no-timeout': {
+    name: 'plugin, queryTimeoutMillis: 0',
+    build: (url) => pluginApp(url, { queryTimeoutMillis: 0 }, true)
+  },
   'no-check': { name: 'plugin, no borrow check', build: (url) => pluginApp(url, NO_CHECK, true) },
   none: {
     name: 'plugin, all of these off',
@@ -88,7 +92,9 @@ export const VARIANT_KEYS = Object.keys(VARIANTS)
 export function chosenVariants (fallback: readonly string[]): string[] {
   const keys = process.env.BENCH_VARIANTS?.split(',') ?? [...fallback]
   const unknown = keys.filter((key) => !(key in VARIANTS))
-  if (unknown.length > 0) throw new Error(`no variant ${unknown.join(', ')}; expected some of ${VARIANT_KEYS.join(', ')}`)
+  if (unknown.length > 0) {
+    throw new Error(`no variant ${unknown.join(', ')}; expected some of ${VARIANT_KEYS.join(', ')}`)
+  }
   return keys
 }
 

@@ -39,7 +39,7 @@ export async function runPrimary (): Promise<void> {
     tell({ type: 'forked', pid, replaces: replaces?.process.pid ?? null, at: epochNow() })
     worker.on('message', (report: WorkerReport) => {
       tell({ ...report, pid })
-      if (report.type === 'recycle') void replace(worker)
+      if (report.type === 'recycle') replace(worker).catch(() => {})
     })
     worker.once('listening', () => {
       serving.add(worker)
@@ -77,10 +77,11 @@ export async function runPrimary (): Promise<void> {
   process.once('SIGTERM', stop)
   process.once('SIGINT', stop)
   process.on('SIGHUP', () => {
-    void (async () => {
+    const roll = async () => {
       for (const worker of [...serving]) await replace(worker)
       tell({ type: 'rolled' })
-    })()
+    }
+    roll().catch(() => {})
   })
   // The first worker starts alone and the others once it listens, as the example's primary does.
   cluster.once('listening', () => { for (let i = 1; i < config.workers; i++) fork() })

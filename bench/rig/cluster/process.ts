@@ -54,7 +54,8 @@ export class ClusterApp {
     return new Promise((resolve, reject) => {
       const check = () => { if (this.events.filter(match).length >= count) finish(resolve) }
       const onExit = () => finish(() => reject(new Error('the cluster app exited while waiting for an event')))
-      const timer = setTimeout(() => finish(() => reject(new Error('timed out waiting for the cluster app'))), timeoutMillis)
+      const timedOut = () => finish(() => reject(new Error('timed out waiting for the cluster app')))
+      const timer = setTimeout(timedOut, timeoutMillis)
       const finish = (settle: () => void) => {
         clearTimeout(timer)
         this.#waiters.delete(check)

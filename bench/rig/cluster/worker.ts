@@ -59,7 +59,9 @@ export async function runWorker (): Promise<void> {
   app.addHook('onClose', async () => report({ type: 'closing', served, coldAcquires: coldAcquires() }))
 
   app.get<{ Params: { id: number } }>('/users/:id', {
-    schema: { params: { type: 'object', properties: { id: { type: 'integer', minimum: 1, maximum: MAX_ID } }, required: ['id'] } }
+    schema: {
+      params: { type: 'object', properties: { id: { type: 'integer', minimum: 1, maximum: MAX_ID } }, required: ['id'] }
+    }
   }, async (request, reply) => {
     const user = await db(request)('users').select('id', 'name', 'email').where({ id: request.params.id }).first()
     return user ?? reply.code(404).send({ error: 'Not Found' })
