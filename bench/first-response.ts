@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process'
 import { get } from 'node:http'
 import { join } from 'node:path'
 import { freePort } from '../support/private-server'
-import { fixed, median, table, writeResult } from './report'
+import { fail, fixed, median, table, writeResult } from './rig/report'
 
 // `npm run bench:first-response`: the newcomer's wait (issue 11). From running `npm run example`
 // (npm's own start-up included, as a person types it) to the first 200 from GET /health, polled
@@ -53,14 +53,17 @@ async function main (): Promise<void> {
   const runs: number[] = []
   for (let run = 1; run <= RUNS; run++) runs.push(await once())
   const sorted = [...runs].sort((a, b) => a - b)
-  const report = table(['Node', 'workers', 'first start (fills the compile cache) ms', `next ${RUNS} starts, median ms`, 'min-max ms', 'every run ms'], [
-    [process.version, WORKERS, fixed(first, 0), fixed(median(runs), 0), `${fixed(sorted[0], 0)}-${fixed(sorted[sorted.length - 1], 0)}`, runs.map((ms) => fixed(ms, 0)).join(', ')]
+  const header = [
+    'Node', 'workers', 'first start (fills the compile cache) ms', `next ${RUNS} starts, median ms`, 'min-max ms',
+    'every run ms'
+  ]
+  const range = `${fixed(sorted[0], 0)}-${fixed(sorted[sorted.length - 1], 0)}`
+  const report = table(header, [
+    [process.version, WORKERS, fixed(first, 0), fixed(median(runs), 0), range,
+      runs.map((ms) => fixed(ms, 0)).join(', ')]
   ])
   await writeResult('first-response.md', `${report}\n`)
   process.stdout.write(`\n\`npm run example\` to the first 200 from /health\n\n${report}\n`)
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${String((error as Error)?.stack ?? error)}\n`)
-  process.exit(1)
-})
+main().catch(fail)

@@ -1,15 +1,15 @@
-import { ownDatabase } from '../example-app/database'
-import { prepareSchema } from '../example-app/schema'
-import { resolveServer } from '../support/server-url'
-import { bootstrapInterval, fixed, median, percentile, table, writeResult } from './report'
-import { ABLATIONS, buildVariant, closeVariant, drive, VARIANT_KEYS, type Variant } from './variants'
+import { benchDatabase } from './rig/database'
+import { bootstrapInterval, fail, fixed, median, percentile, table, writeResult } from './rig/report'
+import {
+  ABLATIONS, buildVariant, chosenVariants, closeVariant, drive, VARIANT_KEYS, type Variant
+} from './rig/variants'
 
 // `npm run bench:hot-path`: what the plugin costs per request, measured so the number holds
 // still on a shared machine whose speed swings threefold.
 //
 // One process (node --single-threaded: V8's compiler and GC run on the measured thread, not on
 // helper threads whose time would land in whichever window they happen to overlap). Every
-// variant (bench/variants.ts) serves the same one-row lookup through app.inject(), 10 requests
+// variant (bench/rig/variants.ts) serves the same one-row lookup through app.inject(), 10 requests
 // at a time, in short windows interleaved round by round (the order rotates and flips), so drift
 // hits all of them alike. What is compared is the CPU this process spends per request
 // (process.cpuUsage(): time stolen by neighbours is not counted), as a ratio to bare knex in the
@@ -29,18 +29,19 @@ async function measure (variant: Variant, requests = REQUESTS): Promise<Window> 
   const wall = performance.now() - started
   const used = process.cpuUsage(cpu)
   latencies.sort((a, b) => a - b)
-  return { cpuMicros: (used.user + used.system) / requests, wallMicros: (wall * 1000) / requests, p99Millis: percentile(latencies, 0.99) }
+  return {
+    cpuMicros: (used.user + used.system) / requests,
+    wallMicros: (wall * 1000) / requests,
+    p99Millis: percentile(latencies, 0.99)
+  }
 }
 
 const collect = (globalThis as { gc?: () => void }).gc
 
 async function main (): Promise<void> {
   if (collect === undefined) throw new Error('run with node --expose-gc (npm run bench:hot-path does)')
-  const server = await resolveServer()
-  // The example's own database (created if missing), never the shared `test` one.
-  const url = await ownDatabase(server.url)
-  await prepareSchema(url)
-  const keys = (process.env.BENCH_VARIANTS ?? VARIANT_KEYS.join(',')).split(',')
+  const { url, release } = await benchDatabase()
+  const keys = chosenVariants(VARIANT_KEYS.filter((key) => key !== 'constant'))
   const variants: Variant[] = []
   for (const key of keys) variants.push(await buildVariant(key, url))
   const results = new Map<string, Window[]>(variants.map((variant) => [variant.key, []]))
@@ -58,7 +59,7 @@ async function main (): Promise<void> {
     }
   } finally {
     for (const variant of variants) await closeVariant(variant)
-    await server.privateServer?.destroy()
+    await release()
   }
 
   const of = (key: string) => results.get(key) ?? []
@@ -88,18 +89,22 @@ async function main (): Promise<void> {
   const ablation = ABLATIONS.filter(([, key]) => results.has(key)).map(([what, key]) => {
     const saved = of(key).map((window, round) => of('plugin')[round].cpuMicros - window.cpuMicros)
     const [low, high] = bootstrapInterval(saved, median)
-    return [what, fixed(median(saved), 1), `${fixed(low, 1)} to ${fixed(high, 1)}`, fixed(100 * median(saved) / baseCpu, 1)]
+    const share = fixed(100 * median(saved) / baseCpu, 1)
+    return [what, fixed(median(saved), 1), `${fixed(low, 1)} to ${fixed(high, 1)}`, share]
   })
   const report = [
-    table(['variant', 'CPU µs/request', 'vs bare knex (median of per-round CPU ratios)', '95% interval', 'wall ms/request', 'p99 ms (median of rounds)', 'p99 ms (10th-90th pct of rounds)'], rows),
+    table([
+      'variant', 'CPU µs/request', 'vs bare knex (median of per-round CPU ratios)', '95% interval', 'wall ms/request',
+      'p99 ms (median of rounds)', 'p99 ms (10th-90th pct of rounds)'
+    ], rows),
     '',
     table(['default', 'CPU µs/request it costs', '95% interval', '% of bare knex\'s CPU'], ablation)
   ].join('\n')
   await writeResult('hot-path.json', JSON.stringify(Object.fromEntries(results), null, 2))
-  process.stdout.write(`\nHot path: ${ROUNDS} interleaved rounds x ${REQUESTS} requests per variant, ${CONCURRENCY} at a time, app.inject(), pools of 10, Node ${process.version}\n\n${report}\n`)
+  const heading = `Hot path: ${ROUNDS} interleaved rounds x ${REQUESTS} requests per variant, ` +
+    `${CONCURRENCY} at a time, ` +
+    `app.inject(), pools of 10, Node ${process.version}`
+  process.stdout.write(`\n${heading}\n\n${report}\n`)
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${String((error as Error)?.stack ?? error)}\n`)
-  process.exit(1)
-})
+main().catch(fail)

@@ -1,6 +1,7 @@
 import { createInterface } from 'node:readline'
 import { getHeapSpaceStatistics } from 'node:v8'
-import { buildVariant, closeVariant, drive } from './variants'
+import { fail } from './rig/report'
+import { buildVariant, closeVariant, drive } from './rig/variants'
 
 // Run under valgrind by bench/instructions.ts, with instrumentation off: builds one variant and
 // warms it, says "warm" and waits for "go" (the driver has switched counting on), sends the
@@ -40,7 +41,4 @@ async function main (): Promise<void> {
   }
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${String((error as Error)?.stack ?? error)}\n`)
-  process.exit(1)
-})
+main().catch(fail)

@@ -3,11 +3,9 @@ import { rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { ownDatabase } from '../example-app/database'
-import { prepareSchema } from '../example-app/schema'
-import { resolveServer } from '../support/server-url'
-import { fixed, median, table, writeResult } from './report'
-import { ABLATIONS } from './variants'
+import { benchDatabase } from './rig/database'
+import { fail, fixed, median, table, writeResult } from './rig/report'
+import { ABLATIONS, chosenVariants } from './rig/variants'
 
 // `npm run bench:instructions`: instructions executed per request, counted by
 // valgrind --tool=callgrind. Counts do not move with the machine's weather (the same run gives
@@ -45,8 +43,11 @@ const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 1)
 // BENCH_NODE_FLAGS=--perf-basic-prof names the JIT's code (/tmp/perf-<pid>.map) for attributing
 // a difference to JavaScript functions; counts taken with it are not comparable to those without.
 const EXTRA_NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter((flag) => flag !== '')
-const V8_DETERMINISM = ['--single-threaded', '--predictable', '--predictable-gc-schedule', '--hash-seed=1', '--random-seed=1', '--expose-gc', '--no-memory-reducer', '--no-incremental-marking-task', '--initial-old-space-size=1024']
-const VARIANTS = (process.env.BENCH_VARIANTS ?? 'plugin,knex,mysql2,no-scope,no-timeout,no-check,none').split(',')
+const V8_DETERMINISM = [
+  '--single-threaded', '--predictable', '--predictable-gc-schedule', '--hash-seed=1', '--random-seed=1', '--expose-gc',
+  '--no-memory-reducer', '--no-incremental-marking-task', '--initial-old-space-size=1024'
+]
+const VARIANTS = chosenVariants(['plugin', 'knex', 'mysql2', 'no-scope', 'no-timeout', 'no-check', 'none'])
 
 interface Count { all: number, withoutCompilers: number, promotedBytes: number }
 
@@ -71,7 +72,8 @@ async function instructions (key: string, url: string): Promise<Count> {
   const out = join(tmpdir(), `fork-safe-db-callgrind-${key}-${process.pid}.out`)
   const child = spawn('valgrind', [
     '--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`,
-    process.execPath, ...V8_DETERMINISM, ...EXTRA_NODE_FLAGS, join(__dirname, 'instructions-worker.js'), key, url, String(WARMUP), String(N), String(CONCURRENCY)
+    process.execPath, ...V8_DETERMINISM, ...EXTRA_NODE_FLAGS, join(__dirname, 'instructions-worker.js'),
+    key, url, String(WARMUP), String(N), String(CONCURRENCY)
   ], { stdio: ['pipe', 'pipe', 'pipe'] })
   let stderr = ''
   let stdout = ''
@@ -79,11 +81,17 @@ async function instructions (key: string, url: string): Promise<Count> {
   child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
   const said = (word: string) => new Promise<void>((resolve, reject) => {
-    const onData = (chunk: Buffer) => { if (chunk.toString().includes(word)) { child.stdout.off('data', onData); resolve() } }
+    const onData = (chunk: Buffer) => {
+      if (!chunk.toString().includes(word)) return
+      child.stdout.off('data', onData)
+      resolve()
+    }
     child.stdout.on('data', onData)
-    exited.then(() => reject(new Error(`worker exited before saying "${word}":\n${stderr.slice(-2000)}`)), () => {})
+    const early = () => reject(new Error(`worker exited before saying "${word}":\n${stderr.slice(-2000)}`))
+    exited.then(early, () => {})
   })
-  const instrumentation = async (state: 'on' | 'off') => run('callgrind_control', [`--instr=${state}`, String(child.pid)])
+  const instrumentation = async (state: 'on' | 'off') =>
+    run('callgrind_control', [`--instr=${state}`, String(child.pid)])
   try {
     await said('warm')
     await instrumentation('on')
@@ -93,7 +101,10 @@ async function instructions (key: string, url: string): Promise<Count> {
     child.stdin.write('exit\n')
     if (await exited !== 0) throw new Error(`worker failed:\n${stderr.slice(-2000)}`)
     const promoted = Number(/done (-?\d+)/.exec(stdout)?.[1])
-    if (!(promoted >= 0)) throw new Error(`a major GC ran in ${key}'s counted window (old generation ${promoted} bytes): its count would hold it`)
+    if (!(promoted >= 0)) {
+      throw new Error(`a major GC ran in ${key}'s counted window (old generation ${promoted} bytes): ` +
+        'its count would hold it')
+    }
     return { ...(await perRequest(out)), promotedBytes: promoted / N }
   } finally {
     child.kill('SIGKILL')
@@ -102,21 +113,20 @@ async function instructions (key: string, url: string): Promise<Count> {
 }
 
 async function main (): Promise<void> {
-  const server = await resolveServer()
-  // The example's own database (created if missing), never the shared `test` one.
-  const url = await ownDatabase(server.url)
-  await prepareSchema(url)
+  const { url, release } = await benchDatabase()
   const runs = new Map<string, Count[]>()
   try {
     for (let attempt = 0; attempt < RUNS; attempt++) {
       for (const key of VARIANTS) {
         const count = await instructions(key, url)
         runs.set(key, [...(runs.get(key) ?? []), count])
-        process.stderr.write(`${key}: ${Math.round(count.withoutCompilers)} instructions per request (${Math.round(count.all)} with V8's compilers)\n`)
+        const line = `${Math.round(count.withoutCompilers)} instructions per request ` +
+          `(${Math.round(count.all)} with V8's compilers)`
+        process.stderr.write(`${key}: ${line}\n`)
       }
     }
   } finally {
-    await server.privateServer?.destroy()
+    await release()
   }
   const steady = new Map([...runs].map(([key, counts]) => [key, counts.map((count) => count.withoutCompilers)]))
   const perRequest = new Map([...steady].map(([key, counts]) => [key, median(counts)]))
@@ -134,15 +144,18 @@ async function main (): Promise<void> {
     return [what, fixed(saved / 1000, 1), fixed((100 * saved) / knex, 1)]
   })
   const report = [
-    table(['variant', 'k instructions/request, without V8\'s compilers (median of runs)', 'min-max of runs', 'vs bare knex (throughput-equivalent)', 'k instructions/request with them', 'bytes/request promoted to the old generation'], rows),
+    table([
+      'variant', 'k instructions/request, without V8\'s compilers (median of runs)', 'min-max of runs',
+      'vs bare knex (throughput-equivalent)', 'k instructions/request with them',
+      'bytes/request promoted to the old generation'
+    ], rows),
     '',
     table(['default', 'k instructions/request it costs', '% of bare knex'], ablation)
   ].join('\n')
   await writeResult('instructions.json', JSON.stringify(Object.fromEntries(runs), null, 2))
-  process.stdout.write(`\nInstructions per request (callgrind, node ${V8_DETERMINISM.join(' ')}, ${process.version}): ${RUNS} runs per variant, each ${WARMUP} warm-up requests then ${N} counted, ${CONCURRENCY} at a time\n\n${report}\n`)
+  const heading = `Instructions per request (callgrind, node ${V8_DETERMINISM.join(' ')}, ${process.version}): ` +
+    `${RUNS} runs per variant, each ${WARMUP} warm-up requests then ${N} counted, ${CONCURRENCY} at a time`
+  process.stdout.write(`\n${heading}\n\n${report}\n`)
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${String((error as Error)?.stack ?? error)}\n`)
-  process.exit(1)
-})
+main().catch(fail)

@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs'
 import { PerformanceObserver } from 'node:perf_hooks'
-import { machineCpuTicks } from '../example-app/idle-share'
 
 // Stalls of the harness's own event loop, and where the time went. A timer ticks every
 // TICK_MILLIS; a tick that comes more than STALL_MILLIS late is a stall. For each stall, from
@@ -17,27 +16,48 @@ const TICK_MILLIS = 5
 const STALL_MILLIS = 5
 const USER_HZ_MILLIS = 10
 
-export interface Stall { at: number, lateMillis: number, onCpuMillis: number, waitingMillis: number, stolenMillis: number }
+export interface Stall {
+  at: number
+  lateMillis: number
+  onCpuMillis: number
+  waitingMillis: number
+  stolenMillis: number
+}
 
 interface Counters { onCpuNanos: number, waitingNanos: number, stolenTicks: number }
+
+/** The machine's steal time (the 8th of the "cpu" line's times in /proc/stat), in USER_HZ ticks. */
+function stolenTicks (): number {
+  const stat = readFileSync('/proc/stat', 'latin1')
+  return Number(stat.slice(0, stat.indexOf('\n')).trim().split(/\s+/)[8] ?? 0)
+}
 
 function read (): Counters {
   try {
     // The main thread's own line: total time on CPU and time waiting on a run queue, in ns.
     const [onCpu, waiting] = readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ').map(Number)
     // The machine's steal, the 8th of its CPU times.
-    return { onCpuNanos: onCpu, waitingNanos: waiting, stolenTicks: machineCpuTicks()?.[7] ?? 0 }
+    return { onCpuNanos: onCpu, waitingNanos: waiting, stolenTicks: stolenTicks() }
   } catch {
     return { onCpuNanos: 0, waitingNanos: 0, stolenTicks: 0 }
   }
 }
 
-export function watchHarnessStalls (): { stalls: Stall[], stop: () => void, gcWithin: (stall: Stall) => number } {
+export interface StallWatch {
+  stalls: Stall[]
+  stop: () => void
+  /** Milliseconds of the harness's GC pauses within a stall. */
+  gcWithin: (stall: Stall) => number
+}
+
+export function watchHarnessStalls (): StallWatch {
   const stalls: Stall[] = []
   // GC pauses are reported after they end, so a stall is given its share at the end of the run.
   const pauses: Array<{ start: number, end: number }> = []
   const gc = new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) pauses.push({ start: entry.startTime, end: entry.startTime + entry.duration })
+    for (const { startTime, duration } of list.getEntries()) {
+      pauses.push({ start: startTime, end: startTime + duration })
+    }
   })
   gc.observe({ entryTypes: ['gc'] })
   let last = read()
@@ -99,7 +119,8 @@ export function behindWithin (entries: readonly Behind[], from: number, to: numb
 export function longestStallWithin (stalls: readonly Stall[], from: number, to: number): Stall | undefined {
   let longest: Stall | undefined
   for (const stall of stalls) {
-    if (overlap(stall, from, to) > 0 && (longest === undefined || overlap(stall, from, to) > overlap(longest, from, to))) longest = stall
+    const own = overlap(stall, from, to)
+    if (own > 0 && (longest === undefined || own > overlap(longest, from, to))) longest = stall
   }
   return longest
 }

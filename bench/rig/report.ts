@@ -3,7 +3,7 @@ import { join } from 'node:path'
 
 // Percentiles, markdown tables and the results folder, shared by the benchmarks.
 
-export const RESULTS_DIR = join(__dirname, '..', '..', 'bench', 'results')
+export const RESULTS_DIR = join(__dirname, '..', '..', '..', 'bench', 'results')
 
 export function percentile (sorted: readonly number[], fraction: number): number {
   if (sorted.length === 0) return Number.NaN
@@ -29,12 +29,29 @@ export async function writeResult (name: string, content: string): Promise<strin
 
 export const fixed = (value: number, digits = 1) => value.toFixed(digits)
 
+/** "median (min-max)" of `values`, or n/a. */
+export function spread (values: readonly number[], digits = 1): string {
+  if (values.length === 0) return 'n/a'
+  const sorted = [...values].sort((a, b) => a - b)
+  return `${fixed(median(sorted), digits)} (${fixed(sorted[0], digits)}-${fixed(sorted[sorted.length - 1], digits)})`
+}
+
+/** Prints a benchmark's failure and exits non-zero. */
+export function fail (error: unknown): void {
+  process.stderr.write(`${String((error as Error)?.stack ?? error)}\n`)
+  process.exit(1)
+}
+
 /**
  * A 95% bootstrap interval for `statistic` of `values`: the statistic of 2,000 resamples (with
  * replacement) of the values, its 2.5th and 97.5th percentiles. Seeded, so a report is
  * reproducible from its raw results.
  */
-export function bootstrapInterval (values: readonly number[], statistic: (sample: readonly number[]) => number, resamples = 2000): [number, number] {
+export function bootstrapInterval (
+  values: readonly number[],
+  statistic: (sample: readonly number[]) => number,
+  resamples = 2000
+): [number, number] {
   if (values.length === 0) return [Number.NaN, Number.NaN]
   let seed = 0x9e3779b9
   const random = () => {
@@ -46,7 +63,8 @@ export function bootstrapInterval (values: readonly number[], statistic: (sample
   }
   const estimates: number[] = []
   for (let i = 0; i < resamples; i++) {
-    estimates.push(statistic(Array.from({ length: values.length }, () => values[Math.floor(random() * values.length)])))
+    const sample = Array.from({ length: values.length }, () => values[Math.floor(random() * values.length)])
+    estimates.push(statistic(sample))
   }
   estimates.sort((a, b) => a - b)
   return [percentile(estimates, 0.025), percentile(estimates, 0.975)]

@@ -1,6 +1,5 @@
 import { execFileSync } from 'node:child_process'
 import { getPriority, setPriority } from 'node:os'
-import type { StartCommand } from '../support/example-process'
 
 // A benchmark's clients and its simulated network (the delaying proxy) run in this process, on
 // the same cores as the app they measure. In production neither sits on the app's cores, and
@@ -18,6 +17,9 @@ const MODES = ['fifo', 'nice', 'none'] as const
 type Mode = typeof MODES[number]
 const NICE = -5
 
+/** A program and its arguments that start the app's entry point. */
+export interface StartCommand { file: string, args: string[] }
+
 export interface HarnessPriority {
   /** How to start the app so that it runs at the priority this process had before. */
   command: (entry: string) => StartCommand | undefined
@@ -31,7 +33,8 @@ function fifo (): HarnessPriority | undefined {
   if (process.platform !== 'linux') return undefined
   try {
     // This pid is the main thread's id: only that thread, where the clients and the proxy run.
-    execFileSync('chrt', ['--fifo', '--reset-on-fork', '--pid', '1', String(process.pid)], { stdio: 'ignore' })
+    const pid = String(process.pid)
+    execFileSync('chrt', ['--fifo', '--reset-on-fork', '--pid', '1', pid], { stdio: 'ignore' })
     return asBefore('harness (clients, proxy) under SCHED_FIFO, app at the normal priority')
   } catch {
     return undefined // No chrt, or no permission (CAP_SYS_NICE, RLIMIT_RTPRIO).
@@ -55,7 +58,10 @@ function nice (): HarnessPriority | undefined {
 }
 
 export function raiseHarnessPriority (mode = process.env.BENCH_HARNESS_PRIORITY ?? 'fifo'): HarnessPriority {
-  if (!MODES.includes(mode as Mode)) throw new Error(`BENCH_HARNESS_PRIORITY must be one of ${MODES.join(', ')}, got "${mode}"`)
+  if (!MODES.includes(mode as Mode)) {
+    throw new Error(`BENCH_HARNESS_PRIORITY must be one of ${MODES.join(', ')}, got "${mode}"`)
+  }
   if (mode === 'none') return asBefore('harness and app at one priority')
-  return (mode === 'fifo' ? fifo() : undefined) ?? nice() ?? asBefore('harness and app at one priority (no permission to raise the harness)')
+  const raised = (mode === 'fifo' ? fifo() : undefined) ?? nice()
+  return raised ?? asBefore('harness and app at one priority (no permission to raise the harness)')
 }
