@@ -82,14 +82,17 @@ export async function buildServer (): Promise<FastifyInstance> {
       }
     }
     if (!request.isWarmup) return reply.code(201).send({ id: await insert(request.db) })
-    // Warm-up: the same statement in a transaction rolled back before replying, so the next
-    // warm-up request finds the connection free and the pool opens no more than pool.min.
+    // Warm-up: the same statement in a transaction rolled back before replying: replying first
+    // would let the next warm-up request find the connection still borrowed, and the pool open
+    // one more than pool.min.
     const trx = await request.db.transaction()
+    let id: number
     try {
-      return reply.code(201).send({ id: await insert(trx) })
+      id = await insert(trx)
     } finally {
       await trx.rollback()
     }
+    return reply.code(201).send({ id })
   })
 
   // Readiness: one borrow and a ping within a short deadline (check() never throws).

@@ -28,6 +28,8 @@ afterEach(async () => {
 })
 
 const userPath = (index: number) => `/users/${(index % 1000) + 1}`
+/** Two replacements one after the other, each a start-up on a loaded machine: a bound that rules out never. */
+const ROLL_MILLIS = 60_000
 const pidsOf = (outcomes: readonly Outcome[]) => new Set(outcomes.map((outcome) => outcome.workerPid))
 test('serves the users API from warm workers while the primary holds no connection', async () => {
   example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2' })
@@ -111,7 +113,8 @@ test('recycles workers after MAX_REQUESTS under load without a single failed req
   example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2', MAX_REQUESTS: '100' })
   load = loads.start({ port: example.port, path: userPath, requests: 1_000_000, concurrency: 8 })
   // Two recycles complete: each replacement listened (hence was warm) before its predecessor retired.
-  await example.waitFor((line) => line.msg === 'worker exited', 2)
+  // One replacement at a time, each a whole start-up on a machine the load keeps busy.
+  await example.waitFor((line) => line.msg === 'worker exited', 2, ROLL_MILLIS)
   await load.reached(load.outcomes.length + 200)
   load.stop()
   const outcomes = await load.done
@@ -119,7 +122,7 @@ test('recycles workers after MAX_REQUESTS under load without a single failed req
   expect(outcomes.every((outcome) => outcome.status === 200)).toBe(true)
   expect(example.logged('worker asked to be recycled').length).toBeGreaterThanOrEqual(2)
   expect(pidsOf(outcomes).size).toBeGreaterThanOrEqual(3)
-})
+}, 2 * ROLL_MILLIS)
 
 test('rolls every worker on SIGUSR2 under load without a single failed request', async () => {
   // Round-robin, so that both new workers' share of the load is certain: under SCHED_NONE the
@@ -129,7 +132,7 @@ test('rolls every worker on SIGUSR2 under load without a single failed request',
   await load.reached(200)
   const before = pidsOf(load.outcomes.slice(0, 200))
   example.child.kill('SIGUSR2')
-  await example.waitFor((line) => line.msg === 'rolling restart finished')
+  await example.waitFor((line) => line.msg === 'rolling restart finished', 1, ROLL_MILLIS)
   await load.reached(load.outcomes.length + 200)
   load.stop()
   const outcomes = await load.done
@@ -137,7 +140,7 @@ test('rolls every worker on SIGUSR2 under load without a single failed request',
   const after = pidsOf(outcomes.slice(-100))
   expect(after.size).toBe(2)
   for (const pid of after) expect(before.has(pid)).toBe(false)
-})
+}, 2 * ROLL_MILLIS)
 
 test('drains on SIGTERM under load: every request a worker received completes, it exits 0 and leaves no connection', async () => {
   example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2' })

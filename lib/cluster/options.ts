@@ -49,7 +49,6 @@ const silent = (): void => {}
 
 /** lib/errors.ts loads knex, which the primary never needs: it is loaded only to throw. */
 function errors (): typeof Errors {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require('../errors') as typeof Errors
 }
 
