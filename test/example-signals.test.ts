@@ -61,8 +61,10 @@ test('closing the terminal (SIGHUP to the process group of `npm run example`) un
   const { received, completed, answered, errors } = requestAccounting(example, outcomes)
   expect(received).toBeGreaterThanOrEqual(200)
   expect({ completed, answered }).toEqual({ completed: received, answered: received })
-  // Only clients that connected once no worker accepted any more fail, and they are refused, not reset.
-  expect(Object.keys(errors).filter((code) => code !== 'ECONNREFUSED')).toEqual([])
+  // Only connections no worker accepted fail: refused once the last worker stopped accepting, or
+  // reset by the kernel if they were still queued on the listening socket as it closed. (A request
+  // a worker received and then lost would show above as received > answered.)
+  expect(Object.keys(errors).filter((code) => code !== 'ECONNREFUSED' && code !== 'ECONNRESET')).toEqual([])
   // The workers ignored their own SIGHUP and were retired by the primary; none was started in their place.
   expect(example.logged('worker started')).toHaveLength(2)
   expect(example.logged('rolling restart started')).toEqual([])
