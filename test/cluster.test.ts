@@ -181,3 +181,12 @@ test('a worker that does not listen within startMillis is killed and respawned w
 test('requestRecycle() does nothing outside a worker of startCluster()', () => {
   expect(clusterModule().requestRecycle()).toBe(false)
 })
+
+test('a logger that throws (a write to a closed terminal) does not stop a start or a drain', async () => {
+  const fail = () => { throw new Error('EIO: write to a closed terminal') }
+  const port = await freePort()
+  running = clusterModule().startCluster({ workers: 1, exec: WORKER, env: { PORT: String(port) }, stopSignals: [], rollSignals: [], logger: { info: fail, warn: fail, error: fail } })
+  expect(await running.ready).toBe(true)
+  await running.close()
+  expect(running.servingPids()).toEqual([])
+})

@@ -94,9 +94,15 @@ function logger (value: unknown): ClusterLogger {
   if (given === null || typeof given !== 'object' || typeof given.info !== 'function' || typeof given.warn !== 'function' || typeof given.error !== 'function') {
     invalid(`logger must be an object with info, warn and error methods (a pino logger), got ${describe(value)}`)
   }
-  // Called as methods: pino's read `this`.
+  // Called as methods (pino's read `this`), and never allowed to throw: a write to a terminal
+  // that has closed (the SIGHUP case) fails, and the drain must go on all the same.
   const log = given as ClusterLogger
-  return { info: (details, message) => log.info(details, message), warn: (details, message) => log.warn(details, message), error: (details, message) => log.error(details, message) }
+  const safely = (level: keyof ClusterLogger) => (details: object, message: string) => {
+    try {
+      log[level](details, message)
+    } catch {}
+  }
+  return { info: safely('info'), warn: safely('warn'), error: safely('error') }
 }
 
 export function resolveClusterOptions (options: ClusterOptions | undefined): ResolvedClusterOptions {
