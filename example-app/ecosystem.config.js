@@ -1,6 +1,7 @@
 'use strict'
 
-// The example's users API under pm2's cluster mode (build it first: `npm run build:example`):
+// The users API under pm2's cluster mode (build it first: `npm run build:example`, and create the
+// schema as a deployment runs its migrations):
 //   MYSQL_URL=mysql://root@127.0.0.1:3306/test npx pm2 start example-app/ecosystem.config.js
 // test/pm2.test.ts starts, loads, reloads, scales and deletes it with the real pm2.
 
@@ -11,13 +12,11 @@ const instances = Number(process.env.WORKERS ?? 2)
 module.exports = {
   apps: [{
     name: process.env.PM2_APP_NAME ?? 'users-api',
-    script: join(__dirname, '..', 'build', 'example-app', 'pm2-worker.js'),
+    script: join(__dirname, '..', 'build', 'example-app', 'worker.js'),
     exec_mode: 'cluster',
     instances,
-    env: {
-      // The budget counts these, plus pm2's two replacements during a reload (see pm2-worker.ts).
-      WORKERS: String(instances)
-    },
+    // pm2 reloads two instances at a time (PM2_CONCURRENT_ACTIONS): the budget counts both.
+    env: { WORKERS: String(instances), OVERLAP: '2' },
     // Online only once the pool is warm, the request path warmed and the port shared.
     wait_ready: true,
     listen_timeout: 20000,

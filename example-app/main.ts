@@ -1,105 +1,40 @@
-// First: Node 22's compile cache must be on before the dependencies load.
-import './compile-cache'
-import cluster from 'node:cluster'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import pino from 'pino'
-import { budgetTable } from './budget-table'
-import { readConfig } from './config'
-import { describeDatabase, startDatabase, type ExampleDatabase } from './database'
-import { onTerminal, primaryLogger } from './logging'
-import { watchNpmParent } from './parent-watch'
-import { chooseSchedulingPolicy } from './scheduling'
+import { startCluster } from 'fastify-fork-safe-db/cluster'
+import { config, loggerOptions } from './config'
 import { prepareSchema } from './schema'
-import { StartUpPriority } from './start-up-priority'
-import { Supervisor } from './supervisor'
-import { runWorker } from './worker'
 
-// `npm run example`: a Fastify users API under node:cluster, on fastify-fork-safe-db.
-// SIGHUP to the primary's pid (logged at start): rolling restart. SIGTERM / SIGINT (Ctrl-C):
-// drain every worker, then exit 0. Workers ignore a SIGHUP of their own: a closing terminal
-// sends it to the whole process group, and the primary's rolling restart replaces them drained.
+// `npm run example`: the users API (server.ts) in WORKERS workers under
+// fastify-fork-safe-db/cluster's primary. Its first log line names its pid and what the signals
+// do: SIGUSR2 rolls the workers; SIGINT (Ctrl-C), SIGTERM and SIGHUP (a closing terminal) drain
+// them all and exit 0. MAX_REQUESTS=N replaces each worker after N responses.
 
-async function runPrimary (): Promise<void> {
-  const log = primaryLogger()
-  const config = readConfig()
-  log.info({ pid: process.pid, schedulingPolicy: chooseSchedulingPolicy() },
-    `primary started: \`kill -HUP ${process.pid}\` rolls the workers, \`kill -TERM ${process.pid}\` (or Ctrl-C) stops them`)
-  // Filled in as start-up proceeds; the signal handlers below may run at any point of it.
-  const running: { database?: ExampleDatabase, supervisor?: Supervisor } = {}
-
-  // Signals are handled from the first moment, so a Ctrl-C during start-up still removes a
-  // private database and never leaves workers behind.
-  let stopping: Promise<void> | undefined
-  const stop = (signal: string) => {
-    stopping ??= (async () => {
-      log.info({ signal }, 'shutting down: draining every worker')
-      stopWatching()
-      await running.supervisor?.shutdown()
-      await running.database?.release()
-      log.info('all workers exited; bye')
-    })().catch((error: unknown) => {
-      log.error({ err: error }, 'shutdown failed')
-      process.exitCode = 1
-    })
-  }
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
-  const stopWatching = watchNpmParent((parentPid) => {
-    log.warn({ parentPid }, 'npm, which started this primary, has exited (a SIGHUP meant for the primary?): shutting down')
-    stop('parent exited')
-  })
-  process.on('SIGHUP', () => {
-    if (stopping !== undefined || running.supervisor === undefined) return
-    running.supervisor.rollingRestart().catch((error: unknown) => log.error({ err: error }, 'rolling restart failed'))
-  })
-
-  let database: ExampleDatabase | undefined
-  try {
-    database = await startDatabase(log)
-    running.database = database
-    // The schema is prepared on a connection that is closed before the first fork.
-    await prepareSchema(database.url)
-    // A small table for humans: on a terminal as a table, in a log pipeline as one line.
-    const table = await budgetTable(database.url, config)
-    if (onTerminal()) process.stdout.write(`\n${table}\n\n`)
-    else log.info(`\n${table}`)
-  } catch (error) {
-    await database?.release()
-    throw error
-  }
-  if (stopping !== undefined) {
-    // A signal arrived while the database was being prepared: nothing to drain, but the
-    // database may have come up after the signal was handled (release() is idempotent).
-    await stopping
-    await database.release()
-    return
-  }
-  const supervisor = new Supervisor({
+async function main (): Promise<void> {
+  const log = pino(loggerOptions('primary'))
+  // On a connection closed before the first fork: the primary holds no pool.
+  await prepareSchema(config.mysqlUrl)
+  const workers = startCluster({
     workers: config.workers,
-    log,
-    env: { MYSQL_URL: database.url, PORT: String(config.port), HOST: config.host, WORKERS: String(config.workers) },
-    // STARTUP_NICE=0 turns it off: then nothing reads /proc or touches a priority.
-    startUpPriority: config.startUpNice > 0 ? new StartUpPriority(config.startUpNice) : undefined
+    exec: join(__dirname, 'worker.js'),
+    // Node's compile cache (22.1 and later; ignored before): a replacement loads Fastify, knex
+    // and mysql2 from code compiled by the workers before it.
+    env: { NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE ?? join(tmpdir(), 'node-compile-cache') },
+    logger: log
   })
-  running.supervisor = supervisor
-  await supervisor.start()
-  log.info({
-    workers: config.workers,
-    maxRequests: config.maxRequests,
-    database: describeDatabase(database.url),
-    url: `http://${config.host}:${config.port}`
-  }, 'all workers listening')
+  // npm does not forward SIGHUP: sent to npm's pid alone, it kills npm and would leave this
+  // primary running with nobody to stop it. Started by `npm run example`, it stops with npm.
+  if (process.env.npm_lifecycle_event === 'example') {
+    const npm = process.ppid
+    setInterval(() => { if (process.ppid !== npm) workers.close('npm, which started this primary, has exited').catch(() => {}) }, 500).unref()
+  }
+  if (await workers.ready) log.info({ url: `http://${config.host}:${config.port}`, database: config.database }, 'serving')
+  await workers.closed
+  log.info('all workers exited; bye')
 }
 
-if (cluster.isPrimary) {
-  runPrimary().catch((error: unknown) => {
-    // Synchronous (no pretty transport): the process exits on the next line.
-    pino({ name: 'primary' }).fatal({ err: error }, 'could not start')
-    process.exit(1)
-  })
-} else {
-  runWorker().catch((error: unknown) => {
-    // Typically ready() rejecting with FST_FORK_SAFE_DB_WARMUP_FAILED: the primary respawns us with backoff.
-    pino({ name: 'worker' }).fatal({ err: error }, 'worker could not start')
-    process.exit(1)
-  })
-}
+main().catch((error: unknown) => {
+  // Synchronous (no pretty transport): the process exits on the next line.
+  pino({ name: 'primary' }).fatal({ err: error }, 'could not start')
+  process.exit(1)
+})

@@ -224,3 +224,13 @@ export const FST_FORK_SAFE_DB_ROUTE_OPTION_UNCLAIMED = createError(
   'fastify-fork-safe-db: route(s) %s use a route option that no registration of the plugin in their encapsulation context answers to (registered decorators: %s); register the plugin with that decorator in the route\'s context or one above it, or remove the option',
   500
 )
+
+/**
+ * `startCluster()` of fastify-fork-safe-db/cluster was called where it cannot run: in a cluster
+ * worker, or a second time in one primary. Raised by the call.
+ */
+export const FST_FORK_SAFE_DB_CLUSTER_NOT_PRIMARY = createError(
+  'FST_FORK_SAFE_DB_CLUSTER_NOT_PRIMARY',
+  'fastify-fork-safe-db/cluster: startCluster() runs once, in the cluster primary; it was called %s',
+  500
+)

@@ -158,7 +158,8 @@ export {
   FST_FORK_SAFE_DB_TRANSACTION_AFTER_RESPONSE,
   FST_FORK_SAFE_DB_TRANSACTION_ROLLED_BACK,
   FST_FORK_SAFE_DB_ROUTE_TRANSACTION_PAYLOAD,
-  FST_FORK_SAFE_DB_ROUTE_OPTION_UNCLAIMED
+  FST_FORK_SAFE_DB_ROUTE_OPTION_UNCLAIMED,
+  FST_FORK_SAFE_DB_CLUSTER_NOT_PRIMARY
 } from './errors'
 /** The budget arithmetic, for printing a deployment's budget (the example's startup table). */
 export { computeBudget }

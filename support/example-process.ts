@@ -123,3 +123,26 @@ export class ExampleProcess {
     await this.exited
   }
 }
+
+/** What the workers logged against what the clients saw (Fastify's `incoming request` and `request completed` lines). */
+export interface RequestAccounting {
+  /** Requests a worker received. */
+  received: number
+  /** Requests a worker answered with 200. */
+  completed: number
+  /** Requests a client got a 200 for. */
+  answered: number
+  /** Errors below HTTP the clients saw, by code (ECONNREFUSED, ECONNRESET, TIMEOUT …). */
+  errors: Record<string, number>
+}
+
+export function requestAccounting (example: ExampleProcess, outcomes: ReadonlyArray<{ status: number, error?: string }>): RequestAccounting {
+  const errors: Record<string, number> = {}
+  for (const outcome of outcomes) if (outcome.error !== undefined) errors[outcome.error] = (errors[outcome.error] ?? 0) + 1
+  return {
+    received: example.logged('incoming request').length,
+    completed: example.logged('request completed').filter((line) => (line.res as { statusCode?: number } | undefined)?.statusCode === 200).length,
+    answered: outcomes.filter((outcome) => outcome.status === 200).length,
+    errors
+  }
+}

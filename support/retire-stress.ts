@@ -17,7 +17,7 @@ export interface StressOptions {
   policy: SchedulingPolicy
   /** How long the load runs; the rolling restarts happen within it. */
   seconds?: number
-  /** SIGHUPs sent one after the other, each once the previous roll has finished. */
+  /** Rolls (SIGUSR2) one after the other, each once the previous one has finished. */
   rolls?: number
   maxRequests?: number
   workers?: number
@@ -75,7 +75,7 @@ async function stress (
   const kept = startLoad({ ...common, concurrency: keepAliveClients, keepAlive: true })
   try {
     for (let roll = 1; roll <= rolls; roll++) {
-      example.child.kill('SIGHUP')
+      example.child.kill('SIGUSR2')
       // A roll replaces the workers one after the other, each started and warmed on a busy machine.
       await example.waitFor((line) => line.msg === 'rolling restart finished', roll, ROLL_TIMEOUT_MILLIS)
     }

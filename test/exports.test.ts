@@ -25,3 +25,10 @@ test('the shipped plugin registers and rejects bad options with an exported erro
   expect(error).toBeInstanceOf(shipped.FST_FORK_SAFE_DB_INVALID_OPTION)
   expect(error).toBeInstanceOf(FST_FORK_SAFE_DB_INVALID_OPTION)
 })
+
+test('fastify-fork-safe-db/cluster ships startCluster and requestRecycle, and the main entry its error class', () => {
+  const cluster = require('../dist/cluster')
+  expect(Object.keys(cluster).sort()).toEqual(['requestRecycle', 'startCluster'])
+  expect(shipped.FST_FORK_SAFE_DB_CLUSTER_NOT_PRIMARY).toBeDefined()
+  expect(new shipped.FST_FORK_SAFE_DB_CLUSTER_NOT_PRIMARY('twice').code).toBe('FST_FORK_SAFE_DB_CLUSTER_NOT_PRIMARY')
+})

@@ -112,12 +112,13 @@ test('every shipped source map carries the sources it maps, which the tarball do
 
 test('the tarball ships the build, its declarations and the docs, and no sources or tests', async () => {
   expect(entries).toEqual(expect.arrayContaining([
-    'package.json', 'README.md', 'CHANGELOG.md', 'LICENSE', 'dist/index.js', 'dist/index.d.ts', 'index.d.mts', 'dist/worker/index.js', 'dist/worker/index.d.ts', 'worker.d.mts'
+    'package.json', 'README.md', 'CHANGELOG.md', 'LICENSE', 'dist/index.js', 'dist/index.d.ts', 'index.d.mts', 'dist/worker/index.js', 'dist/worker/index.d.ts', 'worker.d.mts',
+    'dist/cluster/index.js', 'dist/cluster/index.d.ts', 'cluster.d.mts'
   ]))
   expect(entries.filter((entry) => entry.startsWith('test/') || entry.startsWith('lib/'))).toEqual([])
   expect(entries.filter((entry) => /\.[cm]?ts$/.test(entry) && !/\.d\.[cm]?ts$/.test(entry))).toEqual([])
   // An allow-list, so a new top-level file (a stray .tgz, the consumer directory, CI config) fails here.
-  expect(entries.filter((entry) => !entry.startsWith('dist/') && !['package.json', 'index.d.mts', 'worker.d.mts', 'README.md', 'CHANGELOG.md', 'LICENSE'].includes(entry))).toEqual([])
+  expect(entries.filter((entry) => !entry.startsWith('dist/') && !['package.json', 'index.d.mts', 'worker.d.mts', 'cluster.d.mts', 'README.md', 'CHANGELOG.md', 'LICENSE'].includes(entry))).toEqual([])
 
   // Every file that main, types and the exports map point to is in the tarball.
   const manifest = JSON.parse(await readFile(join(installed, 'package.json'), 'utf8'))
@@ -339,10 +340,12 @@ process.stdout.write(JSON.stringify({
 })
 
 function typedWorkerApp (importLine: string): string {
-  return `import Fastify, { LogController } from 'fastify'
+  return `import Fastify from 'fastify'
 ${importLine}
 
-const app = Fastify({ logController: new LogController({ disableRequestLogging: isWarmupRequest }) })
+const app = Fastify({ logger: true })
+// Warm-up requests stay out of the log: in Fastify 5.0.0 too, which has no LogController.
+app.setChildLoggerFactory((logger, bindings, options, raw) => logger.child(bindings, isWarmupRequest(raw) ? { ...options, level: 'silent' } : options))
 app.register(forkSafeWorker, { drainMillis: 5000, warmup: { requests: [{ url: '/users/1' }], rounds: 20 } })
 // @ts-expect-error drainMillis is a number: options typed as any would let this through.
 app.register(forkSafeWorker, { drainMillis: 'soon' })
@@ -369,5 +372,64 @@ test('a TypeScript consumer, CommonJS, ESM or with node10 resolution, gets the w
     files: ['worker-app.ts']
   }))
   const legacy = await typeCheck('tsconfig.worker-node10.json')
+  expect({ code: legacy.code, diagnostics: legacy.diagnostics }).toEqual({ code: 0, diagnostics: '' })
+}, 2 * TSC_TIMEOUT_MILLIS)
+
+test('the cluster primary is the subpath fastify-fork-safe-db/cluster, the same module for require() and import, and it loads neither Fastify nor knex', async () => {
+  const result = await runConsumerScript('consumer-cluster.mjs', `import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+import { startCluster, requestRecycle } from '${PACKAGE}/cluster'
+
+const require = createRequire(import.meta.url)
+const required = require('${PACKAGE}/cluster')
+const loaded = Object.keys(require.cache)
+let error
+try { startCluster({ workers: 0 }) } catch (caught) { error = caught }
+process.stdout.write(JSON.stringify({
+  resolved: fileURLToPath(import.meta.resolve('${PACKAGE}/cluster')),
+  same: startCluster === required.startCluster && requestRecycle === required.requestRecycle,
+  recycleOutsideACluster: requestRecycle(),
+  heavy: loaded.filter((file) => /node_modules[\\\\/](fastify|knex|mysql2)[\\\\/]/.test(file)).length,
+  errorCode: error?.code,
+  errorIsExported: error instanceof require('${PACKAGE}').FST_FORK_SAFE_DB_INVALID_OPTION
+}))
+`)
+  expect(result).toEqual({
+    resolved: join(installed, 'dist', 'cluster', 'index.js'),
+    same: true,
+    recycleOutsideACluster: false,
+    heavy: 0,
+    errorCode: 'FST_FORK_SAFE_DB_INVALID_OPTION',
+    errorIsExported: true
+  })
+})
+
+const typedPrimary = (importLine: string) => `import pino from 'pino'
+${importLine}
+
+const cluster: ForkSafeCluster = startCluster({ workers: 2, exec: 'dist/worker.js', env: { PORT: '3000' }, logger: pino() })
+// @ts-expect-error workers is a number: options typed as any would let this through.
+startCluster({ workers: 'two' })
+export async function main (): Promise<boolean> {
+  await cluster.roll()
+  requestRecycle()
+  return cluster.ready
+}
+`
+
+test('a TypeScript consumer, CommonJS, ESM or with node10 resolution, gets the cluster primary typed', async () => {
+  const importLine = `import { requestRecycle, startCluster, type ForkSafeCluster } from '${PACKAGE}/cluster'`
+  await writeFile(join(consumerDirectory, 'primary.ts'), typedPrimary(importLine))
+  await writeFile(join(consumerDirectory, 'primary.mts'), typedPrimary(importLine))
+  await writeFile(join(consumerDirectory, 'tsconfig.cluster.json'), JSON.stringify({ ...CONSUMER_TSCONFIG, compilerOptions: { ...CONSUMER_TSCONFIG.compilerOptions, esModuleInterop: true }, files: ['primary.ts', 'primary.mts'] }))
+  const modern = await typeCheck('tsconfig.cluster.json')
+  expect({ code: modern.code, diagnostics: modern.diagnostics }).toEqual({ code: 0, diagnostics: '' })
+  expect(modern.files).toEqual(expect.arrayContaining([join(installed, 'dist', 'cluster', 'index.d.ts'), join(installed, 'cluster.d.mts')]))
+
+  await writeFile(join(consumerDirectory, 'tsconfig.cluster-node10.json'), JSON.stringify({
+    compilerOptions: { ...CONSUMER_TSCONFIG.compilerOptions, module: 'commonjs', moduleResolution: 'node10', esModuleInterop: true },
+    files: ['primary.ts']
+  }))
+  const legacy = await typeCheck('tsconfig.cluster-node10.json')
   expect({ code: legacy.code, diagnostics: legacy.diagnostics }).toEqual({ code: 0, diagnostics: '' })
 }, 2 * TSC_TIMEOUT_MILLIS)

@@ -26,7 +26,7 @@ const INSTANCES = 2
 const POOL = { min: 2, max: 10 }
 const RELOADS = 2
 // pm2 replaces one instance at a time when there are two, two at a time beyond
-// (PM2_CONCURRENT_ACTIONS): the example's budget counts two replacements (see pm2-worker.ts).
+// (PM2_CONCURRENT_ACTIONS): the example's budget counts two replacements (OVERLAP in ecosystem.config.js).
 const BUDGET_PROCESSES = INSTANCES + 2
 const POLL_MILLIS = 25
 const LOG_WAIT_MILLIS = 5000

@@ -175,3 +175,9 @@ test('rejects an invalid option at registration with a coded error that names it
   expect(error).toBeInstanceOf(FST_FORK_SAFE_DB_INVALID_OPTION)
   expect((error as Error).message).toBe('fastify-fork-safe-db: worker option drainMillis must be an integer from 0 to 2147483647, got `-1` (number)')
 })
+
+test('outside a worker of fastify-fork-safe-db/cluster it listens for no IPC message', async () => {
+  const listeners = process.listenerCount('message')
+  await start({})
+  expect(process.listenerCount('message')).toBe(listeners)
+})

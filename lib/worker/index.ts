@@ -2,6 +2,7 @@ import cluster from 'node:cluster'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { SocketTracker } from './drain-sockets'
+import { linkToPrimary } from './primary-link'
 import { resolveWorkerOptions, type ForkSafeWorkerOptions } from './options'
 import { retire, type RetireReport } from './retire'
 import { isWarmupRequest, warmRequestPath } from './warm-path'
@@ -57,8 +58,8 @@ const forkSafeWorkerPlugin: FastifyPluginAsync<ForkSafeWorkerOptions> = async (f
     })
   }
 
-  const onSignal = (signal: NodeJS.Signals) => {
-    fastify.retire(signal).then((report) => {
+  const retireAndExit = (reason: string) => {
+    fastify.retire(reason).then((report) => {
       process.exitCode = report.closeTimedOut || report.disconnection === 'timed-out' ? 1 : 0
     }, (error: unknown) => {
       log.error({ err: error }, 'worker retire failed')
@@ -68,12 +69,16 @@ const forkSafeWorkerPlugin: FastifyPluginAsync<ForkSafeWorkerOptions> = async (f
       setTimeout(() => process.exit(), EXIT_GRACE_MILLIS).unref()
     })
   }
+  const onSignal = (signal: NodeJS.Signals) => retireAndExit(signal)
+  // Under fastify-fork-safe-db/cluster's primary: tell it once listening, retire when it asks.
+  const unlink = linkToPrimary(fastify, () => retireAndExit('asked by the cluster primary'))
   const onIgnored = (signal: NodeJS.Signals) => {
     log.info({ signal }, `${signal} ignored by this worker: its cluster primary acts on it`)
   }
   function removeSignalHandlers (): void {
     for (const signal of options.signals) process.off(signal, onSignal)
     for (const signal of options.ignoreSignals) process.off(signal, onIgnored)
+    unlink()
   }
   for (const signal of options.signals) process.on(signal, onSignal)
   for (const signal of options.ignoreSignals) process.on(signal, onIgnored)

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 // the sources, the build is redone here when a source is newer than it.
 
 const ROOT = join(__dirname, '..', '..')
-const SOURCES = ['lib', 'example-app', 'bench', 'support']
+const SOURCES = ['lib', 'example-app', 'support', 'scripts']
 const CONFIGS = ['package.json', 'tsconfig.json', 'tsconfig.build.json', 'tsconfig.example.json']
 const BUILT = [join('dist', 'index.js'), join('build', 'example-app', 'main.js')]
 

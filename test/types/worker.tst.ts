@@ -1,8 +1,13 @@
-import Fastify, { LogController } from 'fastify'
+import Fastify from 'fastify'
 import { expect, test } from 'tstyche'
 import forkSafeWorker, { forkSafeWorker as named, isWarmupRequest, type RetireReport } from '../../lib/worker'
 
-const app = Fastify({ logController: new LogController({ disableRequestLogging: isWarmupRequest }) })
+const app = Fastify({ logger: true })
+
+test('isWarmupRequest() fits a child logger factory, which Fastify 5.0.0 has too', () => {
+  expect(app.setChildLoggerFactory).type.toBeCallableWith((logger: typeof app.log, bindings: object, options: object, raw: { socket?: object | null }) =>
+    logger.child(bindings, isWarmupRequest(raw) ? { ...options, level: 'silent' } : options))
+})
 
 test('app.retire() resolves with a retire report, through declaration merging', () => {
   expect(app.retire('SIGTERM')).type.toBe<Promise<RetireReport>>()
