@@ -2,7 +2,9 @@
 // on every use (bench:instructions found it on the borrow path).
 import { performance } from 'node:perf_hooks'
 import { discard } from '../driver/discard'
-import { disposedReason, socketOf, type DriverConnection } from '../driver/internals'
+import { disposedReason } from '../driver/knex-parts'
+import { socketOf } from '../driver/mysql2-parts'
+import type { DriverConnection } from '../driver/types'
 import { connectionState, type ConnectionState } from './connection-state'
 
 // A connection sitting idle in the pool can die without the client noticing: the server's

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { Knex } from 'knex'
-import type { DriverConnection } from '../driver/internals'
+import { clientOfTransaction } from '../driver/knex-parts'
+import type { DriverConnection } from '../driver/types'
 import { FST_FORK_SAFE_DB_TRANSACTION_AFTER_RESPONSE, FST_FORK_SAFE_DB_TRANSACTION_ROLLED_BACK } from '../errors'
 import { claim, type StatementOwner } from '../query/owners'
 import { stopStream } from '../query/streams'
@@ -208,7 +209,7 @@ export class RequestScope implements StatementOwner {
     }
     (this.#transactions ??= new Set()).add(trx)
     // Statements on the transaction are this request's too (its builders are not ours to wrap).
-    claim(trx.client, this)
+    claim(clientOfTransaction(trx), this)
     this.#watchSocket()
     this.#watchResponse()
     const settled = () => this.#unwatchSocketIfIdle()
