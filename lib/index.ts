@@ -6,6 +6,7 @@ import type {
 import fp from 'fastify-plugin'
 import type { Knex } from 'knex'
 import * as errors from './errors'
+import { channels } from './events/channels'
 import { checkKnexInternals } from './driver/versions'
 import { ForkSafePool } from './lifecycle/fork-safe-pool'
 import { computeBudget } from './pool/budget'
@@ -162,6 +163,12 @@ export {
 } from './errors'
 /** The budget arithmetic, for printing a deployment's budget (the example's startup table). */
 export { computeBudget }
+/** The names of the plugin's diagnostics_channel channels (docs/architecture.md lists their fields). */
+export { channels }
+export type {
+  BreakerCloseEvent, BreakerOpenEvent, DestroyReason, PoolAcquireEvent, PoolConnectEvent, PoolDestroyEvent, PoolIdentity,
+  PoolReleaseEvent, QueryCancelEvent, QueryEndEvent, QueryStartEvent, QueryTimeoutEvent, TransactionBeginEvent, TransactionEndEvent
+} from './events/channels'
 export type { ConnectionBudget, ConnectionBudgetOptions } from './pool/budget'
 export type { AcquireWaitStats, ColdAcquireStats, ConnectionStats, ForkSafeDbStats, PoolState } from './pool/stats'
 export type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions } from './options/resolve-options'
@@ -170,4 +177,4 @@ export type { RouteDbOptions } from './request/route-transaction'
 
 // `require('fastify-fork-safe-db')` returns the plugin itself, like every Fastify plugin, with the
 // named exports hanging off it so destructuring `require` keeps working.
-module.exports = Object.assign(forkSafeDb, { default: forkSafeDb, forkSafeDb, computeBudget }, errors)
+module.exports = Object.assign(forkSafeDb, { default: forkSafeDb, forkSafeDb, computeBudget, channels }, errors)
