@@ -19,9 +19,9 @@ import { connectionState, type ConnectionState } from './connection-state'
 //   for connections used in the last 500 ms; with that window a burst right after a KILL was
 //   handed a dead connection.
 // - from `pingAfterIdleMillis` (30 s): a COM_PING round trip, which also catches peers that
-//   vanished silently. A ping costs one network round trip on the request's path: at 15 ms each
-//   way that doubled the latency of requests that found a connection idle for over 500 ms, so
-//   it is kept for connections idle long enough to have been silently dropped.
+//   vanished silently. A ping costs one network round trip on the request's path (on a distant
+//   database, as much as the request's own query), so it is kept for connections idle long
+//   enough to have been silently dropped.
 // - the idle keeper pings idle connections in the background. A borrower that takes one while
 //   its ping is in flight waits for the answer: were it handed the connection, the ping would
 //   queue behind its query, time out, and the socket would be closed under the query.
@@ -63,8 +63,8 @@ export async function pingOrDiscard (connection: DriverConnection, timeoutMillis
 // reported with the one we are handling (a KILL's reply arrives after the victim's FIN) has
 // been processed by then. A close that arrived while the loop was stalled is only read by the
 // *next* poll phase, hence a second turn for connections that sat idle long enough for that to
-// matter. A second turn on every borrow measured 3-13% of throughput; idle borrows are rare
-// under load, so there it costs nothing. Borrows made in the same turn share one setImmediate:
+// matter. A second turn on every borrow cost throughput; idle borrows are rare under load, so
+// there it costs nothing. Borrows made in the same turn share one setImmediate:
 // the turn is the check, and it is the same turn for all of them.
 const SECOND_TURN_AFTER_IDLE_MILLIS = 1000
 
