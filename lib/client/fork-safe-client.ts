@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import type { Knex } from 'knex'
 import { clientOfTransaction, disposedReason, isTransactionStatement, KnexMySql2Client, lifetimeLimit } from '../driver/knex-parts'
-import { ForkSafeTarnPool, poolOf, type TarnPoolSettings } from '../driver/tarn-pool'
+import { poolFromKnexSettings, poolOf, type ForkSafeTarnPool } from '../driver/tarn-pool'
 import type { CompiledQuery, DriverConnection } from '../driver/types'
 import { checkPool } from '../driver/versions'
 import { codeOf, poolConnect, poolDestroy, poolRelease, queryTimeout, transactionBegin, transactionEnd, type DestroyReason, type PoolIdentity } from '../events/channels'
@@ -120,7 +120,7 @@ export class ForkSafeClient extends KnexMySql2Client {
       super.initializePool(config)
       return
     }
-    const pool = new ForkSafeTarnPool(this.getPoolSettings(config.pool) as TarnPoolSettings)
+    const pool = poolFromKnexSettings(this.getPoolSettings(config.pool))
     checkPool(pool)
     this.pool = pool
     const { identity } = runtimeOf(this)

@@ -16,8 +16,19 @@ export function isAcquireTimeout (error: unknown): boolean {
   return error instanceof tarn.TimeoutError
 }
 
-/** The settings knex computes for its pool (`client.getPoolSettings()`), as tarn takes them. */
-export type TarnPoolSettings = ConstructorParameters<typeof tarn.Pool<DriverConnection>>[0]
+type TarnPoolSettings = ConstructorParameters<typeof tarn.Pool<DriverConnection>>[0]
+
+/**
+ * The plugin's pool, from the settings knex computes for its own (`client.getPoolSettings()`),
+ * as knex builds its own from them: knex's `afterCreate` is knex's to run, and tarn refuses an
+ * option it does not know (knex 3.2.0 removes it as it builds the pool; later releases in
+ * getPoolSettings()).
+ */
+export function poolFromKnexSettings (settings: object): ForkSafeTarnPool {
+  const tarnSettings = { ...settings } as TarnPoolSettings & { afterCreate?: unknown }
+  delete tarnSettings.afterCreate
+  return new ForkSafeTarnPool(tarnSettings)
+}
 
 /** The plugin's pool of a knex client (its client subclass builds one), undefined once destroyed. */
 export function poolOf (client: { pool?: unknown }): ForkSafeTarnPool | undefined {
