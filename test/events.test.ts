@@ -132,7 +132,7 @@ test('publishes a transaction\'s begin and its end, committed or rolled back, wi
   expect(events(channels.transactionEnd)).toEqual([expect.objectContaining({ transactionId: second.transactionId, outcome: 'rolled back' })])
 })
 
-test('publishes the breaker opening when the database cannot be reached, and closing when it can again', async () => {
+test('publishes the failed borrow and the breaker opening when the database cannot be reached, and the breaker closing when it can again', async () => {
   const proxy = await TcpProxy.start({ target: { host: fixture.user.connection.host, port: fixture.user.connection.port } })
   try {
     const app = build({ connection: proxy.urlFor(fixture.user.url) })
@@ -142,6 +142,7 @@ test('publishes the breaker opening when the database cannot be reached, and clo
     expect(await app.dbPool.check()).toBe(false)
     // The dead connection was discarded; the next borrow must connect, and is refused.
     expect((await app.inject('/bound')).statusCode).toBe(503)
+    expect(events(channels.poolAcquire)).toContainEqual(expect.objectContaining({ connectionId: undefined, internal: false, errorCode: expect.stringMatching(/^FST_FORK_SAFE_DB_/) }))
     expect(await eventually(channels.breakerOpen)).toMatchObject({ pool: { decorator: 'db' }, errorCode: expect.any(String) })
     proxy.refuse = false
     const deadline = performance.now() + RECOVERY_MILLIS

@@ -50,9 +50,9 @@ function saturated (pool: ForkSafeTarnPool, maxPendingAcquires: number): boolean
 export function acquireGuarded (client: DialectClient, host: AcquireHost, record: boolean): Promise<DriverConnection> {
   const { decorator, maxPendingAcquires } = host.options
   const pool = poolOf(client)
-  if (host.tornDown || pool === undefined) return Promise.reject(new FST_FORK_SAFE_DB_CLOSED(decorator))
+  if (host.tornDown || pool === undefined) return refused(host, record, new FST_FORK_SAFE_DB_CLOSED(decorator))
   if (pool.numFree() === 0) {
-    if (host.breaker.isOpen()) return Promise.reject(host.breaker.unavailable())
+    if (host.breaker.isOpen()) return refused(host, record, host.breaker.unavailable())
     if (saturated(pool, maxPendingAcquires)) return refused(host, record, new FST_FORK_SAFE_DB_POOL_SATURATED(decorator, maxPendingAcquires))
   }
   if (record && host.needsLimitsFirst) {
@@ -62,6 +62,7 @@ export function acquireGuarded (client: DialectClient, host: AcquireHost, record
   return borrow(pool, host, record)
 }
 
+/** A borrow refused before it waited: published as a failed one. */
 function refused (host: AcquireHost, record: boolean, error: Error): Promise<never> {
   if (poolAcquire.hasSubscribers) poolAcquire.publish({ pool: host.identity, connectionId: undefined, waitMillis: 0, cold: false, internal: !record, errorCode: codeOf(error) })
   return Promise.reject(error)
