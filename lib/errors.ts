@@ -80,12 +80,8 @@ export const FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT = createError(
   503,
   KnexTimeoutError
 )
-// knex's runner copies a statement and its bound values onto any KnexTimeoutError raised while
-// acquiring a connection (`error.sql`, `error.bindings`); on ours they are not kept, so no log
-// line or response can carry them.
-for (const field of ['sql', 'bindings']) {
-  Object.defineProperty(FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT.prototype, field, { get: () => undefined, set: () => {}, configurable: true })
-}
+// knex's runner copies a statement and its bound values onto this error: driver/knex-parts.ts
+// keeps them off (it is knex's behaviour, so it is named there).
 keepKnexTimeoutName(FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT)
 
 /**

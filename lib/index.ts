@@ -6,9 +6,10 @@ import type {
 import fp from 'fastify-plugin'
 import type { Knex } from 'knex'
 import * as errors from './errors'
+import { channels } from './events/channels'
+import { checkKnexInternals } from './driver/versions'
+import { ForkSafePool } from './lifecycle/fork-safe-pool'
 import { computeBudget } from './pool/budget'
-import { checkKnexInternals } from './driver/internals'
-import { ForkSafePool } from './pool/fork-safe-pool'
 import { resolveOptions, type ForkSafeDbOptions } from './options/resolve-options'
 import type { ForkSafeDbStats } from './pool/stats'
 import { RequestScope, type ScopeResponse } from './request/request-scope'
@@ -163,6 +164,12 @@ export {
 } from './errors'
 /** The budget arithmetic, for printing a deployment's budget (the example's startup table). */
 export { computeBudget }
+/** The names of the plugin's diagnostics_channel channels (docs/architecture.md lists their fields). */
+export { channels }
+export type {
+  BreakerCloseEvent, BreakerOpenEvent, DestroyReason, PoolAcquireEvent, PoolConnectEvent, PoolDestroyEvent, PoolIdentity,
+  PoolReleaseEvent, QueryCancelEvent, QueryEndEvent, QueryStartEvent, QueryTimeoutEvent, TransactionBeginEvent, TransactionEndEvent
+} from './events/channels'
 export type { ConnectionBudget, ConnectionBudgetOptions } from './pool/budget'
 export type { AcquireWaitStats, ColdAcquireStats, ConnectionStats, ForkSafeDbStats, PoolState } from './pool/stats'
 export type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions } from './options/resolve-options'
@@ -171,4 +178,4 @@ export type { RouteDbOptions } from './request/route-transaction'
 
 // `require('fastify-fork-safe-db')` returns the plugin itself, like every Fastify plugin, with the
 // named exports hanging off it so destructuring `require` keeps working.
-module.exports = Object.assign(forkSafeDb, { default: forkSafeDb, forkSafeDb, computeBudget }, errors)
+module.exports = Object.assign(forkSafeDb, { default: forkSafeDb, forkSafeDb, computeBudget, channels }, errors)

@@ -4,10 +4,11 @@ import forkSafeDb from '../lib'
 import { buildApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
 
-// A free connection is lent without tarn's queue when nothing waits for one
-// (lib/pool/direct-borrow.ts). These tests hold it to doing what tarn's acquire does: the same
-// events, the same check, the same destruction of a dead connection, a pool that still waits
-// for it on destroy; and to what it is for: no acquire-deadline timer on a warm borrow.
+// A free connection is lent without tarn's queue when nothing waits for one (the tarn Pool
+// subclass in lib/driver/tarn-pool.ts, when lib/pool/direct-borrow.ts allows). These tests hold
+// it to doing what tarn's acquire does: the same events, the same check, the same destruction of
+// a dead connection, a pool that still waits for it on destroy; and to what it is for: no
+// acquire-deadline timer on a warm borrow.
 
 const fixture = perTestUser()
 

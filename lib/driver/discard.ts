@@ -1,4 +1,5 @@
-import { socketOf, type DriverConnection } from './internals'
+import { socketOf } from './mysql2-parts'
+import type { DriverConnection } from './types'
 
 // Closing a connection's socket *with an error* is how the plugin ends a connection that failed
 // a check, timed out, or outlived a shutdown: mysql2 then fails the pending command with that

@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
+import { onDriverWarning } from '../driver/mysql2-parts'
 import { scrubError, scrubText } from './redact'
 
 // knex, tarn and mysql2 write to the console unless told otherwise. Every channel they offer is
@@ -39,28 +40,11 @@ export function tarnLogBridge (log: FastifyBaseLogger, secrets: readonly string[
 }
 
 /**
- * mysql2 connections emit `warn` for protocol oddities ("packets out of order"), and mysql2
- * then prints the same message with console.error, synchronously, as the next statement. The
- * warning goes to the logger; that one console line is swallowed (the console is restored
- * within the same tick whatever happens).
+ * mysql2 connections emit `warn` for protocol oddities ("packets out of order"): the warning goes
+ * to the logger (and mysql2's own console line of it is swallowed, see driver/mysql2-parts.ts).
  */
 export function forwardDriverWarnings (connection: NodeJS.EventEmitter, log: FastifyBaseLogger, secrets: readonly string[]): void {
-  connection.on('warn', (warning: unknown) => {
-    log.warn({ source: 'mysql2', err: scrubError(warning, secrets) }, 'mysql2 warning')
-    const message = (warning as { message?: unknown } | null)?.message
-    if (typeof message === 'string') swallowNextConsoleError(message)
-  })
-}
-
-function swallowNextConsoleError (message: string): void {
-  const original = console.error
-  const restore = () => { if (console.error === once) console.error = original }
-  const once = (...args: unknown[]) => {
-    restore()
-    if (!(args.length === 1 && args[0] === message)) original.apply(console, args)
-  }
-  console.error = once
-  queueMicrotask(restore)
+  onDriverWarning(connection, (warning) => log.warn({ source: 'mysql2', err: scrubError(warning, secrets) }, 'mysql2 warning'))
 }
 
 // knex's debug objects carry the query's bound values; the statement text is enough for a log.

@@ -2,7 +2,9 @@
 // on every use (bench:instructions found it on the borrow path).
 import { performance } from 'node:perf_hooks'
 import { discard } from '../driver/discard'
-import { disposedReason, socketOf, type DriverConnection } from '../driver/internals'
+import { disposedReason } from '../driver/knex-parts'
+import { socketOf } from '../driver/mysql2-parts'
+import type { DriverConnection } from '../driver/types'
 import { connectionState, type ConnectionState } from './connection-state'
 
 // A connection sitting idle in the pool can die without the client noticing: the server's
@@ -17,9 +19,9 @@ import { connectionState, type ConnectionState } from './connection-state'
 //   for connections used in the last 500 ms; with that window a burst right after a KILL was
 //   handed a dead connection.
 // - from `pingAfterIdleMillis` (30 s): a COM_PING round trip, which also catches peers that
-//   vanished silently. A ping costs one network round trip on the request's path: at 15 ms each
-//   way that doubled the latency of requests that found a connection idle for over 500 ms, so
-//   it is kept for connections idle long enough to have been silently dropped.
+//   vanished silently. A ping costs one network round trip on the request's path (on a distant
+//   database, as much as the request's own query), so it is kept for connections idle long
+//   enough to have been silently dropped.
 // - the idle keeper pings idle connections in the background. A borrower that takes one while
 //   its ping is in flight waits for the answer: were it handed the connection, the ping would
 //   queue behind its query, time out, and the socket would be closed under the query.
@@ -61,8 +63,8 @@ export async function pingOrDiscard (connection: DriverConnection, timeoutMillis
 // reported with the one we are handling (a KILL's reply arrives after the victim's FIN) has
 // been processed by then. A close that arrived while the loop was stalled is only read by the
 // *next* poll phase, hence a second turn for connections that sat idle long enough for that to
-// matter. A second turn on every borrow measured 3-13% of throughput; idle borrows are rare
-// under load, so there it costs nothing. Borrows made in the same turn share one setImmediate:
+// matter. A second turn on every borrow cost throughput; idle borrows are rare under load, so
+// there it costs nothing. Borrows made in the same turn share one setImmediate:
 // the turn is the check, and it is the same turn for all of them.
 const SECOND_TURN_AFTER_IDLE_MILLIS = 1000
 

@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { FST_FORK_SAFE_DB_UNAVAILABLE } from '../errors'
+import { breakerClose, breakerOpen, codeOf, type PoolIdentity } from '../events/channels'
 import { classifyConnectError } from '../query/classify-error'
 import { OutageLog } from './outage-log'
 
@@ -14,21 +15,25 @@ import { OutageLog } from './outage-log'
 // Every failure it reports is coded: the first as what the driver saw (FST_FORK_SAFE_DB_CONNECT_TIMEOUT,
 // _CONNECT_REFUSED, or _UNAVAILABLE naming the driver's code), the later ones as
 // FST_FORK_SAFE_DB_UNAVAILABLE; the driver error is the `cause` of each. The outage is logged by
-// outage-log.ts: once as it begins, in summaries while it lasts, once as it ends.
+// outage-log.ts: once as it begins, in summaries while it lasts, once as it ends; and published
+// on the `breaker:open` and `breaker:close` channels.
 
 const FIRST_BACKOFF_MILLIS = 100
 const MAX_BACKOFF_MILLIS = 400
 
 export class ConnectBreaker {
+  readonly #identity: PoolIdentity
   readonly #decorator: string
   readonly #outage: OutageLog
   #failures = 0
+  #openedAt = 0
   #openUntil = 0
   #probing = false
   #lastError: unknown
 
-  constructor (decorator: string, log: FastifyBaseLogger) {
-    this.#decorator = decorator
+  constructor (identity: PoolIdentity, log: FastifyBaseLogger) {
+    this.#identity = identity
+    this.#decorator = identity.decorator
     this.#outage = new OutageLog(log)
   }
 
@@ -51,14 +56,23 @@ export class ConnectBreaker {
     if (probe) this.#probing = true
     try {
       const connection = await connect()
-      if (this.#failures > 0) this.#outage.ended(this.#failures)
+      if (this.#failures > 0) {
+        this.#outage.ended(this.#failures)
+        if (breakerClose.hasSubscribers) {
+          breakerClose.publish({ pool: this.#identity, failedAttempts: this.#failures, outageMillis: performance.now() - this.#openedAt })
+        }
+      }
       this.#failures = 0
       return connection
     } catch (error) {
       this.#failures += 1
       this.#lastError = error
       this.#openUntil = performance.now() + Math.min(MAX_BACKOFF_MILLIS, FIRST_BACKOFF_MILLIS * 2 ** (this.#failures - 1))
-      if (this.#failures === 1) this.#outage.began(error)
+      if (this.#failures === 1) {
+        this.#openedAt = performance.now()
+        this.#outage.began(error)
+        if (breakerOpen.hasSubscribers) breakerOpen.publish({ pool: this.#identity, errorCode: codeOf(error) })
+      }
       // The first failure is reported as what the driver saw (warm-up shows the driver error as
       // its cause); a failed probe is part of the outage clients are already being told about.
       throw probe ? this.unavailable() : this.#firstFailure(error)

@@ -1,7 +1,7 @@
-import type { DriverConnection } from '../driver/internals'
+import type { DriverConnection } from '../driver/types'
 
 // What the plugin keeps about each connection of its pool, for the borrow check, the idle keeper
-// and the acquire statistics: one record, put on the connection when it is set up (connect.ts),
+// and the acquire statistics: one record, put on the connection when it is set up (client/connect.ts),
 // before the pool ever sees it. Every pool connection then has the same shape, so reading the
 // record is one monomorphic property load, and updating the idle clock overwrites a number in
 // place. (WeakMaps and a WeakSet did the same job: a hash lookup per read, a fresh heap number
@@ -17,13 +17,15 @@ export interface ConnectionState {
   borrowed: boolean
   /** The idle keeper's ping in flight, and whether it was answered. */
   pinging: Promise<boolean> | undefined
+  /** How long its connect took (for the `pool:connect` event). */
+  readonly connectMillis: number
 }
 
 type WithState = DriverConnection & { [STATE]?: ConnectionState }
 
 /** Gives a new connection its record, idle from now. */
-export function initConnectionState (connection: DriverConnection): void {
-  ;(connection as WithState)[STATE] = { idleSince: performance.now(), borrowed: false, pinging: undefined }
+export function initConnectionState (connection: DriverConnection, connectMillis: number): void {
+  ;(connection as WithState)[STATE] = { idleSince: performance.now(), borrowed: false, pinging: undefined, connectMillis }
 }
 
 /** The connection's record; undefined for one the plugin did not set up (never in its pool). */

@@ -1,7 +1,9 @@
-import { acquireGuarded } from './acquire-guard'
 import { discard } from '../driver/discard'
-import { idleConnections, lifetimeLimit, poolOf, poolSize, type DriverConnection } from '../driver/internals'
-import type { ClientRuntime } from '../driver/runtime'
+import { lifetimeLimit } from '../driver/knex-parts'
+import { poolOf } from '../driver/tarn-pool'
+import type { DialectClient, DriverConnection } from '../driver/types'
+import { acquireGuarded, type AcquireHost } from './acquire-guard'
+import type { BorrowCheck } from './borrow-check'
 
 // The warm floor must not go stale, nor grow old. The server closes connections idle past its
 // `wait_timeout` (8 h by default, often minutes in production), and tarn never re-creates
@@ -18,12 +20,20 @@ import type { ClientRuntime } from '../driver/runtime'
 const MIN_INTERVAL_MILLIS = 250
 const MAX_INTERVAL_MILLIS = 5 * 60_000
 
+/** What the keeper needs from its pool's state (the client runtime provides it). */
+export interface KeeperHost extends AcquireHost {
+  readonly client: DialectClient | undefined
+  /** Shutdown has begun: the keeper opens nothing more. */
+  readonly closing: boolean
+  readonly borrowCheck: BorrowCheck
+}
+
 export class IdleKeeper {
-  readonly #runtime: ClientRuntime
+  readonly #runtime: KeeperHost
   #timer: NodeJS.Timeout | undefined
   #running = false
 
-  constructor (runtime: ClientRuntime) {
+  constructor (runtime: KeeperHost) {
     this.#runtime = runtime
   }
 
@@ -56,7 +66,7 @@ export class IdleKeeper {
       // request's path (a connect the request would wait for).
       const now = performance.now()
       const retired = new Set<DriverConnection>()
-      for (const connection of idleConnections(pool)) {
+      for (const connection of pool.idleConnections()) {
         const limit = lifetimeLimit(connection)
         if (limit !== undefined && limit - 2 * interval <= now) {
           discard(connection, new Error('connection reached its maximum lifetime'))
@@ -64,7 +74,7 @@ export class IdleKeeper {
         }
       }
       // Started in one synchronous pass, so each connection is idle as its ping starts.
-      const pings = idleConnections(pool)
+      const pings = pool.idleConnections()
         .filter((connection) => !retired.has(connection) && borrowCheck.idleFor(connection) >= interval)
         .map((connection) => borrowCheck.pingIdle(connection))
       const silent = (await Promise.all(pings)).filter((answered) => !answered).length
@@ -73,7 +83,7 @@ export class IdleKeeper {
       // connections still sit in the free list until a borrow checks them, so after a discard
       // every free connection is borrowed at once (dead ones are replaced) and returned.
       const discarded = retired.size + silent
-      const missing = poolSize(pool).min - (pool.numUsed() + pool.numFree() + pool.numPendingCreates())
+      const missing = pool.size.min - (pool.numUsed() + pool.numFree() + pool.numPendingCreates())
       const wanted = discarded > 0 ? Math.max(pool.numFree(), missing) : missing
       if (wanted <= 0) return
       const borrowed = await Promise.allSettled(Array.from({ length: wanted }, () => acquireGuarded(client, this.#runtime, false)))

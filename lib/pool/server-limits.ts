@@ -1,4 +1,4 @@
-import type { DriverConnection } from '../driver/internals'
+import type { DriverConnection } from '../driver/types'
 
 // The server's idle timeout decides how often idle connections must be pinged, and its
 // connection limits can decide how many connections each process may hold (a budget with

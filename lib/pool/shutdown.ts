@@ -1,8 +1,8 @@
 import type { FastifyBaseLogger } from 'fastify'
-import { FST_FORK_SAFE_DB_CLOSE_TIMEOUT } from '../errors'
 import { discard } from '../driver/discard'
-import { borrowedConnections, idleConnections, poolOf } from '../driver/internals'
-import type { ClientRuntime } from '../driver/runtime'
+import { poolOf } from '../driver/tarn-pool'
+import type { DialectClient, DriverConnection } from '../driver/types'
+import { FST_FORK_SAFE_DB_CLOSE_TIMEOUT } from '../errors'
 
 // Shutdown in two steps. As close() begins (Fastify's preClose, before it waits for in-flight
 // requests), the pool stops opening connections and a deadline is armed. If the deadline passes,
@@ -12,6 +12,16 @@ import type { ClientRuntime } from '../driver/runtime'
 // `fastify.db` that nobody finishes) are given back to the pool: knex.destroy() waits for every
 // borrowed connection, and nothing else would ever return those.
 
+/** What the deadline needs from its pool's state (the client runtime provides it). */
+export interface ShutdownHost {
+  readonly options: { readonly decorator: string, readonly closeTimeoutMillis: number }
+  readonly client: DialectClient | undefined
+  /** Connections being opened: a close deadline must reach a connect stuck in a black hole. */
+  readonly connecting: ReadonlySet<DriverConnection>
+  closing: boolean
+  tornDown: boolean
+}
+
 export class CloseDeadline {
   #timer: NodeJS.Timeout | undefined
 
@@ -20,7 +30,7 @@ export class CloseDeadline {
   }
 
   /** The pool opens no new connection from now on; after `closeTimeoutMillis` it is torn down. */
-  arm (runtime: ClientRuntime, log: FastifyBaseLogger): void {
+  arm (runtime: ShutdownHost, log: FastifyBaseLogger): void {
     if (this.#timer !== undefined) return
     const { decorator, closeTimeoutMillis } = runtime.options
     runtime.closing = true
@@ -38,11 +48,11 @@ export class CloseDeadline {
   }
 }
 
-function tearDown (runtime: ClientRuntime, makeError: () => Error): void {
+function tearDown (runtime: ShutdownHost, makeError: () => Error): void {
   runtime.tornDown = true
   const pool = runtime.client === undefined ? undefined : poolOf(runtime.client)
-  const borrowed = pool === undefined ? [] : borrowedConnections(pool)
-  const idle = pool === undefined ? [] : idleConnections(pool)
+  const borrowed = pool === undefined ? [] : pool.borrowedConnections()
+  const idle = pool === undefined ? [] : pool.idleConnections()
   // One error per connection: knex rewrites the message of each query error it sees.
   for (const connection of [...borrowed, ...idle, ...runtime.connecting]) discard(connection, makeError())
   for (const connection of borrowed) pool?.release(connection)

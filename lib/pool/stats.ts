@@ -1,9 +1,12 @@
 // What an operator asks of a pool ("how many connections does each worker hold, how long do
-// queries wait for one, did anyone wait for a connect?"), counted where it happens. Recording
-// is a few additions per borrow; percentiles are computed only when stats are read.
+// queries wait for one, did anyone wait for a connect?"). The counts are a subscriber of the
+// plugin's channels (events/channels.ts): a connection opened or closed, a query's borrow and its
+// wait. Recording is a few additions per borrow; percentiles are computed only when stats are read.
 
+import { subscribe } from 'node:diagnostics_channel'
+import type { ForkSafeTarnPool } from '../driver/tarn-pool'
+import { channels, type PoolAcquireEvent, type PoolIdentity } from '../events/channels'
 import type { ConnectionBudget } from './budget'
-import { poolSize, type TarnPool } from '../driver/internals'
 
 // The last 1024 borrows: enough for stable percentiles, small enough to sort on every read.
 const WAIT_SAMPLES = 1024
@@ -53,6 +56,45 @@ export class PoolCounters {
   }
 }
 
+// One subscriber per channel for every pool of the process, each pool's counters found by its
+// identity (a Map lookup, not a subscriber per pool that would hear every other pool's events).
+const counted = new Map<PoolIdentity, PoolCounters>()
+let subscribed = false
+
+function onAcquire (message: unknown): void {
+  const event = message as PoolAcquireEvent
+  if (event.internal || event.connectionId === undefined) return
+  counted.get(event.pool)?.recordAcquire(event.waitMillis, event.cold)
+}
+
+function onConnect (message: unknown): void {
+  const counters = counted.get((message as { pool: PoolIdentity }).pool)
+  if (counters !== undefined) counters.created += 1
+}
+
+function onDestroy (message: unknown): void {
+  const counters = counted.get((message as { pool: PoolIdentity }).pool)
+  if (counters !== undefined) counters.destroyed += 1
+}
+
+/** Counts the events of the pool `identity` from now on. */
+export function countEvents (identity: PoolIdentity): PoolCounters {
+  if (!subscribed) {
+    subscribe(channels.poolAcquire, onAcquire)
+    subscribe(channels.poolConnect, onConnect)
+    subscribe(channels.poolDestroy, onDestroy)
+    subscribed = true
+  }
+  const counters = new PoolCounters()
+  counted.set(identity, counters)
+  return counters
+}
+
+/** The pool is gone (closed, or left to the process that built it): its counts are dropped. */
+export function stopCounting (identity: PoolIdentity): void {
+  counted.delete(identity)
+}
+
 /** Milliseconds to three decimals: microsecond precision, readable JSON. */
 export function roundMillis (millis: number): number {
   return Math.round(millis * 1000) / 1000
@@ -96,9 +138,9 @@ export interface ForkSafeDbStats {
 }
 
 /** The connection counts and timings of a pool, or zeros when there is none in this process. */
-export function describePool (pool: TarnPool | undefined, counters: PoolCounters | undefined): Pick<ForkSafeDbStats, 'connections' | 'acquireWaitMillis' | 'coldAcquires'> {
+export function describePool (pool: ForkSafeTarnPool | undefined, counters: PoolCounters | undefined): Pick<ForkSafeDbStats, 'connections' | 'acquireWaitMillis' | 'coldAcquires'> {
   const source = counters ?? new PoolCounters()
-  const size = pool === undefined ? { min: 0, max: 0 } : poolSize(pool)
+  const size = pool === undefined ? { min: 0, max: 0 } : pool.size
   return {
     connections: {
       used: pool?.numUsed() ?? 0,

@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises'
-import type { DriverConnection } from '../driver/internals'
+import type { DriverConnection } from '../driver/types'
 import { pingOrDiscard } from './borrow-check'
 
 // Warm-up opens the connections a process keeps before it accepts requests. When a whole fleet

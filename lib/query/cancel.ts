@@ -1,9 +1,9 @@
 import type { FastifyBaseLogger } from 'fastify'
-import { openConnection } from '../driver/connect'
 import { discard } from '../driver/discard'
-import { markDisposed, type DriverConnection } from '../driver/internals'
+import { markDisposed } from '../driver/knex-parts'
+import type { DriverConnection } from '../driver/types'
 import { FST_FORK_SAFE_DB_QUERY_TIMEOUT } from '../errors'
-import type { ClientRuntime } from '../driver/runtime'
+import { queryCancel, type PoolIdentity } from '../events/channels'
 
 // Cancelling a statement means a KILL QUERY sent on a separate connection: closing our side of
 // the socket would leave the statement running on the server. The caller that gave up must not
@@ -29,14 +29,23 @@ function closedWith (reason: string, error: Error): Error {
   return new FST_FORK_SAFE_DB_QUERY_TIMEOUT(`a statement on this connection timed out and could not be cancelled (${error.message}); the connection was closed`)
 }
 
+/** What a canceller needs from its pool: a connection for the KILL, and how long to wait for it. */
+export interface CancelHost {
+  readonly identity: PoolIdentity
+  /** How long a KILL may take before the connection is closed instead. */
+  readonly pingTimeoutMillis: number
+  /** Opens a connection for the KILL (also while the pool is closing); undefined when there is no pool. */
+  openKillConnection: () => Promise<DriverConnection> | undefined
+}
+
 export class QueryCanceller {
-  readonly #runtime: ClientRuntime
+  readonly #host: CancelHost
   readonly #log: FastifyBaseLogger
   /** Connections a cancel has already been sent for (a timeout and a hang-up can both ask). */
   readonly #cancelled = new WeakSet<DriverConnection>()
 
-  constructor (runtime: ClientRuntime, log: FastifyBaseLogger) {
-    this.#runtime = runtime
+  constructor (host: CancelHost, log: FastifyBaseLogger) {
+    this.#host = host
     this.#log = log
   }
 
@@ -46,12 +55,13 @@ export class QueryCanceller {
     this.#cancelled.add(connection)
     markDisposed(connection, new Error(reason))
     const { threadId } = connection
-    const client = this.#runtime.client
-    if (threadId === null || client === undefined) {
+    if (queryCancel.hasSubscribers) queryCancel.publish({ pool: this.#host.identity, connectionId: threadId, reason })
+    const opening = threadId === null ? undefined : this.#host.openKillConnection()
+    if (opening === undefined) {
       discard(connection, new Error(reason))
       return
     }
-    const timeoutMillis = this.#runtime.pingTimeoutMillis
+    const timeoutMillis = this.#host.pingTimeoutMillis
     let killer: DriverConnection | undefined
     let settled = false
     const giveUp = (error: Error, message: string) => {
@@ -64,7 +74,7 @@ export class QueryCanceller {
       killer?.destroy()
     }
     const timer = setTimeout(() => giveUp(new Error('KILL QUERY did not complete in time'), 'KILL QUERY did not complete in time; closing the connection'), timeoutMillis)
-    openConnection(client, this.#runtime, 'kill')
+    opening
       .then((opened) => {
         killer = opened
         if (settled) {

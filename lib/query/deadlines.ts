@@ -2,7 +2,7 @@
 // default has the same limit, so deadlines come in the order statements start: a FIFO queue
 // with one timer, armed for its head, is all it takes. (A timer per statement means, when
 // statements run one at a time, that Node builds and tears down its timer list for every query:
-// bench:instructions measured the default timeout at 1.3% of a bare knex's work per request.)
+// bench:instructions counted that on every statement that gets the default timeout.)
 // A statement that ends is marked done in O(1) and leaves the queue when it reaches the head;
 // a long-running head cannot make the queue grow without bound: done entries are compacted away.
 // An emptied queue keeps its array (with one statement at a time it empties after every

@@ -1,4 +1,4 @@
-import type { DriverConnection } from '../driver/internals'
+import type { DriverConnection } from '../driver/types'
 
 // Which request does a running statement belong to? `request.db` marks what it creates (a
 // builder, or a transaction's client) with its request's scope; the plugin's runner reads the

@@ -1,3 +1,4 @@
+import { stripKnexQueryFields } from '../driver/knex-parts'
 import { replaceAll, scrubText } from '../logging/redact'
 
 // A failed query's error travels far: to the handler, to the log, and (Fastify sends
@@ -37,10 +38,8 @@ export function sanitizeQueryError (error: unknown, query: FailedQuery, secrets:
   const values = boundTexts(query.bindings)
   const scrub = (text: string) => replaceAll(scrubText(text, secrets), values)
 
-  // knex's `.timeout()` error carries the statement and its values as `sql` and `bindings`.
-  delete fields.bindings
-  // knex marks both of its timeout errors (expiry, and a cancel that failed) with `timeout`.
-  if (fields.timeout !== undefined && fields.code === undefined) {
+  // knex's `.timeout()` error carries the statement's bound values; its timeouts have no code.
+  if (stripKnexQueryFields(error).knexTimeout) {
     fields.code = 'FST_FORK_SAFE_DB_QUERY_TIMEOUT'
     fields.statusCode = 503
   }

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream'
 import { discard } from '../driver/discard'
-import type { DriverConnection } from '../driver/internals'
+import type { DriverConnection } from '../driver/types'
 import { FST_FORK_SAFE_DB_CLIENT_GONE } from '../errors'
 import type { StatementOwner } from './owners'
 

@@ -1,12 +1,12 @@
-import knex from 'knex'
 import { FST_FORK_SAFE_DB_QUERY_TIMEOUT } from '../errors'
 import { discard } from '../driver/discard'
-import { cancelsOnTimeout, markDisposed, timeoutOf, type CompiledQuery, type DriverConnection } from '../driver/internals'
+import { cancelsOnTimeout, isKnexTimeout, isStatementTimeout, markDisposed, timeoutOf } from '../driver/knex-parts'
+import type { CompiledQuery, DriverConnection } from '../driver/types'
 import { asTransactionTimeout, closeTimedOutTransaction } from './transaction-timeout'
 
 // A slow query must never stall other requests.
 // - Every statement of a query builder or `raw()` without a `.timeout()` of its own gets
-//   `queryTimeoutMillis` (see driver/fork-safe-runner.ts): on expiry the caller gets
+//   `queryTimeoutMillis` (see client/fork-safe-runner.ts): on expiry the caller gets
 //   FST_FORK_SAFE_DB_QUERY_TIMEOUT at once and the statement is cancelled on the server in the
 //   background (cancel.ts). A `.timeout()` of the user's expires as knex makes it, and knex's
 //   error becomes the same FST_FORK_SAFE_DB_QUERY_TIMEOUT, still a KnexTimeoutError, without the
@@ -40,10 +40,9 @@ export function statementExpired (query: CompiledQuery, timeoutMillis: number, t
  * plugin's error too; any other error unchanged.
  */
 export function asQueryTimeout (error: unknown, query: CompiledQuery, transaction?: DriverConnection): unknown {
-  if (!(error instanceof knex.KnexTimeoutError) || error instanceof FST_FORK_SAFE_DB_QUERY_TIMEOUT) return asTransactionTimeout(error)
+  if (!isKnexTimeout(error) || error instanceof FST_FORK_SAFE_DB_QUERY_TIMEOUT) return asTransactionTimeout(error)
   const timeout = timeoutOf(query)
-  // An acquire timeout is a KnexTimeoutError too; only a statement's carries its limit.
-  if (timeout === undefined || (error as { timeout?: unknown }).timeout !== timeout) return error
+  if (timeout === undefined || !isStatementTimeout(error, timeout)) return error
   if (transaction !== undefined) closeTimedOutTransaction(transaction, timeout)
   const what = cancelsOnTimeout(query)
     ? 'and was cancelled on the server (KILL QUERY)'
@@ -52,10 +51,14 @@ export function asQueryTimeout (error: unknown, query: CompiledQuery, transactio
   return Object.assign(new FST_FORK_SAFE_DB_QUERY_TIMEOUT(`the statement did not finish within ${timeout} ms ${what}${where}`), { timeout, query: query.sql })
 }
 
-/** Runs a transaction's own statement `sql` on `connection`, closing the connection if it outlives `timeoutMillis`. */
-export function boundTransactionStatement (connection: DriverConnection, sql: string, timeoutMillis: number, run: () => Promise<unknown>): Promise<unknown> {
+/**
+ * Runs a transaction's own statement `sql` on `connection`, closing the connection if it outlives
+ * `timeoutMillis` (`onTimeout` is told first).
+ */
+export function boundTransactionStatement (connection: DriverConnection, sql: string, timeoutMillis: number, run: () => Promise<unknown>, onTimeout: () => void): Promise<unknown> {
   if (timeoutMillis === 0) return run()
   const timer = setTimeout(() => {
+    onTimeout()
     const statement = sql.replace(/;\s*$/, '').split(' ')[0].toUpperCase()
     const outcome = statement === 'COMMIT' ? ' (whether the transaction was committed is unknown)' : ''
     const error = Object.assign(

@@ -1,6 +1,7 @@
 import { FST_FORK_SAFE_DB_QUERY_TIMEOUT } from '../errors'
 import { discard } from '../driver/discard'
-import { markDisposed, type DriverConnection } from '../driver/internals'
+import { markDisposed } from '../driver/knex-parts'
+import type { DriverConnection } from '../driver/types'
 
 // A statement that times out inside a transaction fails the transaction at once.
 // A transaction's ROLLBACK goes on the same connection as the statement that timed out, so it

@@ -1,9 +1,12 @@
 import type { FastifyRequest } from 'fastify'
 import type { Knex } from 'knex'
-import type { DriverConnection } from '../driver/internals'
+import { clientOfTransaction } from '../driver/knex-parts'
+import type { DriverConnection } from '../driver/types'
 import { FST_FORK_SAFE_DB_TRANSACTION_AFTER_RESPONSE, FST_FORK_SAFE_DB_TRANSACTION_ROLLED_BACK } from '../errors'
 import { claim, type StatementOwner } from '../query/owners'
 import { stopStream } from '../query/streams'
+import { unwatchSocket, watchSocket, type HangUpWatch } from './hang-up-watch'
+import { OVERRIDES, scopeOfKnex, type TransactionContainer } from './scoped-knex'
 
 // `request.db` is the process's knex instance seen through a thin per-request wrapper, so the
 // plugin knows which statements and transactions belong to which request:
@@ -15,7 +18,7 @@ import { stopStream } from '../query/streams'
 //   It is rolled back, its connection returns to the pool, and the leak is logged as an error
 //   with the route and the request id. Only a request that begins a transaction listens for the
 //   end of its response: a hook on every request (Fastify's onResponse, which also makes Fastify
-//   set up its response listeners) counted 9.4k instructions per request in bench:instructions.
+//   set up its response listeners) cost every request measurably in bench:instructions.
 // Once its response has finished, a request is over: what it still runs is background work of
 // the handler's, and a hang-up after that cancels nothing. A transaction begun on `request.db`
 // after that would have nothing left to end it (and nobody to tell its outcome to): it is refused
@@ -36,18 +39,6 @@ export interface ScopeHost {
   cancel: (connection: DriverConnection, reason: string) => void
 }
 
-// A hang-up is seen on the socket. Each socket gets one 'close' listener for its whole life
-// (a kept-alive socket serves many requests), and the scope to tell is a property on it, set
-// while one of its request's statements runs or a transaction is open. Per-request listeners
-// (Fastify's onRequestAbort adds a 'close' listener to every request) and per-statement
-// add/remove both cost throughput in bench/overhead.ts. The socket carries one property, set
-// once: a small record whose one field names the scope. (The scope itself on the socket, set and
-// cleared, plus a second mark, changed every new socket's shape three times per request, and
-// bench:instructions found the watch left unoptimized.)
-const hangUpWatch = Symbol('fastify-fork-safe-db:hang-up-watch')
-interface HangUpWatch { scope: RequestScope | undefined }
-type WatchedSocket = NodeJS.EventEmitter & { [hangUpWatch]?: HangUpWatch }
-
 /** The response as the scope sees it (Fastify's `reply.raw`: http's, HTTP/2's, or inject's). */
 export interface ScopeResponse {
   /** All of it handed to the operating system (undefined where the response does not say). */
@@ -57,41 +48,6 @@ export interface ScopeResponse {
 
 /** The request's response, once the plugin's onRequest hook has recorded it. */
 export type ResponseOf = (request: FastifyRequest) => ScopeResponse | undefined
-
-function onSocketClose (this: WatchedSocket): void {
-  const watch = this[hangUpWatch]
-  const scope = watch?.scope
-  if (watch !== undefined) watch.scope = undefined
-  scope?.hungUp()
-}
-
-type TransactionContainer = (trx: Knex.Transaction) => unknown
-
-const scopeOfKnex = Symbol('fastify-fork-safe-db:request-scope')
-type Scoped = Record<symbol, RequestScope>
-
-/**
- * What a request's knex does differently from the process's instance: everything that creates
- * builders or transactions. Shared by every request; `this` is the request's proxy, whose
- * `get` trap answers `scopeOfKnex` with its scope.
- */
-const OVERRIDES: Record<string, (this: Scoped, ...args: never[]) => unknown> = {
-  queryBuilder () {
-    const scope = this[scopeOfKnex]
-    return scope.claim(scope.base.queryBuilder())
-  },
-  raw (...args: unknown[]) {
-    const scope = this[scopeOfKnex]
-    return scope.claim((scope.base.raw as (...args: unknown[]) => object).apply(scope.base, args))
-  },
-  transaction (container?: TransactionContainer | Knex.TransactionConfig | null, config?: Knex.TransactionConfig) {
-    return this[scopeOfKnex].transaction(container, config)
-  },
-  transactionProvider (config?: Knex.TransactionConfig) {
-    let trx: Promise<unknown> | undefined
-    return () => (trx ??= this[scopeOfKnex].transaction(config))
-  }
-}
 
 export class RequestScope implements StatementOwner {
   readonly #host: ScopeHost
@@ -208,7 +164,7 @@ export class RequestScope implements StatementOwner {
     }
     (this.#transactions ??= new Set()).add(trx)
     // Statements on the transaction are this request's too (its builders are not ours to wrap).
-    claim(trx.client, this)
+    claim(clientOfTransaction(trx), this)
     this.#watchSocket()
     this.#watchResponse()
     const settled = () => this.#unwatchSocketIfIdle()
@@ -251,16 +207,7 @@ export class RequestScope implements StatementOwner {
 
   #watchSocket (): void {
     if (this.#socket !== undefined) return
-    const socket = this.#request.raw.socket as WatchedSocket | undefined
-    if (socket === undefined || socket === null || typeof socket.on !== 'function') return
-    const watch = socket[hangUpWatch]
-    if (watch === undefined) {
-      this.#socket = socket[hangUpWatch] = { scope: this }
-      socket.on('close', onSocketClose)
-      return
-    }
-    watch.scope = this
-    this.#socket = watch
+    this.#socket = watchSocket(this.#request.raw.socket, this)
   }
 
   #unwatchSocketIfIdle (): void {
@@ -270,7 +217,7 @@ export class RequestScope implements StatementOwner {
 
   #unwatchSocket (): void {
     if (this.#socket === undefined) return
-    if (this.#socket.scope === this) this.#socket.scope = undefined
+    unwatchSocket(this.#socket, this)
     this.#socket = undefined
   }
 

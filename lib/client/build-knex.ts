@@ -5,8 +5,8 @@ import { knexLogBridge, tarnLogBridge } from '../logging/log-bridges'
 import { hideProperties } from '../logging/redact'
 import type { AfterCreate, ResolvedOptions } from '../options/resolve-options'
 import { sanitizeQueryError, type FailedQuery } from '../query/sanitize-error'
+import type { DriverConnection } from '../driver/types'
 import { ForkSafeClient } from './fork-safe-client'
-import type { DriverConnection } from './internals'
 import { ClientRuntime, runtimeEntry, type RuntimeEvents } from './runtime'
 
 /** A knex instance of the plugin and the state its client (and its transactions' clients) share. */

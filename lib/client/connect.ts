@@ -1,10 +1,14 @@
+import { performance } from 'node:perf_hooks'
+import type { FastifyBaseLogger } from 'fastify'
+import { markDisposed } from '../driver/knex-parts'
+import type { DialectClient, DriverConnection } from '../driver/types'
+import { checkDriverConnection } from '../driver/versions'
 import { FST_FORK_SAFE_DB_CLOSED } from '../errors'
 import { forwardDriverWarnings } from '../logging/log-bridges'
 import { hideProperties } from '../logging/redact'
 import { SECRET_KEYS } from '../options/connection'
+import type { ConnectBreaker } from '../pool/connect-breaker'
 import { initConnectionState } from '../pool/connection-state'
-import { checkDriverConnection, markDisposed, type DialectClient, type DriverConnection } from './internals'
-import type { ClientRuntime } from './runtime'
 
 // The one path by which the plugin opens a connection, for the pool or for a KILL QUERY:
 // - while the pool is closing it opens none for the pool (a KILL still goes through);
@@ -18,12 +22,23 @@ import type { ClientRuntime } from './runtime'
 
 export type ConnectPurpose = 'pool' | 'kill'
 
-export function openConnection (client: DialectClient, runtime: ClientRuntime, purpose: ConnectPurpose): Promise<DriverConnection> {
+/** What opening a connection needs from the pool's state (the client runtime provides it). */
+export interface ConnectHost {
+  readonly options: { readonly decorator: string, readonly secrets: readonly string[] }
+  readonly log: FastifyBaseLogger
+  readonly breaker: ConnectBreaker
+  /** Shutdown has begun: no connection is opened for the pool. */
+  readonly closing: boolean
+  readonly connecting: Set<DriverConnection>
+}
+
+export function openConnection (client: DialectClient, runtime: ConnectHost, purpose: ConnectPurpose): Promise<DriverConnection> {
   if (purpose === 'pool' && runtime.closing) return Promise.reject(new FST_FORK_SAFE_DB_CLOSED(runtime.options.decorator))
   return runtime.breaker.attempt(async () => {
+    const started = performance.now()
     const connection = await connect(client, runtime)
     try {
-      if (purpose === 'pool') setUp(connection, runtime)
+      if (purpose === 'pool') setUp(connection, runtime, performance.now() - started)
     } catch (error) {
       connection.destroy()
       throw error
@@ -32,7 +47,7 @@ export function openConnection (client: DialectClient, runtime: ClientRuntime, p
   })
 }
 
-async function connect (client: DialectClient, runtime: ClientRuntime): Promise<DriverConnection> {
+async function connect (client: DialectClient, runtime: ConnectHost): Promise<DriverConnection> {
   const connection = client.driver.createConnection(client.connectionSettings)
   // knex's own rule: an error after connecting disposes of the connection (and an 'error'
   // without a listener would crash the process).
@@ -55,11 +70,11 @@ async function connect (client: DialectClient, runtime: ClientRuntime): Promise<
   return connection
 }
 
-function setUp (connection: DriverConnection, runtime: ClientRuntime): void {
+function setUp (connection: DriverConnection, runtime: ConnectHost, connectMillis: number): void {
   checkDriverConnection(connection)
   // mysql2 keeps every password it was given on `connection.config`; knex hides only `password`.
   hideProperties(connection.config, SECRET_KEYS)
   forwardDriverWarnings(connection, runtime.log, runtime.options.secrets)
   // Its idle clock (the borrow check's) starts now.
-  initConnectionState(connection)
+  initConnectionState(connection, connectMillis)
 }

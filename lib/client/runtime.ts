@@ -1,19 +1,29 @@
 import { inspect } from 'node:util'
 import type { FastifyBaseLogger } from 'fastify'
+import { KnexMySql2Client } from '../driver/knex-parts'
+import type { DialectClient, DriverConnection } from '../driver/types'
+import type { PoolIdentity } from '../events/channels'
+import { scrubError } from '../logging/redact'
 import type { ResolvedOptions } from '../options/resolve-options'
+import type { AcquireHost } from '../pool/acquire-guard'
 import { BorrowCheck } from '../pool/borrow-check'
 import { ConnectBreaker } from '../pool/connect-breaker'
-import { PoolCounters } from '../pool/stats'
+import { mayLendDirectly } from '../pool/direct-borrow'
+import type { HealthHost } from '../pool/health'
+import type { KeeperHost } from '../pool/idle-keeper'
 import { DEFAULT_SERVER_LIMITS, readServerLimits, type ServerLimits } from '../pool/server-limits'
-import { QueryCanceller } from '../query/cancel'
+import type { ShutdownHost } from '../pool/shutdown'
+import { countEvents, type PoolCounters } from '../pool/stats'
+import { QueryCanceller, type CancelHost } from '../query/cancel'
 import { Deadlines } from '../query/deadlines'
-import { scrubError } from '../logging/redact'
-import { KnexMySql2Client, type DialectClient, type DriverConnection } from './internals'
+import { openConnection, type ConnectHost } from './connect'
 
 // Everything one knex instance of the plugin shares with the clients of its transactions. knex
 // builds a transaction's client from the client class's prototype and copies a handful of
 // fields onto it, `config` among them; so the plugin's client methods find their state through
 // `config`, never through fields of their own `this`, and a transaction gets every guarantee.
+// The pool and query policies below see it through narrow interfaces of their own (AcquireHost,
+// CancelHost, …), never as this class.
 
 const RUNTIME = Symbol('fastify-fork-safe-db:runtime')
 
@@ -28,12 +38,16 @@ export interface RuntimeEvents {
 
 const stockValidate = KnexMySql2Client.prototype.validateConnection
 
-export class ClientRuntime {
+export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, HealthHost, KeeperHost, ShutdownHost {
   readonly options: ResolvedOptions
   readonly log: FastifyBaseLogger
+  /** Which pool this is, in every event it publishes. */
+  readonly identity: PoolIdentity
   readonly breaker: ConnectBreaker
-  readonly counters = new PoolCounters()
+  /** What `stats()` counts of this pool (a subscriber of its events). */
+  readonly counters: PoolCounters
   readonly borrowCheck: BorrowCheck
+  readonly mayLendDirectly: (connection: DriverConnection) => boolean
   readonly canceller: QueryCanceller
   /** The default query timeout's deadlines, unless it is off. */
   readonly deadlines: Deadlines | undefined
@@ -61,8 +75,10 @@ export class ClientRuntime {
     this.options = options
     this.log = log
     this.#events = events
+    this.identity = Object.freeze({ decorator: options.decorator, pid: process.pid })
+    this.counters = countEvents(this.identity)
     this.pingTimeoutMillis = Math.min(MAX_PING_TIMEOUT_MILLIS, Math.max(1, Math.floor(options.pool.acquireTimeoutMillis / 2)))
-    this.breaker = new ConnectBreaker(options.decorator, log)
+    this.breaker = new ConnectBreaker(this.identity, log)
     this.borrowCheck = new BorrowCheck({
       checkAfterIdleMillis: options.checkAfterIdleMillis,
       pingAfterIdleMillis: options.pingAfterIdleMillis,
@@ -70,8 +86,14 @@ export class ClientRuntime {
       // knex's own in-memory test (mysql2's error and closing flags), after the plugin's.
       looksAlive: (connection) => stockValidate.call(this.client, connection) as boolean
     })
+    this.mayLendDirectly = mayLendDirectly(() => this.client, this.borrowCheck)
     this.canceller = new QueryCanceller(this, log)
     this.deadlines = options.queryTimeoutMillis > 0 ? new Deadlines(options.queryTimeoutMillis) : undefined
+  }
+
+  /** A connection for a KILL QUERY: opened even while the pool is closing. */
+  openKillConnection (): Promise<DriverConnection> | undefined {
+    return this.client === undefined ? undefined : openConnection(this.client, this, 'kill')
   }
 
   /**

@@ -1,12 +1,15 @@
+import { performance } from 'node:perf_hooks'
+import { isStatementTimeout, isTransactionClient, KnexRunnerBase, streamOfCallback, takesTimeout, timeoutOf } from '../driver/knex-parts'
+import type { CompiledQuery, DriverConnection, KnexRunner } from '../driver/types'
 import { FST_FORK_SAFE_DB_CLIENT_GONE } from '../errors'
-import { ownerOf } from '../query/owners'
+import { codeOf, queryEnd, queryStart, queryTimeout } from '../events/channels'
 import { TIMED_OUT } from '../query/cancel'
 import { classifyStatementError } from '../query/classify-error'
+import { ownerOf } from '../query/owners'
+import { watchStream } from '../query/streams'
 import { asQueryTimeout, statementExpired } from '../query/timeout'
 import { timedOutTransaction } from '../query/transaction-timeout'
-import { watchStream } from '../query/streams'
-import { isTransactionClient, KnexRunnerBase, streamOfCallback, timeoutOf, type CompiledQuery, type DriverConnection, type KnexRunner } from './internals'
-import { runtimeOf } from './runtime'
+import { runtimeOf, type ClientRuntime } from './runtime'
 
 // knex runs every statement of a builder through a runner made by `client.runner()`, on the
 // client of the builder: a transaction's builders get theirs from the transaction's client, which
@@ -19,14 +22,12 @@ import { runtimeOf } from './runtime'
 //   statement of a request whose client has gone is not sent;
 // - a `.timeout()` of the user's expires as knex makes it, with the plugin's error;
 // - inside a transaction, a statement that times out either way closes the transaction's
-//   connection, and later statements on it fail at once (query/transaction-timeout.ts).
-// All of it in one promise per statement; a statement with no deadline and no request goes to
-// knex untouched.
+//   connection, and later statements on it fail at once (query/transaction-timeout.ts);
+// - while anyone subscribes, it is published on `query:start`, `query:end` and `query:timeout`.
+// All of it in one promise per statement; a statement with no deadline, no request and no
+// subscriber goes to knex untouched.
 
-/** Builders that take a `.timeout()` (query builders and raw; schema builders do not). */
-function takesTimeout (builder: object): boolean {
-  return typeof (builder as { timeout?: unknown }).timeout === 'function'
-}
+let queryIds = 0
 
 export class ForkSafeRunner extends KnexRunnerBase {
   /** A streamed statement is watched like any other (see query/streams.ts). */
@@ -41,6 +42,30 @@ export class ForkSafeRunner extends KnexRunnerBase {
   }
 
   override query (query: CompiledQuery): Promise<unknown> {
+    if (!queryStart.hasSubscribers && !queryEnd.hasSubscribers && !queryTimeout.hasSubscribers) return this.#run(query, undefined)
+    return this.#published(query)
+  }
+
+  #published (query: CompiledQuery): Promise<unknown> {
+    const { identity } = runtimeOf(this.client)
+    const queryId = ++queryIds
+    const connectionId = this.connection?.threadId ?? null
+    if (queryStart.hasSubscribers) {
+      queryStart.publish({ pool: identity, queryId, connectionId, sql: query.sql, method: query.method, inTransaction: isTransactionClient(this.client) })
+    }
+    const started = performance.now()
+    const ended = (error: unknown) => {
+      if (!queryEnd.hasSubscribers) return
+      const errorCode = codeOf(error)
+      queryEnd.publish({ pool: identity, queryId, connectionId, durationMillis: performance.now() - started, ...(errorCode === undefined ? {} : { errorCode }) })
+    }
+    return this.#run(query, queryId).then(
+      (result) => { ended(undefined); return result },
+      (error: unknown) => { ended(error ?? new Error('the statement failed')); throw error }
+    )
+  }
+
+  #run (query: CompiledQuery, queryId: number | undefined): Promise<unknown> {
     const runtime = runtimeOf(this.client)
     const owner = ownerOf(this.builder, this.client)
     const connection = this.connection
@@ -50,13 +75,14 @@ export class ForkSafeRunner extends KnexRunnerBase {
     const failed = transaction === undefined ? undefined : timedOutTransaction(transaction)
     if (failed !== undefined) return Promise.reject(failed)
     if ((owner === undefined && deadlines === undefined) || connection === undefined) {
-      return ownTimeout ? super.query(query).catch((error: unknown) => { throw classifyStatementError(asQueryTimeout(error, query, transaction), runtime.options.decorator, query.sql) }) : super.query(query)
+      return ownTimeout ? super.query(query).catch((error: unknown) => { throw this.#failure(runtime, error, query, transaction, queryId) }) : super.query(query)
     }
     if (owner?.clientGone === true) return Promise.reject(new FST_FORK_SAFE_DB_CLIENT_GONE())
     owner?.started(connection)
     const statement = super.query(query)
     return new Promise((resolve, reject) => {
       const deadline = deadlines?.start(() => {
+        timedOut(runtime, queryId, connection, runtime.options.queryTimeoutMillis, transaction !== undefined)
         runtime.canceller.cancel(connection, TIMED_OUT)
         reject(statementExpired(query, runtime.options.queryTimeoutMillis, transaction))
       })
@@ -66,8 +92,21 @@ export class ForkSafeRunner extends KnexRunnerBase {
       }
       statement.then(
         (result) => { settled(); resolve(result) },
-        (error: unknown) => { settled(); reject(classifyStatementError(asQueryTimeout(error, query, transaction), runtime.options.decorator, query.sql)) }
+        (error: unknown) => { settled(); reject(this.#failure(runtime, error, query, transaction, queryId)) }
       )
     })
+  }
+
+  /** A statement's error, classified; a `.timeout()` of the user's that expired is published. */
+  #failure (runtime: ClientRuntime, error: unknown, query: CompiledQuery, transaction: DriverConnection | undefined, queryId: number | undefined): unknown {
+    const ownTimeout = timeoutOf(query)
+    if (ownTimeout !== undefined && isStatementTimeout(error, ownTimeout)) timedOut(runtime, queryId, this.connection, ownTimeout, transaction !== undefined)
+    return classifyStatementError(asQueryTimeout(error, query, transaction), runtime.options.decorator, query.sql)
+  }
+}
+
+function timedOut (runtime: ClientRuntime, queryId: number | undefined, connection: DriverConnection | undefined, timeoutMillis: number, inTransaction: boolean): void {
+  if (queryTimeout.hasSubscribers) {
+    queryTimeout.publish({ pool: runtime.identity, queryId, connectionId: connection?.threadId ?? null, timeoutMillis, inTransaction })
   }
 }

@@ -1,31 +1,24 @@
+import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
-import { buildKnex } from '../driver/build-knex'
-import { poolOf, poolSize, resizePool, type DriverConnection } from '../driver/internals'
-import type { ClientRuntime } from '../driver/runtime'
-import { discard } from '../driver/discard'
-import { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_BUDGET_EXCEEDED, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_WARMUP_FAILED } from '../errors'
-import { scrubError } from '../logging/redact'
+import { buildKnex } from '../client/build-knex'
+import type { ClientRuntime } from '../client/runtime'
+import { poolOf } from '../driver/tarn-pool'
+import type { DriverConnection } from '../driver/types'
+import { FST_FORK_SAFE_DB_BUDGET_EXCEEDED, FST_FORK_SAFE_DB_CLOSED } from '../errors'
 import type { ResolvedOptions } from '../options/resolve-options'
-import { acquireGuarded } from './acquire-guard'
-import { budgetFor, reportBudget, type ConnectionBudget } from './budget'
-import { warnIfBuiltInPrimary } from './cluster-placement'
-import { checkHealth } from './health'
-import { IdleKeeper } from './idle-keeper'
-import { DEFAULT_SERVER_LIMITS, type ServerLimits } from './server-limits'
-import { CloseDeadline } from './shutdown'
-import { describePool, type ForkSafeDbStats, type PoolState } from './stats'
-import { warmUp } from './warm-up'
-import { warmUpBoundMillis } from './warm-up-bound'
-
-/** The knex instance one process built, and what keeps it. */
-interface Built {
-  pid: number
-  knex: Knex
-  runtime: ClientRuntime
-  keeper: IdleKeeper
-  stopPlacementWatch: () => void
-}
+import { acquireGuarded } from '../pool/acquire-guard'
+import { budgetFor, reportBudget, type ConnectionBudget } from '../pool/budget'
+import { warnIfBuiltInPrimary } from '../pool/cluster-placement'
+import { checkHealth } from '../pool/health'
+import { IdleKeeper } from '../pool/idle-keeper'
+import { DEFAULT_SERVER_LIMITS, type ServerLimits } from '../pool/server-limits'
+import { CloseDeadline } from '../pool/shutdown'
+import { describePool, type ForkSafeDbStats, type PoolState } from '../pool/stats'
+import { warmUp } from '../pool/warm-up'
+import { abandon, destroyBuilt, type Built } from './teardown'
+import { warmUpBound } from './warm-up-bound'
+import { warmUpFailure } from './warm-up-failure'
 
 /**
  * Owns the knex instance of one registration and makes sure it belongs to the current process.
@@ -34,10 +27,10 @@ interface Built {
  * - PID-checked: an instance built under another pid (a fork, a snapshot restore) is abandoned,
  *   never closed: closing would send COM_QUIT on sockets the parent still uses.
  * - Warm: `warm()` opens and verifies connections before the server accepts requests.
- * - Budgeted: the pool's size is capped at its share of the connection budget (budget.ts),
+ * - Budgeted: the pool's size is capped at its share of the connection budget (pool/budget.ts),
  *   also after a pid change.
  * - Disposed: `close()` destroys only the instance this process built, after in-flight queries,
- *   and never takes longer than `closeTimeoutMillis` from `beginClose()` (shutdown.ts).
+ *   and never takes longer than `closeTimeoutMillis` from `beginClose()` (pool/shutdown.ts).
  */
 export class ForkSafePool {
   readonly #options: ResolvedOptions
@@ -80,9 +73,7 @@ export class ForkSafePool {
         'process id changed: abandoning the pool inherited from the parent process (its connections are left open for the parent) and building a fresh one'
       )
       // Its keeper must not ping the parent's sockets: stopping a timer sends nothing.
-      previous.keeper.stop()
-      previous.stopPlacementWatch()
-      previous.runtime.breaker.stop()
+      abandon(previous)
       this.#rebuilds += 1
       this.#warm = 'no'
     }
@@ -121,7 +112,7 @@ export class ForkSafePool {
     const budget = budgetFor(options, this.#options.pool, this.#limits)
     if (budget === undefined) return
     this.#budget = budget
-    resizePool(pool, { min: budget.poolMin, max: budget.poolMax })
+    pool.resize({ min: budget.poolMin, max: budget.poolMax })
   }
 
   /** Reports the applied budget once; throws FST_FORK_SAFE_DB_BUDGET_EXCEEDED for `onExceed: 'fail'`. */
@@ -161,7 +152,7 @@ export class ForkSafePool {
     const { runtime } = built
     const client = runtime.client as NonNullable<ClientRuntime['client']>
     this.#warm = 'warming'
-    const bound = this.#bound(runtime, pluginTimeout)
+    const bound = warmUpBound(runtime, pluginTimeout)
     try {
       await warmUp({
         acquire: () => acquireGuarded(client, runtime, false),
@@ -174,8 +165,7 @@ export class ForkSafePool {
         afterFirst: async (connection) => {
           await runtime.learnServerLimits(connection)
           this.#reportBudget()
-          const pool = poolOf(client)
-          return pool === undefined ? count : poolSize(pool).max
+          return poolOf(client)?.size.max ?? count
         }
       })
     } catch (failure) {
@@ -189,12 +179,7 @@ export class ForkSafePool {
         await this.#discard(failure)
         throw failure
       }
-      const cause = scrubError(bound.signal.aborted ? bound.signal.reason : driverErrorOf(failure), this.#options.secrets)
-      // A connect that never completes ends as an acquire timeout: say so, and how long it was.
-      const description = failure instanceof FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT
-        ? `no connection was opened within pool.acquireTimeoutMillis (${this.#options.pool.acquireTimeoutMillis} ms)`
-        : describeError(cause)
-      const error = new FST_FORK_SAFE_DB_WARMUP_FAILED(this.#options.decorator, description, { cause })
+      const error = warmUpFailure(failure, bound.signal, this.#options)
       if (!this.#options.allowColdStart) {
         // ready() rejects: do not leave open sockets and tarn's reaper timer keeping the process
         // alive, nor a connect to a silent host that knex.destroy() would wait for.
@@ -208,48 +193,13 @@ export class ForkSafePool {
     }
     this.#warm = 'yes'
     const keepAliveEveryMillis = this.#keepAlive(built)
-    const pool = poolOf(client)
     this.#log.info({
-      connections: Math.min(count, pool === undefined ? count : poolSize(pool).max),
+      connections: Math.min(count, poolOf(client)?.size.max ?? count),
       ms: Math.round(performance.now() - started),
       connection: this.#options.connection.description,
       waitTimeoutSeconds: (this.#limits ?? DEFAULT_SERVER_LIMITS).waitTimeoutSeconds,
       keepAliveEveryMillis
     }, 'connection pool warmed')
-  }
-
-  /**
-   * Aborts warm-up within Fastify's `pluginTimeout`, failing the connects in progress (a silent
-   * host's sockets) with a timeout that says how long warm-up waited.
-   */
-  // One signal for both ends of a warm-up (the pool destroyed, or the bound reached), joined by
-  // hand: with AbortSignal.any() every later request of the process cost markedly more
-  // instructions in bench:instructions, though the joined signal was done with.
-  #bound (runtime: ClientRuntime, pluginTimeout: number | undefined): { signal: AbortSignal, clear: () => void } {
-    const expired = new AbortController()
-    const stopped = runtime.warmUpStop.signal
-    const onStop = () => expired.abort(stopped.reason)
-    if (stopped.aborted) onStop()
-    else stopped.addEventListener('abort', onStop, { once: true })
-    const millis = warmUpBoundMillis(pluginTimeout)
-    const timer = millis === undefined
-      ? undefined
-      : setTimeout(() => {
-        const error = Object.assign(
-          new Error(`warm-up gave up after ${millis} ms without an answer from the database, before Fastify's pluginTimeout (${String(pluginTimeout)} ms)`),
-          { code: 'ETIMEDOUT' }
-        )
-        expired.abort(error)
-        for (const connection of runtime.connecting) discard(connection, error)
-      }, millis)
-    timer?.unref()
-    return {
-      signal: expired.signal,
-      clear: () => {
-        clearTimeout(timer)
-        stopped.removeEventListener('abort', onStop)
-      }
-    }
   }
 
   /** What this process built, building it if need be. */
@@ -313,14 +263,10 @@ export class ForkSafePool {
     }
     this.#built = undefined
     if (own === undefined) return
-    own.keeper.stop()
-    own.stopPlacementWatch()
-    own.runtime.breaker.stop()
     try {
-      await own.knex.destroy()
+      await destroyBuilt(own)
     } finally {
       this.#deadline.clear()
-      own.runtime.deadlines?.stop()
     }
     this.#log.debug('connection pool closed')
   }
@@ -334,29 +280,6 @@ export class ForkSafePool {
     const own = this.#own
     if (own === undefined) return
     this.#built = undefined
-    own.keeper.stop()
-    own.stopPlacementWatch()
-    own.runtime.breaker.stop()
-    // knex.destroy() waits for connects in progress; a silent host's would last connectTimeout.
-    for (const connection of own.runtime.connecting) discard(connection, reason)
-    await own.knex.destroy()
-    own.runtime.deadlines?.stop()
+    await destroyBuilt(own, reason)
   }
-}
-
-// A failed connect reaches warm-up coded (FST_FORK_SAFE_DB_CONNECT_TIMEOUT, _CONNECT_REFUSED,
-// _UNAVAILABLE); warm-up's own error names what the driver said, and keeps it as its cause.
-const CONNECT_FAILURES = new Set(['FST_FORK_SAFE_DB_CONNECT_TIMEOUT', 'FST_FORK_SAFE_DB_CONNECT_REFUSED', 'FST_FORK_SAFE_DB_UNAVAILABLE'])
-
-function driverErrorOf (error: unknown): unknown {
-  const { code, cause } = (error ?? {}) as { code?: unknown, cause?: unknown }
-  return typeof code === 'string' && CONNECT_FAILURES.has(code) && cause !== undefined ? cause : error
-}
-
-function describeError (error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as { code?: unknown }).code
-    return typeof code === 'string' ? `${code}: ${error.message}` : error.message
-  }
-  return String(error)
 }

@@ -1,0 +1,38 @@
+import type { DriverConnection, DriverSocket } from './types'
+
+// mysql2's parts the plugin relies on and mysql2 does not document: the socket under a connection,
+// and the console line it prints after a protocol warning.
+
+interface Mysql2Fields {
+  stream?: DriverSocket
+}
+
+/** The socket under the connection (undefined only before mysql2 made one). */
+export function socketOf (connection: DriverConnection): DriverSocket | undefined {
+  return (connection as Mysql2Fields).stream
+}
+
+/**
+ * Calls `handle` with each `warn` a connection emits for a protocol oddity ("packets out of
+ * order"). mysql2 then prints the same message with console.error, synchronously, as its next
+ * statement: that one console line is swallowed (the console is restored within the same tick
+ * whatever happens), since the warning has gone to the logger.
+ */
+export function onDriverWarning (connection: NodeJS.EventEmitter, handle: (warning: unknown) => void): void {
+  connection.on('warn', (warning: unknown) => {
+    handle(warning)
+    const message = (warning as { message?: unknown } | null)?.message
+    if (typeof message === 'string') swallowNextConsoleError(message)
+  })
+}
+
+function swallowNextConsoleError (message: string): void {
+  const original = console.error
+  const restore = () => { if (console.error === once) console.error = original }
+  const once = (...args: unknown[]) => {
+    restore()
+    if (!(args.length === 1 && args[0] === message)) original.apply(console, args)
+  }
+  console.error = once
+  queueMicrotask(restore)
+}

@@ -1,0 +1,163 @@
+import { channel } from 'node:diagnostics_channel'
+
+// The one seam for what happens in the plugin: it publishes on `node:diagnostics_channel`
+// channels named under the package (as undici publishes `undici:request:create`), and whatever
+// observes it subscribes: the plugin's own `stats()`, and a user's metrics, leak detector or
+// slow-query log. Every publisher checks `hasSubscribers` first, so a channel nobody listens to
+// costs a property read. A context carries the pool's identity (decorator name, pid), ids,
+// timings and error codes: never a bound value, a password or a connection string. See
+// docs/architecture.md for each channel's fields.
+
+const PREFIX = 'fastify-fork-safe-db'
+
+/** The names to subscribe to, e.g. `subscribe(channels.queryEnd, (event) => …)`. */
+export const channels = Object.freeze({
+  /** A pool connection was opened and set up (and knex's `pool.afterCreate` accepted it). */
+  poolConnect: `${PREFIX}:pool:connect`,
+  /** A borrow ended: a connection was lent, after `waitMillis`; or it failed (`errorCode`). */
+  poolAcquire: `${PREFIX}:pool:acquire`,
+  /** A borrowed connection went back to the pool. */
+  poolRelease: `${PREFIX}:pool:release`,
+  /** A pool connection was closed; `reason` says why. */
+  poolDestroy: `${PREFIX}:pool:destroy`,
+  /** A statement was sent. */
+  queryStart: `${PREFIX}:query:start`,
+  /** A statement ended, after `durationMillis`; `errorCode` when it failed. */
+  queryEnd: `${PREFIX}:query:end`,
+  /** A statement outlived its timeout. */
+  queryTimeout: `${PREFIX}:query:timeout`,
+  /** A running statement is being stopped on the server (KILL QUERY). */
+  queryCancel: `${PREFIX}:query:cancel`,
+  /** A connect failed: connect attempts are held back (the database is unreachable). */
+  breakerOpen: `${PREFIX}:breaker:open`,
+  /** A connect succeeded after failures: the database is reachable again. */
+  breakerClose: `${PREFIX}:breaker:close`,
+  /** A transaction's BEGIN (or a savepoint) succeeded. */
+  transactionBegin: `${PREFIX}:transaction:begin`,
+  /** A transaction ended: committed or rolled back. */
+  transactionEnd: `${PREFIX}:transaction:end`
+} as const)
+
+/** Which pool an event is about: one per registration and process. */
+export interface PoolIdentity {
+  /** The registration's decorator name (`db` by default). */
+  readonly decorator: string
+  readonly pid: number
+}
+
+interface PoolEvent {
+  readonly pool: PoolIdentity
+}
+
+export interface PoolConnectEvent extends PoolEvent {
+  /** The server's connection (thread) id. */
+  readonly connectionId: number | null
+  /** From the start of the connect to the connection set up (afterCreate not included). */
+  readonly connectMillis: number
+}
+
+export interface PoolAcquireEvent extends PoolEvent {
+  /** The connection lent; undefined when the borrow failed. */
+  readonly connectionId: number | null | undefined
+  readonly waitMillis: number
+  /** The connection was opened for this borrow (the borrower waited for a connect). */
+  readonly cold: boolean
+  /** A borrow of the plugin's own (warm-up, the idle keeper, a health check), not a query's. */
+  readonly internal: boolean
+  /** The failure's code (FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, …_POOL_SATURATED, …). */
+  readonly errorCode?: string
+}
+
+export interface PoolReleaseEvent extends PoolEvent {
+  readonly connectionId: number | null
+}
+
+/**
+ * `closed`: the pool was destroyed; `broken`: the connection failed or was closed on purpose (an
+ * error, a timed-out statement, a cancel that gave up, a failed check); `expired`: it reached
+ * `pool.maxConnectionLifetimeMillis`; `retired`: tarn let it go (idle past its idle timeout, or
+ * failed knex's check).
+ */
+export type DestroyReason = 'closed' | 'broken' | 'expired' | 'retired'
+
+export interface PoolDestroyEvent extends PoolEvent {
+  readonly connectionId: number | null
+  readonly reason: DestroyReason
+}
+
+export interface QueryStartEvent extends PoolEvent {
+  /** Unique in this process; pairs start, end and timeout. */
+  readonly queryId: number
+  readonly connectionId: number | null
+  /** The statement with `?` placeholders, never its bound values. */
+  readonly sql: string
+  /** knex's method (`select`, `insert`, `raw`, …), when it says. */
+  readonly method: string | undefined
+  readonly inTransaction: boolean
+}
+
+export interface QueryEndEvent extends PoolEvent {
+  readonly queryId: number
+  readonly connectionId: number | null
+  readonly durationMillis: number
+  /** The error's code when the statement failed (`ER_DUP_ENTRY`, `FST_FORK_SAFE_DB_QUERY_TIMEOUT`, …). */
+  readonly errorCode?: string
+}
+
+export interface QueryTimeoutEvent extends PoolEvent {
+  /** Undefined for a transaction's own statement (BEGIN, COMMIT…). */
+  readonly queryId: number | undefined
+  readonly connectionId: number | null
+  readonly timeoutMillis: number
+  readonly inTransaction: boolean
+}
+
+export interface QueryCancelEvent extends PoolEvent {
+  readonly connectionId: number | null
+  /** Why (`its query timed out`, `the client went away`). */
+  readonly reason: string
+}
+
+export interface BreakerOpenEvent extends PoolEvent {
+  /** The driver's code for the failed connect (ECONNREFUSED, ETIMEDOUT, …). */
+  readonly errorCode: string | undefined
+}
+
+export interface BreakerCloseEvent extends PoolEvent {
+  readonly failedAttempts: number
+  readonly outageMillis: number
+}
+
+export interface TransactionBeginEvent extends PoolEvent {
+  /** Unique in this process; pairs begin and end. */
+  readonly transactionId: number
+  /** A savepoint inside another transaction. */
+  readonly nested: boolean
+}
+
+export interface TransactionEndEvent extends PoolEvent {
+  readonly transactionId: number
+  readonly outcome: 'committed' | 'rolled back'
+  readonly durationMillis: number
+  /** The rollback's reason's code, or the failed COMMIT's. */
+  readonly errorCode?: string
+}
+
+export const poolConnect = channel(channels.poolConnect)
+export const poolAcquire = channel(channels.poolAcquire)
+export const poolRelease = channel(channels.poolRelease)
+export const poolDestroy = channel(channels.poolDestroy)
+export const queryStart = channel(channels.queryStart)
+export const queryEnd = channel(channels.queryEnd)
+export const queryTimeout = channel(channels.queryTimeout)
+export const queryCancel = channel(channels.queryCancel)
+export const breakerOpen = channel(channels.breakerOpen)
+export const breakerClose = channel(channels.breakerClose)
+export const transactionBegin = channel(channels.transactionBegin)
+export const transactionEnd = channel(channels.transactionEnd)
+
+/** The code of an error, if it has a string one. */
+export function codeOf (error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null | undefined)?.code
+  return typeof code === 'string' ? code : undefined
+}

@@ -1,0 +1,43 @@
+import type { Knex } from 'knex'
+import type { ClientRuntime } from '../client/runtime'
+import { discard } from '../driver/discard'
+import type { IdleKeeper } from '../pool/idle-keeper'
+import { stopCounting } from '../pool/stats'
+
+// The one way a process lets go of what it built: its timers stopped (the idle keeper, the
+// breaker's outage summaries, the deadline queue), its primary watch removed, its counts dropped;
+// and, for a pool of its own, the pool destroyed. A pool built under another pid (a fork's
+// parent's) is abandoned: stopping a timer sends nothing, while closing would send COM_QUIT on
+// sockets the parent still uses.
+
+/** The knex instance one process built, and what keeps it. */
+export interface Built {
+  pid: number
+  knex: Knex
+  runtime: ClientRuntime
+  keeper: IdleKeeper
+  stopPlacementWatch: () => void
+}
+
+/** Stops everything that would act on the pool, without touching a connection. */
+export function abandon (built: Built): void {
+  built.keeper.stop()
+  built.stopPlacementWatch()
+  built.runtime.breaker.stop()
+  stopCounting(built.runtime.identity)
+}
+
+/**
+ * Destroys the pool this process built, waiting for in-flight queries. `reason`: a failed
+ * warm-up, whose connects in progress are failed with it first (knex.destroy() waits for them,
+ * and a silent host's would last connectTimeout).
+ */
+export async function destroyBuilt (built: Built, reason?: Error): Promise<void> {
+  abandon(built)
+  if (reason !== undefined) for (const connection of built.runtime.connecting) discard(connection, reason)
+  try {
+    await built.knex.destroy()
+  } finally {
+    built.runtime.deadlines?.stop()
+  }
+}
