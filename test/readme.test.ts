@@ -72,11 +72,6 @@ function anchors (file: string): Set<string> {
   return result
 }
 
-// Files that other branches of the same change add (the option reference, the cluster guide, the
-// architecture, the benchmark rig's README). A link to one is checked once the file exists.
-// TODO(merge): empty this list once those branches are merged.
-const ADDED_ELSEWHERE = new Set(['docs/architecture.md'])
-
 test.each(documents())('every relative link of %s lands on a file, and on a heading there', (document) => {
   const text = readFileSync(join(ROOT, document), 'utf8')
     .replace(/^ {0,3}(```|~~~)[\s\S]*?^ {0,3}\1[^\n]*$/gm, '')
@@ -88,7 +83,7 @@ test.each(documents())('every relative link of %s lands on a file, and on a head
     const file = path === '' ? join(ROOT, document) : resolve(ROOT, dirname(document), path)
     const name = relative(ROOT, file)
     if (!existsSync(file)) {
-      if (!ADDED_ELSEWHERE.has(name)) broken.push(`${target}: no file ${name}`)
+      broken.push(`${target}: no file ${name}`)
       continue
     }
     if (anchor !== undefined && name.endsWith('.md') && !anchors(file).has(anchor)) broken.push(`${target}: no heading #${anchor} in ${name}`)
