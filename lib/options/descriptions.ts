@@ -295,7 +295,7 @@ export const PLUGIN_OPTIONS = {
   },
   log: {
     type: 'Knex.Logger',
-    doc: 'knex\'s warnings, errors, deprecations and debug lines, passwords scrubbed; a level left out goes to the Fastify logger instead of the console.',
+    doc: 'knex\'s warnings, errors, deprecations and debug lines, passwords scrubbed; a level left out goes to the Fastify logger, not to the console knex would print to.',
     rule: {
       kind: 'custom',
       expected: 'an object of functions (warn, error, deprecate, debug)',
