@@ -1,3 +1,4 @@
+import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { Connection } from 'mysql2/promise'
@@ -47,9 +48,24 @@ async function serve (options: ForkSafeDbOptions, routes: (instance: FastifyInst
 
 interface Answer { status: number, retryAfter: string | null, body: Record<string, unknown> }
 
-async function send (url: string, init?: RequestInit): Promise<Answer> {
-  const response = await fetch(url, init)
-  return { status: response.status, retryAfter: response.headers.get('retry-after'), body: await response.json() as Record<string, unknown> }
+/**
+ * One request on a connection of its own, closed with the response: fetch() would keep its
+ * connection alive in a global pool, and a test file would end with it still open.
+ */
+function send (url: string, init: { method?: string } = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const outgoing = http.request(url, { method: init.method ?? 'GET', agent: false, headers: { 'content-length': 0 } }, (response) => {
+      const chunks: Buffer[] = []
+      response.on('data', (chunk: Buffer) => chunks.push(chunk))
+      response.once('error', reject)
+      response.once('end', () => {
+        const retryAfter = response.headers['retry-after']
+        resolve({ status: response.statusCode ?? 0, retryAfter: typeof retryAfter === 'string' ? retryAfter : null, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown> })
+      })
+    })
+    outgoing.once('error', reject)
+    outgoing.end()
+  })
 }
 
 /** Resolves once the proxy has seen a client send a chunk containing `text`. */
