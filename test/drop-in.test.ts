@@ -4,6 +4,7 @@ import knex, { type Knex } from 'knex'
 import forkSafeDb, { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_QUERY_TIMEOUT, type ForkSafeDbOptions } from '../lib'
 import { buildApp, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
+import { request } from './helpers/http-client'
 
 // The plugin as a drop-in for knex: a configuration that stock knex takes, including one copied
 // from a stock knex's own `client.config`, works unchanged, and the errors keep the shape code
@@ -210,10 +211,9 @@ describe('a timeout error is knex\'s KnexTimeoutError, by class and by name, wit
     const instance = await register({ connection: fixture.user.url, queryTimeoutMillis: 150 })
     instance.get('/slow', async (request) => request.db.raw('SELECT SLEEP(5)'))
     await instance.listen({ port: 0, host: '127.0.0.1' })
-    const { port } = instance.server.address() as { port: number }
-    const response = await fetch(`http://127.0.0.1:${port}/slow`)
+    const response = await request(instance, '/slow')
     expect(response.status).toBe(503)
-    expect(await response.json()).toEqual({
+    expect(JSON.parse(response.body)).toEqual({
       statusCode: 503,
       code: 'FST_FORK_SAFE_DB_QUERY_TIMEOUT',
       error: 'Service Unavailable',

@@ -1,7 +1,7 @@
-import type { AddressInfo } from 'node:net'
 import forkSafeDb from '../lib'
 import { buildApp, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
+import { request } from './helpers/http-client'
 import { TcpProxy } from '../support/tcp-proxy'
 import { watchTimers } from './helpers/timers'
 
@@ -16,7 +16,6 @@ const SUMMARY_EVERY_MILLIS = 5000
 
 let logged: LoggedApp
 let proxy: TcpProxy
-let base: string
 
 beforeEach(async () => {
   proxy = await TcpProxy.start({ target: { host: fixture.user.connection.host, port: fixture.user.connection.port } })
@@ -24,7 +23,6 @@ beforeEach(async () => {
   await logged.app.register(forkSafeDb, { connection: proxy.urlFor(fixture.user.url), pool: { min: 1, max: 2 } })
   logged.app.get('/ping', async (request) => request.db.raw('SELECT 1'))
   await logged.app.listen({ port: 0, host: '127.0.0.1' })
-  base = `http://127.0.0.1:${(logged.app.server.address() as AddressInfo).port}`
 })
 afterEach(async () => {
   await logged.app.close()
@@ -37,7 +35,7 @@ function cut (): void {
 }
 
 async function failing (count: number): Promise<number[]> {
-  return Promise.all(Array.from({ length: count }, async () => (await fetch(`${base}/ping`)).status))
+  return Promise.all(Array.from({ length: count }, async () => (await request(logged.app, '/ping')).status))
 }
 
 // The plugin's own lines; knex's (source 'knex') say once per pooled connection that it died.
@@ -51,7 +49,7 @@ test('logs an outage once as it begins and once as it ends, with the count of fa
   proxy.refuse = false
   // The breaker lets a probe through within its backoff (at most 400 ms); until then, more fail.
   let failedMeanwhile = 0
-  while ((await fetch(`${base}/ping`)).status !== 200) failedMeanwhile += 1
+  while ((await request(logged.app, '/ping')).status !== 200) failedMeanwhile += 1
 
   const own = pluginLines()
   expect(own.map((line) => [line.level, line.msg])).toEqual([

@@ -4,6 +4,7 @@ import type { RowDataPacket } from 'mysql2/promise'
 import forkSafeDb from '../lib'
 import { buildApp, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
+import { request } from './helpers/http-client'
 import { TcpProxy } from '../support/tcp-proxy'
 
 // A statement that times out inside a transaction fails the transaction at once: its caller, and
@@ -162,10 +163,9 @@ describe.each([
       return timedStatement(request.db as unknown as Knex.Transaction, own)
     })
     await app.listen({ host: '127.0.0.1', port: 0 })
-    const { port } = app.server.address() as { port: number }
     slowNewConnections()
-    const response = await fetch(`http://127.0.0.1:${port}/write`, { method: 'POST' })
-    const body = await response.json() as { code?: string, message?: string }
+    const response = await request(app, '/write', { method: 'POST' })
+    const body = JSON.parse(response.body) as { code?: string, message?: string }
     const waitedMillis = performance.now() - sentAt
     process.stdout.write(`${expect.getState().currentTestName}: client waited ${Math.round(waitedMillis)} ms\n`)
     expect(response.status).toBe(503)
