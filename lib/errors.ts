@@ -230,3 +230,56 @@ export const FST_FORK_SAFE_DB_CLUSTER_NOT_PRIMARY = createError(
   'fastify-fork-safe-db/cluster: startCluster() runs once, in the cluster primary; it was called %s',
   500
 )
+
+/**
+ * The server answered that it takes no writes (errno 1290 `--read-only`, 1792 a read-only
+ * transaction, 1836 a read-only session): a demoted primary, or a replica. The connection was
+ * closed and is never lent again; nothing of the statement took effect. Retry: the next borrow
+ * lands on a host that takes writes. The message names the host (`host:port`), never its settings.
+ */
+export const FST_FORK_SAFE_DB_READ_ONLY = createError(
+  'FST_FORK_SAFE_DB_READ_ONLY',
+  'fastify-fork-safe-db: the server %s of the "%s" pool is read-only (errno %s); the connection was closed, retry on another host',
+  503
+)
+
+/**
+ * A Galera node answered 1047 "WSREP has not yet prepared node for application use": it is not
+ * part of the primary component (or not synced). The connection was closed; nothing took effect.
+ */
+export const FST_FORK_SAFE_DB_NODE_NOT_READY = createError(
+  'FST_FORK_SAFE_DB_NODE_NOT_READY',
+  'fastify-fork-safe-db: the server %s of the "%s" pool is not ready for queries (errno %s: not in the cluster\'s primary component, or not synced); the connection was closed, retry on another host',
+  503
+)
+
+/**
+ * A transaction failed before its COMMIT was sent (its connection was lost, closed, demoted to
+ * read-only, or the server rolled it back): nothing of it was committed, and running it again is
+ * safe. `commitSent` is false; `cause` is the statement's error.
+ */
+export const FST_FORK_SAFE_DB_TRANSACTION_ABORTED = createError(
+  'FST_FORK_SAFE_DB_TRANSACTION_ABORTED',
+  'fastify-fork-safe-db: the transaction of the "%s" pool was not committed (%s); running it again is safe',
+  503
+)
+
+/**
+ * A transaction's connection was lost after its COMMIT was sent and before the server answered:
+ * it may or may not have been committed. Never retried by the plugin; `commitSent` is true.
+ */
+export const FST_FORK_SAFE_DB_COMMIT_UNKNOWN = createError(
+  'FST_FORK_SAFE_DB_COMMIT_UNKNOWN',
+  'fastify-fork-safe-db: the connection of the "%s" pool was lost after the transaction\'s COMMIT was sent (%s); whether it was committed is unknown',
+  500
+)
+
+/**
+ * Every replica of the registration lags behind its primary by more than `maxReplicaLagSeconds`
+ * (or is not replicating), and no fallback registration is named: the query was not run.
+ */
+export const FST_FORK_SAFE_DB_REPLICA_LAG = createError(
+  'FST_FORK_SAFE_DB_REPLICA_LAG',
+  'fastify-fork-safe-db: every replica of the "%s" pool lags more than %s s behind its primary (%s); the query was not run',
+  503
+)

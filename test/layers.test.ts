@@ -16,6 +16,8 @@ const LAYERS: ReadonlyArray<{ name: string, paths: readonly string[] }> = [
   // Policies for statements, then for connections (a connect failure is classified by query/).
   { name: 'query', paths: ['query/'] },
   { name: 'pool', paths: ['pool/'] },
+  // Several hosts: which one a connection goes to, what each says of its role and lag.
+  { name: 'hosts', paths: ['hosts/'] },
   // knex's client and runner subclasses, and the state they share.
   { name: 'client', paths: ['client/'] },
   // One process's pool: built per pid, warmed, closed.

@@ -19,13 +19,15 @@ export interface ConnectionState {
   pinging: Promise<boolean> | undefined
   /** How long its connect took (for the `pool:connect` event). */
   readonly connectMillis: number
+  /** Which of the registration's hosts it is connected to (its index in the host list; 0 with one host). */
+  readonly hostIndex: number
 }
 
 type WithState = DriverConnection & { [STATE]?: ConnectionState }
 
 /** Gives a new connection its record, idle from now. */
-export function initConnectionState (connection: DriverConnection, connectMillis: number): void {
-  ;(connection as WithState)[STATE] = { idleSince: performance.now(), borrowed: false, pinging: undefined, connectMillis }
+export function initConnectionState (connection: DriverConnection, connectMillis: number, hostIndex = 0): void {
+  ;(connection as WithState)[STATE] = { idleSince: performance.now(), borrowed: false, pinging: undefined, connectMillis, hostIndex }
 }
 
 /** The connection's record; undefined for one the plugin did not set up (never in its pool). */
