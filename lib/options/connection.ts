@@ -1,6 +1,7 @@
 import type { ConnectionOptions } from 'mysql2'
 import { FST_FORK_SAFE_DB_INVALID_CONNECTION, FST_FORK_SAFE_DB_UNSAFE_OPTION } from '../errors'
 import { describeUrl, hideProperties } from '../logging/redact'
+import { hostLabel, splitHostList, type ResolvedHost } from './host-list'
 import { copyOptions, describeValue, expectInteger, isPlainObject } from './validate'
 
 /** The dangerous driver features a user can opt into, one flag each. */
@@ -22,12 +23,16 @@ export type ProvidedConnection = string | (ConnectionOptions & { expirationCheck
  */
 export type ConnectionProvider = () => ProvidedConnection | Promise<ProvidedConnection>
 
+export type { ResolvedHost }
+
 /** The `connection` option after registration: checked settings, or a function whose results are checked as they come. */
 export interface ResolvedConnection {
-  /** What knex is given as `connection`. */
+  /** What knex is given as `connection` (with several hosts, the first host's settings). */
   readonly knex: ConnectionOptions | (() => Promise<ConnectionOptions>)
-  /** `user@host:port/database`, safe for logs (for a function: of its latest result). */
+  /** `user@host:port/database`, safe for logs (for a function: of its latest result; with several hosts, each, comma-separated). */
   description: string
+  /** Every host, in the order given: one for a single URL, object or connection function. */
+  readonly hosts: readonly ResolvedHost[]
 }
 
 // Probes a silently dropped peer within a minute instead of the OS default of two hours.
@@ -45,16 +50,17 @@ const MAX_PREPARED_STATEMENTS = 16
  * it holds, now or (for a function) later, is added to `secrets` for scrubbing.
  */
 export function resolveConnection (connection: unknown, unsafe: UnsafeOptIns, secrets: string[]): ResolvedConnection {
-  if (typeof connection !== 'function') {
-    const checked = checkConnection(connection, unsafe)
-    secrets.push(...checked.secrets)
-    return { knex: driverSettings(checked.settings), description: checked.description }
-  }
+  if (typeof connection !== 'function') return resolveHosts(connection, unsafe, secrets)
   const provide = connection as ConnectionProvider
+  const host: ResolvedHost = { index: 0, label: 'a connection function (not called yet)', settings: undefined }
   const resolved: ResolvedConnection = {
     description: 'a connection function (not called yet)',
+    hosts: [host],
     knex: async () => {
       const provided: unknown = await provide()
+      if (Array.isArray(provided) || (typeof provided === 'string' && splitHostList(provided) !== undefined)) {
+        throw invalid(`the connection function's result must be one URL or mysql2 connection object (a connection function stays one host; list several hosts in connection itself), got ${Array.isArray(provided) ? 'an array' : 'a URL with several hosts'}`)
+      }
       // knex reads the checker by name too (and mysql2 the rest of the result as it is).
       const { expirationChecker, ...rest } = isPlainObject(provided) ? copyOptions(provided, [...READ_BY_NAME, 'expirationChecker']) : { expirationChecker: undefined }
       if (expirationChecker !== undefined && typeof expirationChecker !== 'function') {
@@ -63,6 +69,7 @@ export function resolveConnection (connection: unknown, unsafe: UnsafeOptIns, se
       const checked = checkConnection(typeof provided === 'string' ? provided : isPlainObject(provided) ? rest : provided, unsafe, 'the connection function\'s result')
       for (const secret of checked.secrets) if (!secrets.includes(secret)) secrets.push(secret)
       resolved.description = checked.description
+      host.label = hostLabel(checked.settings)
       const settings = driverSettings(checked.settings)
       // knex uses a function's result as it is (a static object it copies, and hides itself).
       hideProperties(settings, [...SECRET_KEYS, ...KNEX_CONNECTION_KEYS])
@@ -71,6 +78,47 @@ export function resolveConnection (connection: unknown, unsafe: UnsafeOptIns, se
     }
   }
   return resolved
+}
+
+/**
+ * A URL (with one host or several), a mysql2 object, or a non-empty list of them: each host is
+ * checked like a one-host connection, with settings of its own (user, password, database may
+ * differ). One host resolves exactly as before lists existed.
+ */
+function resolveHosts (connection: unknown, unsafe: UnsafeOptIns, secrets: string[]): ResolvedConnection {
+  const checked = entriesOf(connection).map((entry) => checkConnection(entry.value, unsafe, entry.what))
+  for (const one of checked) for (const secret of one.secrets) if (!secrets.includes(secret)) secrets.push(secret)
+  // A multi-host URL is a secret as a whole, like a one-host URL (the password is inside).
+  if (typeof connection === 'string' && !secrets.includes(connection)) secrets.push(connection)
+  const labels = new Set<string>()
+  const hosts = checked.map((one, index): ResolvedHost => {
+    const label = hostLabel(one.settings)
+    if (labels.has(label)) throw invalid(`connection must list each host once, got ${label} twice`)
+    labels.add(label)
+    // The host's own copy: mysql2 must not see knex's `collate`, and nothing should print a password.
+    const settings = driverSettings(one.settings)
+    if (checked.length > 1) hideProperties(settings, [...SECRET_KEYS, ...KNEX_CONNECTION_KEYS])
+    return { index, label, settings }
+  })
+  return {
+    knex: driverSettings(checked[0].settings),
+    description: checked.map((one) => one.description).join(', '),
+    hosts
+  }
+}
+
+/** The connections a `connection` value lists, each with the name its messages use. */
+function entriesOf (connection: unknown): Array<{ value: unknown, what: string }> {
+  if (typeof connection === 'string') return (splitHostList(connection) ?? [connection]).map((value) => ({ value, what: 'connection' }))
+  if (!Array.isArray(connection)) return [{ value: connection, what: 'connection' }]
+  if (connection.length === 0) throw invalid('connection must be a URL, a mysql2 connection object, or a non-empty list of them, got an empty array')
+  return connection.flatMap((entry: unknown, index) => {
+    const what = `connection[${index}]`
+    if (typeof entry === 'function' || Array.isArray(entry)) {
+      throw invalid(`${what} must be a URL or a mysql2 connection object (a connection function stays one host, given alone), got ${Array.isArray(entry) ? 'an array' : 'a function'}`)
+    }
+    return typeof entry === 'string' ? (splitHostList(entry) ?? [entry]).map((value) => ({ value, what })) : [{ value: entry, what }]
+  })
 }
 
 /** The settings mysql2 gets: the user's, on top of the plugin's defaults. */

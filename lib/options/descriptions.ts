@@ -192,11 +192,25 @@ export const UNSAFE_OPTIONS = {
 /** The plugin's options and knex's own at the top level, in the order the docs list them. */
 export const PLUGIN_OPTIONS = {
   connection: {
-    type: 'string | mysql2.ConnectionOptions | (() => string | mysql2.ConnectionOptions | Promise<…>)',
-    doc: 'A `mysql://` or `mariadb://` URL (percent-encode special characters; query parameters are mysql2 options), a mysql2 connection object (unknown keys, mysql2\'s own pool settings and `debug` are refused), or knex\'s connection function for rotating credentials: it is called for the settings of new connections, and again whenever the `expirationChecker` of its last result returns true; each result is checked like a static connection, and every password it returns is scrubbed from logs.',
+    type: 'string | mysql2.ConnectionOptions | Array<string | mysql2.ConnectionOptions> | (() => string | mysql2.ConnectionOptions | Promise<…>)',
+    doc: 'A `mysql://` or `mariadb://` URL (percent-encode special characters; query parameters are mysql2 options), a mysql2 connection object (unknown keys, mysql2\'s own pool settings and `debug` are refused), or knex\'s connection function for rotating credentials: it is called for the settings of new connections, and again whenever the `expirationChecker` of its last result returns true; each result is checked like a static connection, and every password it returns is scrubbed from logs. Several hosts: a non-empty list of URLs and objects (each checked alike, with settings of its own), or a URL listing them (`mysql://user:password@h1:3306,h2:3306/database`); `hostPolicy` picks among them and `role` says what each must be. A connection function stays one host.',
     // The value itself is checked by connection.ts, with FST_FORK_SAFE_DB_INVALID_CONNECTION.
-    rule: { kind: 'custom', expected: 'a URL like mysql://user:password@host:3306/database, a mysql2 connection object or a function returning one', check: () => {} },
-    required: 'a URL like mysql://user:password@host:3306/database, a mysql2 connection object or a function returning one'
+    rule: { kind: 'custom', expected: 'a URL like mysql://user:password@host:3306/database, a mysql2 connection object, a list of them, or a function returning one', check: () => {} },
+    required: 'a URL like mysql://user:password@host:3306/database, a mysql2 connection object, a list of them, or a function returning one'
+  },
+  hostPolicy: {
+    type: '\'sequential\' | \'random\'',
+    doc: 'Which of several hosts a new connection goes to: `\'sequential\'`, the first host in rotation (the others are standbys, and the first is used again once it is back); `\'random\'`, any host in rotation, uniformly. A host whose connect fails (or whose role does not fit) leaves the rotation and is probed in the background until it answers.',
+    rule: { kind: 'literal', values: ['sequential', 'random'], expected: '\'sequential\' or \'random\'' },
+    default: 'sequential',
+    defaultText: '`\'sequential\'`'
+  },
+  role: {
+    type: '\'primary\' | \'any\'',
+    doc: 'What each new connection\'s server must be: `\'primary\'`, one that takes writes (not `read_only`, not `innodb_read_only`, and on Galera a synced node), else the next host is tried; `\'any\'`, any server that answers queries (with several hosts, a Galera node that is not synced is still skipped).',
+    rule: { kind: 'literal', values: ['primary', 'any'], expected: '\'primary\' or \'any\'' },
+    default: 'any',
+    defaultText: '`\'any\'`'
   },
   pool: {
     type: 'object',

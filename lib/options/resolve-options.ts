@@ -3,7 +3,7 @@ import { FST_FORK_SAFE_DB_INVALID_OPTION } from '../errors'
 import { workersFromEnvironment, type ResolvedBudget } from './budget'
 import { resolveConnection, type ResolvedConnection, type UnsafeOptIns } from './connection'
 import { BUDGET_OPTIONS, PLUGIN_OPTIONS, POOL_OPTIONS } from './descriptions'
-import type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions, KnexPassThrough } from './types'
+import type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions, HostPolicyOption, HostRoleOption, KnexPassThrough } from './types'
 import { describeValue, isPlainObject, readOptions, type OptionTable, type Reader } from './validate'
 
 export type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions, KnexPassThrough, ResolvedBudget }
@@ -16,6 +16,8 @@ export type ResolvedPool = Required<Pick<ForkSafeDbPoolOptions, 'min' | 'max' | 
 export interface ResolvedOptions {
   decorator: string
   connection: ResolvedConnection
+  hostPolicy: HostPolicyOption
+  role: HostRoleOption
   /** Every password the plugin knows of, for scrubbing; a connection function adds to it. */
   secrets: string[]
   pool: ResolvedPool
@@ -88,6 +90,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   return {
     decorator: read.decorator as string,
     connection,
+    hostPolicy: read.hostPolicy as HostPolicyOption,
+    role: read.role as HostRoleOption,
     secrets,
     pool: withoutUnset(pool),
     poolHooks: { afterCreate: afterCreate as AfterCreate | undefined, validate, log },

@@ -7,6 +7,13 @@ import type { ConnectionOptions } from 'mysql2'
 import type { ConnectionBudgetOptions } from './budget'
 import type { ConnectionProvider, UnsafeOptIns } from './connection'
 
+// The same words as hosts/host.ts (a layer above, which options/ may not import): a host policy,
+// a role. Written out here so the public option types stand on their own.
+/** `sequential`: new connections go to the first host in rotation; `random`: spread over them. */
+export type HostPolicyOption = 'sequential' | 'random'
+/** `primary`: every connection must take writes; `any`: any server that answers queries. */
+export type HostRoleOption = 'primary' | 'any'
+
 /** knex's options the plugin passes through as they are. */
 export type KnexPassThrough = Pick<Knex.Config,
   'version' | 'debug' | 'postProcessResponse' | 'wrapIdentifier' | 'useNullAsDefault' | 'asyncStackTraces' | 'migrations' | 'seeds' | 'acquireConnectionTimeout'
@@ -57,8 +64,16 @@ export interface ForkSafeDbPoolOptions {
 export interface ForkSafeDbOptions extends KnexPassThrough {
   /** knex's client; the plugin is knex's mysql2 client, extended. */
   client?: 'mysql2'
-  /** `mysql://user:password@host:3306/database`, a mysql2 connection object, or a function returning one (knex's rotating credentials). */
-  connection: string | ConnectionOptions | ConnectionProvider
+  /**
+   * `mysql://user:password@host:3306/database` (or several hosts: `mysql://user:password@h1:3306,h2:3306/database`),
+   * a mysql2 connection object, a non-empty list of URLs and objects (one host each, settings of their own),
+   * or a function returning one URL or object (knex's rotating credentials).
+   */
+  connection: string | ConnectionOptions | ReadonlyArray<string | ConnectionOptions> | ConnectionProvider
+  /** With several hosts: `sequential` sends new connections to the first host in rotation, `random` spreads them. Default 'sequential'. */
+  hostPolicy?: HostPolicyOption
+  /** `primary`: a new connection must take writes, else the next host is tried; `any`: any server that answers. Default 'any'. */
+  role?: HostRoleOption
   pool?: ForkSafeDbPoolOptions
   /** knex's log: its warnings, errors, deprecations and debug lines (scrubbed); levels left out go to the Fastify logger. */
   log?: Knex.Logger
