@@ -47,7 +47,7 @@ export class ForkSafeClient extends KnexMySql2Client {
     const runtime = runtimeOf(this)
     runtime.borrowCheck.markIdle(connection)
     pool.release(connection)
-    if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId })
+    if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection) })
     return Promise.resolve()
   }
 
@@ -123,12 +123,13 @@ export class ForkSafeClient extends KnexMySql2Client {
     const pool = poolFromKnexSettings(this.getPoolSettings(config.pool))
     checkPool(pool)
     this.pool = pool
-    const { identity } = runtimeOf(this)
+    const runtime = runtimeOf(this)
+    const { identity } = runtime
     pool.on('createSuccess', (_eventId, connection) => {
-      if (poolConnect.hasSubscribers) poolConnect.publish({ pool: identity, connectionId: connection.threadId, connectMillis: connectionState(connection)?.connectMillis ?? 0 })
+      if (poolConnect.hasSubscribers) poolConnect.publish({ pool: identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), connectMillis: connectionState(connection)?.connectMillis ?? 0 })
     })
     pool.on('destroySuccess', (_eventId, connection) => {
-      if (poolDestroy.hasSubscribers) poolDestroy.publish({ pool: identity, connectionId: connection.threadId, reason: destroyReason(pool, connection) })
+      if (poolDestroy.hasSubscribers) poolDestroy.publish({ pool: identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), reason: destroyReason(pool, connection) })
     })
   }
 

@@ -1,13 +1,16 @@
 import { inspect } from 'node:util'
 import type { FastifyBaseLogger } from 'fastify'
-import { KnexMySql2Client } from '../driver/knex-parts'
+import { KnexMySql2Client, markDisposed } from '../driver/knex-parts'
+import { discard } from '../driver/discard'
+import { poolOf } from '../driver/tarn-pool'
 import type { DialectClient, DriverConnection } from '../driver/types'
 import type { PoolIdentity } from '../events/channels'
+import { HostSet, type RetireHost } from '../hosts/host-set'
 import { scrubError } from '../logging/redact'
 import type { ResolvedOptions } from '../options/resolve-options'
 import type { AcquireHost } from '../pool/acquire-guard'
 import { BorrowCheck } from '../pool/borrow-check'
-import { ConnectBreaker } from '../pool/connect-breaker'
+import type { ConnectGate } from '../pool/connect-breaker'
 import { mayLendDirectly } from '../pool/direct-borrow'
 import type { HealthHost } from '../pool/health'
 import type { KeeperHost } from '../pool/idle-keeper'
@@ -16,7 +19,7 @@ import type { ShutdownHost } from '../pool/shutdown'
 import { countEvents, type PoolCounters } from '../pool/stats'
 import { QueryCanceller, type CancelHost } from '../query/cancel'
 import { Deadlines } from '../query/deadlines'
-import { openConnection, type ConnectHost } from './connect'
+import { openConnection, openProbeConnection, type ConnectHost } from './connect'
 
 // Everything one knex instance of the plugin shares with the clients of its transactions. knex
 // builds a transaction's client from the client class's prototype and copies a handful of
@@ -38,12 +41,15 @@ export interface RuntimeEvents {
 
 const stockValidate = KnexMySql2Client.prototype.validateConnection
 
-export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, HealthHost, KeeperHost, ShutdownHost {
+export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, HealthHost, KeeperHost, ShutdownHost, RetireHost {
   readonly options: ResolvedOptions
   readonly log: FastifyBaseLogger
   /** Which pool this is, in every event it publishes. */
   readonly identity: PoolIdentity
-  readonly breaker: ConnectBreaker
+  /** The registration's hosts: which one a new connection goes to, and each one's breaker. */
+  readonly hosts: HostSet
+  /** What a borrow asks before it waits for a connect: the host set, seen as one breaker. */
+  readonly breaker: ConnectGate
   /** What `stats()` counts of this pool (a subscriber of its events). */
   readonly counters: PoolCounters
   readonly borrowCheck: BorrowCheck
@@ -78,7 +84,17 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
     this.identity = Object.freeze({ decorator: options.decorator, pid: process.pid })
     this.counters = countEvents(this.identity)
     this.pingTimeoutMillis = Math.min(MAX_PING_TIMEOUT_MILLIS, Math.max(1, Math.floor(options.pool.acquireTimeoutMillis / 2)))
-    this.breaker = new ConnectBreaker(this.identity, log)
+    this.hosts = new HostSet({
+      identity: this.identity,
+      log,
+      hosts: options.connection.hosts,
+      policy: options.hostPolicy,
+      role: options.role,
+      retirer: this,
+      openProbe: (index) => this.client === undefined ? Promise.reject(new Error('no client')) : openProbeConnection(this.client, this, index),
+      checkTimeoutMillis: this.pingTimeoutMillis
+    })
+    this.breaker = this.hosts
     this.borrowCheck = new BorrowCheck({
       checkAfterIdleMillis: options.checkAfterIdleMillis,
       pingAfterIdleMillis: options.pingAfterIdleMillis,
@@ -91,9 +107,42 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
     this.deadlines = options.queryTimeoutMillis > 0 ? new Deadlines(options.queryTimeoutMillis) : undefined
   }
 
-  /** A connection for a KILL QUERY: opened even while the pool is closing. */
-  openKillConnection (): Promise<DriverConnection> | undefined {
-    return this.client === undefined ? undefined : openConnection(this.client, this, 'kill')
+  /** A connection for a KILL QUERY of the statement on `target`, to its host: opened even while the pool is closing. */
+  openKillConnection (target: DriverConnection): Promise<DriverConnection> | undefined {
+    return this.client === undefined ? undefined : openConnection(this.client, this, 'kill', target)
+  }
+
+  /** A timed-out statement's KILL could not reach its host: with several hosts, that host is taken out. */
+  killFailed (target: DriverConnection, error: unknown): void {
+    this.hosts.unreachable(target, error)
+  }
+
+  /** The label of the host a connection is connected to (for events). */
+  hostLabelOf (connection: DriverConnection): string {
+    return this.hosts.labelOf(connection)
+  }
+
+  /**
+   * A minimal stand-in for the "roles" policy's retire (the lead keeps theirs at merge): the idle
+   * connections `which` picks are closed now (the borrow check replaces them), the busy ones are
+   * marked so that knex's check refuses them when they are next borrowed.
+   */
+  retire (which: (connection: DriverConnection) => boolean, reason: string): number {
+    const pool = this.client === undefined ? undefined : poolOf(this.client)
+    if (pool === undefined) return 0
+    let retired = 0
+    for (const connection of pool.idleConnections()) {
+      if (!which(connection)) continue
+      markDisposed(connection, new Error(reason))
+      discard(connection, new Error(reason))
+      retired += 1
+    }
+    for (const connection of pool.borrowedConnections()) {
+      if (!which(connection)) continue
+      markDisposed(connection, new Error(reason))
+      retired += 1
+    }
+    return retired
   }
 
   /**

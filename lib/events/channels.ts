@@ -50,6 +50,8 @@ interface PoolEvent {
 }
 
 export interface PoolConnectEvent extends PoolEvent {
+  /** The host it is connected to: `host:port` or the socket path, as in `stats().hosts`. */
+  readonly host: string
   /** The server's connection (thread) id. */
   readonly connectionId: number | null
   /** From the start of the connect to the connection set up (afterCreate not included). */
@@ -59,6 +61,8 @@ export interface PoolConnectEvent extends PoolEvent {
 export interface PoolAcquireEvent extends PoolEvent {
   /** The connection lent; undefined when the borrow failed. */
   readonly connectionId: number | null | undefined
+  /** The host of the connection lent (`host:port` or the socket path); undefined when the borrow failed. */
+  readonly host?: string
   readonly waitMillis: number
   /** The connection was opened for this borrow (the borrower waited for a connect). */
   readonly cold: boolean
@@ -69,6 +73,8 @@ export interface PoolAcquireEvent extends PoolEvent {
 }
 
 export interface PoolReleaseEvent extends PoolEvent {
+  /** The host it is connected to: `host:port` or the socket path, as in `stats().hosts`. */
+  readonly host: string
   readonly connectionId: number | null
 }
 
@@ -81,6 +87,8 @@ export interface PoolReleaseEvent extends PoolEvent {
 export type DestroyReason = 'closed' | 'broken' | 'expired' | 'retired'
 
 export interface PoolDestroyEvent extends PoolEvent {
+  /** The host it is connected to: `host:port` or the socket path, as in `stats().hosts`. */
+  readonly host: string
   readonly connectionId: number | null
   readonly reason: DestroyReason
 }
@@ -113,17 +121,23 @@ export interface QueryTimeoutEvent extends PoolEvent {
 }
 
 export interface QueryCancelEvent extends PoolEvent {
+  /** The host the statement runs on, where the KILL goes. */
+  readonly host: string
   readonly connectionId: number | null
   /** Why (`its query timed out`, `the client went away`). */
   readonly reason: string
 }
 
 export interface BreakerOpenEvent extends PoolEvent {
+  /** The host whose connect failed (with several hosts, each has its own breaker). */
+  readonly host: string
   /** The driver's code for the failed connect (ECONNREFUSED, ETIMEDOUT, …). */
   readonly errorCode: string | undefined
 }
 
 export interface BreakerCloseEvent extends PoolEvent {
+  /** The host that answered again. */
+  readonly host: string
   readonly failedAttempts: number
   readonly outageMillis: number
 }

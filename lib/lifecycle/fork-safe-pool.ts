@@ -14,7 +14,7 @@ import { checkHealth } from '../pool/health'
 import { IdleKeeper } from '../pool/idle-keeper'
 import { DEFAULT_SERVER_LIMITS, type ServerLimits } from '../pool/server-limits'
 import { CloseDeadline } from '../pool/shutdown'
-import { describePool, type ForkSafeDbStats, type PoolState } from '../pool/stats'
+import { describePool, type ForkSafeDbStats, type HostStats, type PoolState } from '../pool/stats'
 import { warmUp } from '../pool/warm-up'
 import { abandon, destroyBuilt, type Built } from './teardown'
 import { warmUpBound } from './warm-up-bound'
@@ -218,8 +218,19 @@ export class ForkSafePool {
       warm: own !== undefined && this.#warm === 'yes',
       rebuilds: this.#rebuilds,
       ...describePool(own?.runtime.client === undefined ? undefined : poolOf(own.runtime.client), own?.runtime.counters),
-      budget: this.#budget
+      budget: this.#budget,
+      hosts: this.#hostStats(own)
     }
+  }
+
+  /** Each host's state and counts; before this process built its pool, every host `up` with nothing counted. */
+  #hostStats (own: Built | undefined): HostStats[] {
+    const pool = own?.runtime.client === undefined ? undefined : poolOf(own.runtime.client)
+    if (own === undefined) {
+      return this.#options.connection.hosts.map((host) => ({ host: host.label, state: 'up', connections: 0, failures: 0, inUse: 0 }))
+    }
+    const lent = pool?.borrowedConnections() ?? []
+    return own.runtime.hosts.stats([...lent, ...(pool?.idleConnections() ?? [])], lent)
   }
 
   #state (built: boolean): PoolState {

@@ -5,7 +5,7 @@ import type { IdleKeeper } from '../pool/idle-keeper'
 import { stopCounting } from '../pool/stats'
 
 // The one way a process lets go of what it built: its timers stopped (the idle keeper, the
-// breaker's outage summaries, the deadline queue), its primary watch removed, its counts dropped;
+// hosts' breakers' outage summaries and probes, the deadline queue), its primary watch removed, its counts dropped;
 // and, for a pool of its own, the pool destroyed. A pool built under another pid (a fork's
 // parent's) is abandoned: stopping a timer sends nothing, while closing would send COM_QUIT on
 // sockets the parent still uses.
@@ -23,7 +23,7 @@ export interface Built {
 export function abandon (built: Built): void {
   built.keeper.stop()
   built.stopPlacementWatch()
-  built.runtime.breaker.stop()
+  built.runtime.hosts.stop()
   stopCounting(built.runtime.identity)
 }
 

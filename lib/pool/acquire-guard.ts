@@ -7,7 +7,7 @@ import type { DialectClient, DriverConnection } from '../driver/types'
 import { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_POOL_SATURATED } from '../errors'
 import { codeOf, poolAcquire, type PoolIdentity } from '../events/channels'
 import { classifyConnectError } from '../query/classify-error'
-import type { ConnectBreaker } from './connect-breaker'
+import type { ConnectGate } from './connect-breaker'
 import { connectionState } from './connection-state'
 import { roundMillis } from './stats'
 
@@ -27,7 +27,10 @@ export interface AcquireHost {
   readonly identity: PoolIdentity
   readonly options: { readonly decorator: string, readonly maxPendingAcquires: number, readonly pool: { readonly acquireTimeoutMillis: number } }
   readonly log: FastifyBaseLogger
-  readonly breaker: ConnectBreaker
+  /** Are connects held back (no host can be tried now), and with what error. */
+  readonly breaker: ConnectGate
+  /** The host a connection is connected to, for the `pool:acquire` event. */
+  hostLabelOf: (connection: DriverConnection) => string
   /** The close deadline passed: nothing more is lent. */
   readonly tornDown: boolean
   /** While set, a query's first borrow waits for the server's limits (see client/runtime.ts). */
@@ -84,7 +87,7 @@ function acquired (host: AcquireHost, connection: DriverConnection, record: bool
   const subscribed = poolAcquire.hasSubscribers
   if (!subscribed && !(cold && record)) return connection
   const waitMillis = performance.now() - started
-  if (subscribed) poolAcquire.publish({ pool: host.identity, connectionId: connection.threadId, waitMillis, cold, internal: !record })
+  if (subscribed) poolAcquire.publish({ pool: host.identity, connectionId: connection.threadId, host: host.hostLabelOf(connection), waitMillis, cold, internal: !record })
   if (cold && record) host.log.debug({ waitedMillis: roundMillis(waitMillis) }, 'a query waited for a new connection to be opened (cold acquire)')
   return connection
 }

@@ -21,20 +21,40 @@ import { OutageLog } from './outage-log'
 const FIRST_BACKOFF_MILLIS = 100
 const MAX_BACKOFF_MILLIS = 400
 
-export class ConnectBreaker {
+/** What a borrow asks of the connect path: are attempts held back, and with what error (a breaker, or a set of hosts). */
+export interface ConnectGate {
+  isOpen: () => boolean
+  unavailable: () => Error
+}
+
+export class ConnectBreaker implements ConnectGate {
   readonly #identity: PoolIdentity
   readonly #decorator: string
   readonly #outage: OutageLog
+  /** The host it guards: its label is in its events (and in its logs when there are several). */
+  readonly #host: { readonly label: string }
   #failures = 0
+  #connectFailures = 0
   #openedAt = 0
   #openUntil = 0
   #probing = false
   #lastError: unknown
 
-  constructor (identity: PoolIdentity, log: FastifyBaseLogger) {
+  constructor (identity: PoolIdentity, log: FastifyBaseLogger, host: { readonly label: string }, nameInLogs = false) {
     this.#identity = identity
     this.#decorator = identity.decorator
-    this.#outage = new OutageLog(log)
+    this.#host = host
+    this.#outage = new OutageLog(log, nameInLogs ? host : undefined)
+  }
+
+  /** An outage is going on: the last connect failed. */
+  get failing (): boolean {
+    return this.#failures > 0
+  }
+
+  /** Connects that failed since the pool was built. */
+  get connectFailures (): number {
+    return this.#connectFailures
   }
 
   /** True while connect attempts are being held back. */
@@ -59,19 +79,20 @@ export class ConnectBreaker {
       if (this.#failures > 0) {
         this.#outage.ended(this.#failures)
         if (breakerClose.hasSubscribers) {
-          breakerClose.publish({ pool: this.#identity, failedAttempts: this.#failures, outageMillis: performance.now() - this.#openedAt })
+          breakerClose.publish({ pool: this.#identity, host: this.#host.label, failedAttempts: this.#failures, outageMillis: performance.now() - this.#openedAt })
         }
       }
       this.#failures = 0
       return connection
     } catch (error) {
       this.#failures += 1
+      this.#connectFailures += 1
       this.#lastError = error
       this.#openUntil = performance.now() + Math.min(MAX_BACKOFF_MILLIS, FIRST_BACKOFF_MILLIS * 2 ** (this.#failures - 1))
       if (this.#failures === 1) {
         this.#openedAt = performance.now()
         this.#outage.began(error)
-        if (breakerOpen.hasSubscribers) breakerOpen.publish({ pool: this.#identity, errorCode: codeOf(error) })
+        if (breakerOpen.hasSubscribers) breakerOpen.publish({ pool: this.#identity, host: this.#host.label, errorCode: codeOf(error) })
       }
       // The first failure is reported as what the driver saw (warm-up shows the driver error as
       // its cause); a failed probe is part of the outage clients are already being told about.

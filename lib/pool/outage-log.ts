@@ -16,16 +16,28 @@ export class OutageLog {
   #failedSinceSummary = 0
   #failed = 0
   #stopped = false
+  /** With several hosts, the host whose outage this is: named in every line. */
+  readonly #host: { readonly label: string } | undefined
 
-  constructor (log: FastifyBaseLogger) {
+  constructor (log: FastifyBaseLogger, host?: { readonly label: string }) {
     this.#log = log
+    this.#host = host
+  }
+
+  /** ` host h1:3306` with several hosts; nothing with one (its lines stay as they were). */
+  get #which (): string {
+    return this.#host === undefined ? '' : ` host ${this.#host.label}`
+  }
+
+  #fields (fields: Record<string, unknown>): Record<string, unknown> {
+    return this.#host === undefined ? fields : { host: this.#host.label, ...fields }
   }
 
   /** The first connect failed: the outage begins. */
   began (error: unknown): void {
     if (this.#stopped) return
     this.#began = performance.now()
-    this.#log.warn({ err: error }, 'cannot connect to the database; holding connect attempts back')
+    this.#log.warn(this.#fields({ err: error }), `cannot connect to the database${this.#which}; holding connect attempts back`)
     clearInterval(this.#timer)
     this.#timer = setInterval(() => this.#summarize(), SUMMARY_EVERY_MILLIS)
     this.#timer.unref()
@@ -42,7 +54,7 @@ export class OutageLog {
     clearInterval(this.#timer)
     this.#timer = undefined
     if (!this.#stopped) {
-      this.#log.info({ failedAttempts, failedBorrows: this.#failed, outageMillis: Math.round(performance.now() - this.#began) }, 'database reachable again')
+      this.#log.info(this.#fields({ failedAttempts, failedBorrows: this.#failed, outageMillis: Math.round(performance.now() - this.#began) }), `database${this.#which} reachable again`)
     }
     this.#failed = 0
     this.#failedSinceSummary = 0
@@ -57,11 +69,11 @@ export class OutageLog {
 
   #summarize (): void {
     if (this.#failedSinceSummary === 0) return
-    this.#log.warn({
+    this.#log.warn(this.#fields({
       failedBorrows: this.#failedSinceSummary,
       failedBorrowsInOutage: this.#failed,
       outageMillis: Math.round(performance.now() - this.#began)
-    }, `database still unreachable: ${this.#failedSinceSummary} borrows failed in the last ${SUMMARY_EVERY_MILLIS / 1000} s`)
+    }), `database${this.#which} still unreachable: ${this.#failedSinceSummary} borrows failed in the last ${SUMMARY_EVERY_MILLIS / 1000} s`)
     this.#failedSinceSummary = 0
   }
 }

@@ -120,6 +120,23 @@ export interface ConnectionStats {
   destroyed: number
 }
 
+/** Why a host is in or out of rotation (the same words as hosts/host.ts's HostState, a layer above). */
+export type HostStatsState = 'up' | 'down' | 'read-only' | 'not-ready' | 'lagging'
+
+/** One host of the registration, in `stats().hosts` (one entry with one host). */
+export interface HostStats {
+  /** `host:port`, or the socket path. */
+  host: string
+  /** `up`: in rotation; `down`: its connects fail; `read-only`, `not-ready`, `lagging`: its role or lag keeps it out. */
+  state: HostStatsState
+  /** Pool connections open to it now. */
+  connections: number
+  /** Connects to it that failed since this process built its pool. */
+  failures: number
+  /** Of its connections, those lent out now. */
+  inUse: number
+}
+
 /** What `fastify.dbPool.stats()` returns: this process's pool, all counts from this process only. */
 export interface ForkSafeDbStats {
   pid: number
@@ -135,6 +152,8 @@ export interface ForkSafeDbStats {
   coldAcquires: ColdAcquireStats
   /** The connection budget as applied at warm-up, if one is configured. */
   budget: ConnectionBudget | undefined
+  /** Each host of the registration, in order: its state, its connections, its failed connects. */
+  hosts: HostStats[]
 }
 
 /** The connection counts and timings of a pool, or zeros when there is none in this process. */

@@ -34,8 +34,12 @@ export interface CancelHost {
   readonly identity: PoolIdentity
   /** How long a KILL may take before the connection is closed instead. */
   readonly pingTimeoutMillis: number
-  /** Opens a connection for the KILL (also while the pool is closing); undefined when there is no pool. */
-  openKillConnection: () => Promise<DriverConnection> | undefined
+  /** Opens a connection for the KILL on the host of `target` (also while the pool is closing); undefined when there is no pool. */
+  openKillConnection: (target: DriverConnection) => Promise<DriverConnection> | undefined
+  /** The KILL for a timed-out statement on `target` could not reach its host (with several hosts, it is taken out). */
+  killFailed: (target: DriverConnection, error: unknown) => void
+  /** The host a connection is connected to, for the `query:cancel` event. */
+  hostLabelOf: (connection: DriverConnection) => string
 }
 
 export class QueryCanceller {
@@ -55,8 +59,8 @@ export class QueryCanceller {
     this.#cancelled.add(connection)
     markDisposed(connection, new Error(reason))
     const { threadId } = connection
-    if (queryCancel.hasSubscribers) queryCancel.publish({ pool: this.#host.identity, connectionId: threadId, reason })
-    const opening = threadId === null ? undefined : this.#host.openKillConnection()
+    if (queryCancel.hasSubscribers) queryCancel.publish({ pool: this.#host.identity, connectionId: threadId, host: this.#host.hostLabelOf(connection), reason })
+    const opening = threadId === null ? undefined : this.#host.openKillConnection(connection)
     if (opening === undefined) {
       discard(connection, new Error(reason))
       return
@@ -69,6 +73,9 @@ export class QueryCanceller {
       settled = true
       clearTimeout(timer)
       this.#log.warn({ err: error, reason, cancelTimeoutMillis: timeoutMillis }, message)
+      // A statement that outlived its deadline on a host that cannot take a KILL: that host is
+      // the one failing (with several hosts, new connections go elsewhere).
+      if (reason === TIMED_OUT) this.#host.killFailed(connection, error)
       // Closing the socket at least frees the connection; the statement may run on.
       discard(connection, closedWith(reason, error))
       killer?.destroy()
