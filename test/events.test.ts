@@ -85,7 +85,7 @@ test('publishes warm-up\'s connect, then a query\'s borrow, start, end and relea
   const app = build()
   await app.ready()
   const [connect] = events(channels.poolConnect)
-  expect(connect).toMatchObject({ pool: { decorator: 'db', pid: process.pid }, connectionId: expect.any(Number), connectMillis: expect.any(Number) })
+  expect(connect).toMatchObject({ pool: { decorator: 'db', pid: process.pid }, connectionId: expect.any(Number), host: expect.stringMatching(/:\d+$/), connectMillis: expect.any(Number) })
   expect(events(channels.poolAcquire)).toEqual([expect.objectContaining({ internal: true, connectionId: connect.connectionId })])
   published = []
 
@@ -94,12 +94,12 @@ test('publishes warm-up\'s connect, then a query\'s borrow, start, end and relea
   const order = published.map((entry) => entry.channel)
   expect(order).toEqual([channels.poolAcquire, channels.queryStart, channels.queryEnd, channels.poolRelease])
   const [acquire, start, end, release] = published.map((entry) => entry.event)
-  expect(acquire).toMatchObject({ connectionId: connect.connectionId, internal: false, cold: false, waitMillis: expect.any(Number) })
+  expect(acquire).toMatchObject({ connectionId: connect.connectionId, host: connect.host, internal: false, cold: false, waitMillis: expect.any(Number) })
   expect(acquire).not.toHaveProperty('errorCode')
   expect(start).toMatchObject({ connectionId: connect.connectionId, sql: 'SELECT ? AS v', method: 'raw', inTransaction: false, queryId: expect.any(Number) })
   expect(end).toMatchObject({ queryId: start.queryId, connectionId: connect.connectionId, durationMillis: expect.any(Number) })
   expect(end).not.toHaveProperty('errorCode')
-  expect(release).toMatchObject({ connectionId: connect.connectionId })
+  expect(release).toMatchObject({ connectionId: connect.connectionId, host: connect.host })
 })
 
 test('publishes a statement that outlives queryTimeoutMillis: its timeout, its cancel, its end with the code, and its connection destroyed as broken', async () => {
@@ -109,7 +109,7 @@ test('publishes a statement that outlives queryTimeoutMillis: its timeout, its c
   expect(response.json()).toMatchObject({ code: 'FST_FORK_SAFE_DB_QUERY_TIMEOUT' })
   const [start] = events(channels.queryStart)
   expect(events(channels.queryTimeout)).toEqual([{ pool: start.pool, queryId: start.queryId, connectionId: start.connectionId, timeoutMillis: 200, inTransaction: false }])
-  expect(events(channels.queryCancel)).toEqual([{ pool: start.pool, connectionId: start.connectionId, reason: 'its query timed out' }])
+  expect(events(channels.queryCancel)).toEqual([{ pool: start.pool, connectionId: start.connectionId, host: expect.stringMatching(/:\d+$/), reason: 'its query timed out' }])
   expect(events(channels.queryEnd)).toEqual([expect.objectContaining({ queryId: start.queryId, errorCode: 'FST_FORK_SAFE_DB_QUERY_TIMEOUT' })])
   // The next borrow finds the connection marked and replaces it.
   expect((await app.inject('/bound')).statusCode).toBe(200)
@@ -143,7 +143,7 @@ test('publishes the failed borrow and the breaker opening when the database cann
     // The dead connection was discarded; the next borrow must connect, and is refused.
     expect((await app.inject('/bound')).statusCode).toBe(503)
     expect(events(channels.poolAcquire)).toContainEqual(expect.objectContaining({ connectionId: undefined, internal: false, errorCode: expect.stringMatching(/^FST_FORK_SAFE_DB_/) }))
-    expect(await eventually(channels.breakerOpen)).toMatchObject({ pool: { decorator: 'db' }, errorCode: expect.any(String) })
+    expect(await eventually(channels.breakerOpen)).toMatchObject({ pool: { decorator: 'db' }, host: expect.any(String), errorCode: expect.any(String) })
     proxy.refuse = false
     const deadline = performance.now() + RECOVERY_MILLIS
     while (!await app.dbPool.check() && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))

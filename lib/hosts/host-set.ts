@@ -209,7 +209,7 @@ export class HostSet {
     return rows
   }
 
-  /** The pool is closing: no probe, no timer, no log line from now on. */
+  /** The pool is closing or abandoned: no probe, no timer, no log line from now on (a probe that lands is closed). */
   stop (): void {
     this.#stopped = true
     for (const host of this.#hosts) {
@@ -217,6 +217,10 @@ export class HostSet {
       host.timer = undefined
       host.breaker.stop()
     }
+  }
+
+  /** The pool is destroyed: a probe still connecting (to a frozen host, for connectTimeout) is closed now. */
+  closeProbes (): void {
     for (const connection of this.probing) connection.destroy()
     this.probing.clear()
   }

@@ -34,6 +34,7 @@ export function abandon (built: Built): void {
  */
 export async function destroyBuilt (built: Built, reason?: Error): Promise<void> {
   abandon(built)
+  built.runtime.hosts.closeProbes()
   if (reason !== undefined) for (const connection of built.runtime.connecting) discard(connection, reason)
   try {
     await built.knex.destroy()
