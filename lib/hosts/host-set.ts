@@ -358,6 +358,8 @@ function boundedCheck (connection: DriverConnection, role: HostRole, timeoutMill
       reject(Object.assign(new Error(`the server did not answer the role check within ${timeoutMillis} ms`), { code: 'ETIMEDOUT' }))
       connection.destroy()
     }, timeoutMillis)
+    // A close in progress must not wait for it: the connection itself is closed by the pool's teardown.
+    timer.unref()
     checkRole(connection, role).then(
       (verdict) => { clearTimeout(timer); resolve(verdict) },
       (error: unknown) => { clearTimeout(timer); reject(error) }
