@@ -15,6 +15,7 @@ let database: TestDatabase
 let user: TestUser
 let proxies: TcpProxy[]
 let app: FastifyInstance
+let logged: () => Array<Record<string, unknown>>
 
 beforeAll(async () => { database = await TestDatabase.open() })
 afterAll(async () => { await database.close() })
@@ -33,7 +34,9 @@ const urlOf = (proxy: TcpProxy): string => proxy.urlFor(user.url)
 const labelOf = (proxy: TcpProxy): string => `127.0.0.1:${proxy.port}`
 
 async function start (options: Omit<ForkSafeDbOptions, 'connection'> & { connection: ForkSafeDbOptions['connection'] }): Promise<FastifyInstance> {
-  app = buildApp().app
+  const built = buildApp()
+  app = built.app
+  logged = built.lines
   await app.register(forkSafeDb, options)
   app.get('/id', async (req) => {
     const [rows] = await req.db.raw('SELECT CONNECTION_ID() AS id')
@@ -159,6 +162,20 @@ test('never makes a borrow wait a connect timeout once a frozen first host is ou
   }
   // None waited for a connect to the frozen host (that would take connectTimeout).
   expect(Math.max(...took)).toBeLessThan(connectTimeout / 2)
+})
+
+test('names the host in the outage log lines when there are several', async () => {
+  proxies[0].refuse = true
+  await start({ connection: proxies.slice(0, 2).map(urlOf), pool: { min: 1, max: 2 } })
+  const label = labelOf(proxies[0])
+  expect(logged()).toEqual(expect.arrayContaining([
+    expect.objectContaining({ level: 40, host: label, msg: `cannot connect to the database host ${label}; holding connect attempts back` }),
+    expect.objectContaining({ level: 40, host: label, state: 'down', msg: `host ${label} is down: out of rotation for new connections` })
+  ]))
+  expect(app.dbPool.stats().hosts[0].connections).toBe(0)
+  proxies[0].refuse = false
+  await until(() => logged().some((line) => line.msg === `host ${label} is back in rotation`))
+  expect(logged()).toContainEqual(expect.objectContaining({ level: 30, host: label, msg: `database host ${label} reachable again` }))
 })
 
 test('uses the first host again once it answers (failback), and retires the connections to the next host', async () => {
