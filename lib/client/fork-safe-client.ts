@@ -7,6 +7,7 @@ import { checkPool } from '../driver/versions'
 import { codeOf, poolConnect, poolDestroy, poolRelease, queryTimeout, transactionBegin, transactionEnd, type DestroyReason, type PoolIdentity } from '../events/channels'
 import { acquireGuarded } from '../pool/acquire-guard'
 import { connectionState } from '../pool/connection-state'
+import { isRetired } from '../pool/retire'
 import { TIMED_OUT } from '../query/cancel'
 import { classifyStatementError } from '../query/classify-error'
 import { boundTransactionStatement } from '../query/timeout'
@@ -45,6 +46,12 @@ export class ForkSafeClient extends KnexMySql2Client {
     const pool = poolOf(this)
     if (pool === undefined) return Promise.resolve()
     const runtime = runtimeOf(this)
+    if (isRetired(connection)) {
+      // Retired while lent (pool/retire.ts): destroyed, never lent again.
+      pool.releaseAndDestroy(connection)
+      if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId })
+      return Promise.resolve()
+    }
     runtime.borrowCheck.markIdle(connection)
     pool.release(connection)
     if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId })
@@ -123,12 +130,15 @@ export class ForkSafeClient extends KnexMySql2Client {
     const pool = poolFromKnexSettings(this.getPoolSettings(config.pool))
     checkPool(pool)
     this.pool = pool
-    const { identity } = runtimeOf(this)
+    const runtime = runtimeOf(this)
+    const { identity } = runtime
     pool.on('createSuccess', (_eventId, connection) => {
       if (poolConnect.hasSubscribers) poolConnect.publish({ pool: identity, connectionId: connection.threadId, connectMillis: connectionState(connection)?.connectMillis ?? 0 })
     })
     pool.on('destroySuccess', (_eventId, connection) => {
       if (poolDestroy.hasSubscribers) poolDestroy.publish({ pool: identity, connectionId: connection.threadId, reason: destroyReason(pool, connection) })
+      // A retired connection is gone: back to pool.min (pool/retire.ts).
+      if (isRetired(connection)) runtime.refill.request(pool).catch(() => {})
     })
   }
 
@@ -141,6 +151,7 @@ export class ForkSafeClient extends KnexMySql2Client {
 
 function destroyReason (pool: ForkSafeTarnPool, connection: DriverConnection): DestroyReason {
   if (pool.isDestroyed) return 'closed'
+  if (isRetired(connection)) return 'retired'
   if (disposedReason(connection) !== undefined) return 'broken'
   const limit = lifetimeLimit(connection)
   return limit !== undefined && limit <= performance.now() ? 'expired' : 'retired'

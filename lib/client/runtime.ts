@@ -1,16 +1,20 @@
 import { inspect } from 'node:util'
 import type { FastifyBaseLogger } from 'fastify'
 import { KnexMySql2Client } from '../driver/knex-parts'
+import { poolOf } from '../driver/tarn-pool'
 import type { DialectClient, DriverConnection } from '../driver/types'
 import type { PoolIdentity } from '../events/channels'
+import type { HostRole, RoleVerdict } from '../hosts/host'
 import { scrubError } from '../logging/redact'
 import type { ResolvedOptions } from '../options/resolve-options'
 import type { AcquireHost } from '../pool/acquire-guard'
 import { BorrowCheck } from '../pool/borrow-check'
 import { ConnectBreaker } from '../pool/connect-breaker'
+import { connectionState } from '../pool/connection-state'
 import { mayLendDirectly } from '../pool/direct-borrow'
 import type { HealthHost } from '../pool/health'
 import type { KeeperHost } from '../pool/idle-keeper'
+import { Refill, retireConnections, type RetireReason } from '../pool/retire'
 import { DEFAULT_SERVER_LIMITS, readServerLimits, type ServerLimits } from '../pool/server-limits'
 import type { ShutdownHost } from '../pool/shutdown'
 import { countEvents, type PoolCounters } from '../pool/stats'
@@ -56,6 +60,8 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
   readonly connecting = new Set<DriverConnection>()
   /** Aborted when the pool is destroyed: a warm-up in progress stops waiting for connections. */
   readonly warmUpStop = new AbortController()
+  /** Brings the pool back to pool.min after connections were retired (pool/retire.ts). */
+  readonly refill: Refill = new Refill(this)
   /** The knex client this runtime belongs to (set by the client's constructor). */
   client: DialectClient | undefined
   /** Shutdown has begun: the pool opens no new connection (a KILL QUERY still may). */
@@ -127,6 +133,33 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
       }
     })().finally(() => { this.#learning = undefined })
     return this.#learning
+  }
+
+  /**
+   * Retires the pool's connections that `which` picks (pool/retire.ts): idle ones are destroyed
+   * now, busy ones when released (a transaction finishes first), none is lent again; the pool is
+   * refilled to pool.min in the background. Returns how many were retired.
+   */
+  retire (which: (connection: DriverConnection) => boolean, reason: RetireReason): number {
+    const pool = this.client === undefined ? undefined : poolOf(this.client)
+    if (pool === undefined) return 0
+    const retired = retireConnections(pool, which, reason)
+    if (retired > 0) this.refill.request(pool).catch(() => {})
+    return retired
+  }
+
+  /**
+   * A statement on `connection` was answered read-only or not ready. A Galera node that is not
+   * ready, or a read-only server under a `primary` registration, serves none of this pool's
+   * statements: every connection to that host is retired. Otherwise (a write on a read-only
+   * server under `any`) only this connection is. The lead routes this through HostSet.refused.
+   */
+  hostRefused (connection: DriverConnection, verdict: Exclude<RoleVerdict, 'ok'>): void {
+    // `role` is the hosts helper's option; a registration without it is 'any'.
+    const role = (this.options as { readonly role?: HostRole }).role ?? 'any'
+    const hostIndex = connectionState(connection)?.hostIndex
+    const wholeHost = (verdict === 'not-ready' || role === 'primary') && hostIndex !== undefined
+    this.retire(wholeHost ? (other) => connectionState(other)?.hostIndex === hostIndex : (other) => other === connection, verdict)
   }
 
   // The runtime sits in knex's config, which people log and inspect: show nothing of it.
