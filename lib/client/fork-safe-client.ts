@@ -5,6 +5,7 @@ import { poolFromKnexSettings, poolOf, type ForkSafeTarnPool } from '../driver/t
 import type { CompiledQuery, DriverConnection } from '../driver/types'
 import { checkPool } from '../driver/versions'
 import { codeOf, poolConnect, poolDestroy, poolRelease, queryTimeout, transactionBegin, transactionEnd, type DestroyReason, type PoolIdentity } from '../events/channels'
+import { refusedAnswer } from '../hosts/refused-answer'
 import { acquireGuarded } from '../pool/acquire-guard'
 import { connectionState } from '../pool/connection-state'
 import { isRetired } from '../pool/retire'
@@ -96,7 +97,12 @@ export class ForkSafeClient extends KnexMySql2Client {
       if (queryTimeout.hasSubscribers) queryTimeout.publish({ pool: runtime.identity, queryId: undefined, connectionId: connection.threadId, timeoutMillis, inTransaction: true })
     }
     return boundTransactionStatement(connection, query, timeoutMillis, () => super.query(connection, query), timedOut)
-      .catch((error: unknown) => { throw classifyStatementError(error, runtime.options.decorator, query) })
+      .catch((error: unknown) => {
+        // A BEGIN or COMMIT on a demoted server or a node out of the cluster (hosts/refused-answer.ts).
+        const refused = refusedAnswer(runtime, connection, error)
+        if (refused !== undefined) return refused.then((answer) => { throw answer })
+        throw classifyStatementError(error, runtime.options.decorator, query)
+      })
   }
 
   override runner (builder: object): ForkSafeRunner {
