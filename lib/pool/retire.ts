@@ -82,3 +82,26 @@ export class Refill {
     } while (this.#again)
   }
 }
+
+/**
+ * Resolves once every one of `connections` has been destroyed by `pool` (or failed to be), or
+ * the pool itself was destroyed. Call it before retiring them: tarn reports a destroy later.
+ */
+export function whenDestroyed (pool: ForkSafeTarnPool, connections: readonly DriverConnection[]): Promise<void> {
+  const waiting = new Set(connections)
+  if (waiting.size === 0) return Promise.resolve()
+  return new Promise((resolve) => {
+    const done = () => {
+      pool.removeListener('destroySuccess', destroyedOne)
+      pool.removeListener('destroyFail', destroyedOne)
+      pool.removeListener('poolDestroySuccess', done)
+      resolve()
+    }
+    const destroyedOne = (_eventId: number, connection: DriverConnection) => {
+      if (waiting.delete(connection) && waiting.size === 0) done()
+    }
+    pool.on('destroySuccess', destroyedOne)
+    pool.on('destroyFail', destroyedOne)
+    pool.on('poolDestroySuccess', done)
+  })
+}
