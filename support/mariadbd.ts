@@ -54,10 +54,21 @@ export function freePort (): Promise<number> {
 const alive = new Set<ChildProcess>()
 const roots = new Set<string>()
 
+/** Signals the server's whole process group; false once it is gone. */
+function signalGroup (child: ChildProcess, signal: NodeJS.Signals): boolean {
+  if (child.pid === undefined) return false
+  try {
+    process.kill(-child.pid, signal)
+    return true
+  } catch {
+    return false
+  }
+}
+
 function onExit (): void {
   for (const child of alive) {
-    child.kill('SIGCONT')
-    child.kill('SIGKILL')
+    signalGroup(child, 'SIGCONT')
+    signalGroup(child, 'SIGKILL')
   }
   for (const root of roots) rmSync(root, { recursive: true, force: true })
 }
@@ -84,6 +95,8 @@ async function chownTree (path: string, owner: { uid: number, gid: number }): Pr
 }
 
 export interface MariadbdOptions {
+  /** Options for install-db only (repeat them in serverArguments: the redo log size, say). */
+  installArguments?: readonly string[]
   /** Server options beyond those every node gets (datadir, port, socket, tmpdir, ...). */
   serverArguments?: readonly string[]
   /**
@@ -95,6 +108,11 @@ export interface MariadbdOptions {
   readyTimeoutMillis?: number
   /** A port chosen by the caller (the cluster needs every node's address before any starts). */
   port?: number
+  /**
+   * Run install-db. Default true; a Galera joiner receives its whole datadir by state transfer,
+   * so it starts from an empty one.
+   */
+  initialise?: boolean
   /** The user `url` names (no password; the caller creates it). Default `root`. */
   urlUser?: string
 }
@@ -151,9 +169,10 @@ export class Mariadbd {
       await mkdir(join(root, 'tmp'))
       await mkdir(join(root, 'data'))
       if (owner !== undefined) await chownTree(root, owner)
+      if (options.initialise === false) return node
       const init = spawnSync(binaries.installDb, [
         '--no-defaults', `--datadir=${node.datadir}`, '--auth-root-authentication-method=normal',
-        '--skip-test-db', ...node.#userArguments()
+        '--skip-test-db', ...node.#userArguments(), ...(options.installArguments ?? [])
       ], { encoding: 'utf8', env: node.#environment() })
       if (init.status !== 0) throw new Error(`${binaries.installDb} failed (${String(init.status)}): ${init.stderr}`)
     } catch (error) {
@@ -208,7 +227,9 @@ export class Mariadbd {
       `--tmpdir=${join(this.root, 'tmp')}`,
       '--skip-name-resolve', '--innodb-buffer-pool-size=32M', '--max-connections=500', ...this.#userArguments(),
       ...this.#serverArguments, ...onceArguments
-    ], { stdio: ['ignore', 'ignore', 'pipe'], env: this.#environment() })
+      // A process group of its own: a signal reaches what the server started too (Galera's state
+      // transfer scripts and their rsync daemons), so none outlives a kill.
+    ], { stdio: ['ignore', 'ignore', 'pipe'], env: this.#environment(), detached: true })
     this.#process = child
     this.#log = ''
     alive.add(child)
@@ -232,7 +253,7 @@ export class Mariadbd {
         child.off('exit', onEarlyExit)
       }
       const done = () => { cleanup(); resolve() }
-      const fail = (error: Error) => { cleanup(); child.kill('SIGKILL'); reject(error) }
+      const fail = (error: Error) => { cleanup(); signalGroup(child, 'SIGKILL'); reject(error) }
       child.stderr?.on('data', onData)
       child.once('exit', onEarlyExit)
     })
@@ -243,13 +264,13 @@ export class Mariadbd {
     const child = this.#process
     if (child === undefined) return
     if (signal === 'SIGSTOP' || signal === 'SIGCONT') {
-      child.kill(signal)
+      signalGroup(child, signal)
       return
     }
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
     // A frozen server would never act on SIGTERM.
-    if (signal !== 'SIGKILL') child.kill('SIGCONT')
-    child.kill(signal)
+    if (signal !== 'SIGKILL') signalGroup(child, 'SIGCONT')
+    signalGroup(child, signal)
     await exited
   }
 

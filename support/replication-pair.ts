@@ -95,7 +95,11 @@ export class ReplicationPair {
     return pair
   }
 
-  /** Demotes the primary (read_only=1) and promotes the replica (read_only=0): a role swap without moving data. */
+  /**
+   * Demotes the primary (read_only=1) and promotes the replica (read_only=0): a role swap without
+   * moving data. Replication still runs from the old primary, so a write on the promoted replica
+   * followed by one on a re-promoted primary may collide (auto-increment keys) and stop the replica.
+   */
   async switchover (replica: Mariadbd = this.replica): Promise<void> {
     await this.primary.demote()
     await replica.promote()
