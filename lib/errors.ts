@@ -237,7 +237,7 @@ export const FST_FORK_SAFE_DB_CLUSTER_NOT_PRIMARY = createError(
  * closed and is never lent again; nothing of the statement took effect. Retry: the next borrow
  * lands on a host that takes writes. The message names the host (`host:port`), never its settings.
  */
-export const FST_FORK_SAFE_DB_READ_ONLY = createError(
+export const FST_FORK_SAFE_DB_READ_ONLY = createError<'FST_FORK_SAFE_DB_READ_ONLY', 503, [host: string, decorator: string, errno: string, options?: { cause: unknown }]>(
   'FST_FORK_SAFE_DB_READ_ONLY',
   'fastify-fork-safe-db: the server %s of the "%s" pool is read-only (errno %s); the connection was closed, retry on another host',
   503
@@ -247,7 +247,7 @@ export const FST_FORK_SAFE_DB_READ_ONLY = createError(
  * A Galera node answered 1047 "WSREP has not yet prepared node for application use": it is not
  * part of the primary component (or not synced). The connection was closed; nothing took effect.
  */
-export const FST_FORK_SAFE_DB_NODE_NOT_READY = createError(
+export const FST_FORK_SAFE_DB_NODE_NOT_READY = createError<'FST_FORK_SAFE_DB_NODE_NOT_READY', 503, [host: string, decorator: string, errno: string, options?: { cause: unknown }]>(
   'FST_FORK_SAFE_DB_NODE_NOT_READY',
   'fastify-fork-safe-db: the server %s of the "%s" pool is not ready for queries (errno %s: not in the cluster\'s primary component, or not synced); the connection was closed, retry on another host',
   503

@@ -8,7 +8,7 @@ import type { Knex } from 'knex'
 import * as errors from './errors'
 import { channels } from './events/channels'
 import { checkKnexInternals } from './driver/versions'
-import { ForkSafePool } from './lifecycle/fork-safe-pool'
+import { ForkSafePool, type RefreshResult } from './lifecycle/fork-safe-pool'
 import { computeBudget } from './pool/budget'
 import { resolveOptions, type ForkSafeDbOptions } from './options/resolve-options'
 import type { ForkSafeDbStats } from './pool/stats'
@@ -66,6 +66,13 @@ export interface ForkSafeDbManager {
    * answers, false otherwise (never rejects). For readiness probes and @fastify/under-pressure.
    */
   check: () => Promise<boolean>
+  /**
+   * Replaces every connection of this process's pool (HikariCP's soft eviction, Rails'
+   * `recycle!`): idle ones are closed at once, busy ones when released (a transaction finishes
+   * first), and new ones opened, for a DNS name or VIP that now points elsewhere. No query fails
+   * for it. Resolves once every old connection is closed and the pool is back at `pool.min`.
+   */
+  refresh: () => Promise<RefreshResult>
 }
 
 const PLUGIN_NAME = 'fastify-fork-safe-db'
@@ -100,7 +107,7 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
   const responseOf = (request: FastifyRequest) => (request as Scoped)[responseSlot] ?? undefined
   const scopeOf = (request: FastifyRequest) => ((request as Scoped)[scopeSlot] ??= new RequestScope(pool, request, responseOf))
   fastify.decorate(decorator, { getter: () => pool.knex })
-  const manager: ForkSafeDbManager = { stats: () => pool.stats(), check: async () => pool.check() }
+  const manager: ForkSafeDbManager = { stats: () => pool.stats(), check: async () => pool.check(), refresh: async () => pool.refresh() }
   fastify.decorate(managerName, manager)
   fastify.decorateRequest(scopeSlot as unknown as string, null)
   fastify.decorateRequest(responseSlot as unknown as string, null)
@@ -182,6 +189,7 @@ export type { HostPolicy, HostRole, HostState } from './hosts/host'
 export type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions } from './options/resolve-options'
 export type { ConnectionProvider, ProvidedConnection, UnsafeOptIns } from './options/connection'
 export type { RouteDbOptions } from './request/route-transaction'
+export type { RefreshResult } from './lifecycle/fork-safe-pool'
 
 // `require('fastify-fork-safe-db')` returns the plugin itself, like every Fastify plugin, with the
 // named exports hanging off it so destructuring `require` keeps working.

@@ -5,8 +5,10 @@ import { poolFromKnexSettings, poolOf, type ForkSafeTarnPool } from '../driver/t
 import type { CompiledQuery, DriverConnection } from '../driver/types'
 import { checkPool } from '../driver/versions'
 import { codeOf, poolConnect, poolDestroy, poolRelease, queryTimeout, transactionBegin, transactionEnd, type DestroyReason, type PoolIdentity } from '../events/channels'
+import { refusedAnswer } from '../hosts/refused-answer'
 import { acquireGuarded } from '../pool/acquire-guard'
 import { connectionState } from '../pool/connection-state'
+import { isRetired } from '../pool/retire'
 import { TIMED_OUT } from '../query/cancel'
 import { classifyStatementError } from '../query/classify-error'
 import { boundTransactionStatement } from '../query/timeout'
@@ -45,6 +47,12 @@ export class ForkSafeClient extends KnexMySql2Client {
     const pool = poolOf(this)
     if (pool === undefined) return Promise.resolve()
     const runtime = runtimeOf(this)
+    if (isRetired(connection)) {
+      // Retired while lent (pool/retire.ts): destroyed, never lent again.
+      pool.releaseAndDestroy(connection)
+      if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId })
+      return Promise.resolve()
+    }
     runtime.borrowCheck.markIdle(connection)
     pool.release(connection)
     if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection) })
@@ -89,7 +97,12 @@ export class ForkSafeClient extends KnexMySql2Client {
       if (queryTimeout.hasSubscribers) queryTimeout.publish({ pool: runtime.identity, queryId: undefined, connectionId: connection.threadId, timeoutMillis, inTransaction: true })
     }
     return boundTransactionStatement(connection, query, timeoutMillis, () => super.query(connection, query), timedOut)
-      .catch((error: unknown) => { throw classifyStatementError(error, runtime.options.decorator, query) })
+      .catch((error: unknown) => {
+        // A BEGIN or COMMIT on a demoted server or a node out of the cluster (hosts/refused-answer.ts).
+        const refused = refusedAnswer(runtime, connection, error)
+        if (refused !== undefined) return refused.then((answer) => { throw answer })
+        throw classifyStatementError(error, runtime.options.decorator, query)
+      })
   }
 
   override runner (builder: object): ForkSafeRunner {
@@ -130,6 +143,8 @@ export class ForkSafeClient extends KnexMySql2Client {
     })
     pool.on('destroySuccess', (_eventId, connection) => {
       if (poolDestroy.hasSubscribers) poolDestroy.publish({ pool: identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), reason: destroyReason(pool, connection) })
+      // A retired connection is gone: back to pool.min (pool/retire.ts).
+      if (isRetired(connection)) runtime.refill.request(pool).catch(() => {})
     })
   }
 
@@ -142,6 +157,7 @@ export class ForkSafeClient extends KnexMySql2Client {
 
 function destroyReason (pool: ForkSafeTarnPool, connection: DriverConnection): DestroyReason {
   if (pool.isDestroyed) return 'closed'
+  if (isRetired(connection)) return 'retired'
   if (disposedReason(connection) !== undefined) return 'broken'
   const limit = lifetimeLimit(connection)
   return limit !== undefined && limit <= performance.now() ? 'expired' : 'retired'

@@ -3,6 +3,7 @@ import { isStatementTimeout, isTransactionClient, KnexRunnerBase, streamOfCallba
 import type { CompiledQuery, DriverConnection, KnexRunner } from '../driver/types'
 import { FST_FORK_SAFE_DB_CLIENT_GONE } from '../errors'
 import { codeOf, queryEnd, queryStart, queryTimeout } from '../events/channels'
+import { refusedAnswer } from '../hosts/refused-answer'
 import { TIMED_OUT } from '../query/cancel'
 import { classifyStatementError } from '../query/classify-error'
 import { ownerOf } from '../query/owners'
@@ -75,7 +76,7 @@ export class ForkSafeRunner extends KnexRunnerBase {
     const failed = transaction === undefined ? undefined : timedOutTransaction(transaction)
     if (failed !== undefined) return Promise.reject(failed)
     if ((owner === undefined && deadlines === undefined) || connection === undefined) {
-      return ownTimeout ? super.query(query).catch((error: unknown) => { throw this.#failure(runtime, error, query, transaction, queryId) }) : super.query(query)
+      return ownTimeout ? super.query(query).catch((error: unknown) => this.#refused(runtime, error) ?? Promise.reject(this.#failure(runtime, error, query, transaction, queryId))) : super.query(query)
     }
     if (owner?.clientGone === true) return Promise.reject(new FST_FORK_SAFE_DB_CLIENT_GONE())
     owner?.started(connection)
@@ -92,9 +93,24 @@ export class ForkSafeRunner extends KnexRunnerBase {
       }
       statement.then(
         (result) => { settled(); resolve(result) },
-        (error: unknown) => { settled(); reject(this.#failure(runtime, error, query, transaction, queryId)) }
+        (error: unknown) => {
+          settled()
+          const refused = this.#refused(runtime, error)
+          if (refused === undefined) reject(this.#failure(runtime, error, query, transaction, queryId))
+          else refused.catch(reject)
+        }
       )
     })
+  }
+
+  /**
+   * A server's read-only or not-ready answer: rejects with the coded error once its connection
+   * is retired (hosts/refused-answer.ts, which may ask the server first). undefined for any
+   * other error.
+   */
+  #refused (runtime: ClientRuntime, error: unknown): Promise<never> | undefined {
+    const connection = this.connection
+    return connection === undefined ? undefined : refusedAnswer(runtime, connection, error)?.then((answer) => { throw answer })
   }
 
   /** A statement's error, classified; a `.timeout()` of the user's that expired is published. */

@@ -1,10 +1,10 @@
 import { inspect } from 'node:util'
 import type { FastifyBaseLogger } from 'fastify'
-import { KnexMySql2Client, markDisposed } from '../driver/knex-parts'
-import { discard } from '../driver/discard'
+import { KnexMySql2Client } from '../driver/knex-parts'
 import { poolOf } from '../driver/tarn-pool'
 import type { DialectClient, DriverConnection } from '../driver/types'
 import type { PoolIdentity } from '../events/channels'
+import type { RoleVerdict } from '../hosts/host'
 import { HostSet, type RetireHost } from '../hosts/host-set'
 import { scrubError } from '../logging/redact'
 import type { ResolvedOptions } from '../options/resolve-options'
@@ -14,6 +14,7 @@ import type { ConnectGate } from '../pool/connect-breaker'
 import { mayLendDirectly } from '../pool/direct-borrow'
 import type { HealthHost } from '../pool/health'
 import type { KeeperHost } from '../pool/idle-keeper'
+import { Refill, retireConnections, type RetireReason } from '../pool/retire'
 import { DEFAULT_SERVER_LIMITS, readServerLimits, type ServerLimits } from '../pool/server-limits'
 import type { ShutdownHost } from '../pool/shutdown'
 import { countEvents, type PoolCounters } from '../pool/stats'
@@ -62,6 +63,8 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
   readonly connecting = new Set<DriverConnection>()
   /** Aborted when the pool is destroyed: a warm-up in progress stops waiting for connections. */
   readonly warmUpStop = new AbortController()
+  /** Brings the pool back to pool.min after connections were retired (pool/retire.ts). */
+  readonly refill: Refill = new Refill(this)
   /** The knex client this runtime belongs to (set by the client's constructor). */
   client: DialectClient | undefined
   /** Shutdown has begun: the pool opens no new connection (a KILL QUERY still may). */
@@ -123,29 +126,6 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
   }
 
   /**
-   * A minimal stand-in for the "roles" policy's retire (the lead keeps theirs at merge): the idle
-   * connections `which` picks are closed now (the borrow check replaces them), the busy ones are
-   * marked so that knex's check refuses them when they are next borrowed.
-   */
-  retire (which: (connection: DriverConnection) => boolean, reason: string): number {
-    const pool = this.client === undefined ? undefined : poolOf(this.client)
-    if (pool === undefined) return 0
-    let retired = 0
-    for (const connection of pool.idleConnections()) {
-      if (!which(connection)) continue
-      markDisposed(connection, new Error(reason))
-      discard(connection, new Error(reason))
-      retired += 1
-    }
-    for (const connection of pool.borrowedConnections()) {
-      if (!which(connection)) continue
-      markDisposed(connection, new Error(reason))
-      retired += 1
-    }
-    return retired
-  }
-
-  /**
    * Reads the server's idle timeout and connection limits on `connection`, once. When they
    * cannot be read, a budget derived from them fails (it would be a guess); otherwise the
    * defaults are assumed and a warning logged.
@@ -176,6 +156,30 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
       }
     })().finally(() => { this.#learning = undefined })
     return this.#learning
+  }
+
+  /**
+   * Retires the pool's connections that `which` picks (pool/retire.ts): idle ones are destroyed
+   * now, busy ones when released (a transaction finishes first), none is lent again; the pool is
+   * refilled to pool.min in the background. Returns how many were retired.
+   */
+  retire (which: (connection: DriverConnection) => boolean, reason: RetireReason): number {
+    const pool = this.client === undefined ? undefined : poolOf(this.client)
+    if (pool === undefined) return 0
+    const retired = retireConnections(pool, which, reason)
+    if (retired > 0) this.refill.request(pool).catch(() => {})
+    return retired
+  }
+
+  /**
+   * A statement on `connection` was answered read-only or not ready: the connection is retired,
+   * and the host set decides for its host (a Galera node that is not ready, or a read-only server
+   * under a `primary` registration, serves none of this pool's statements: it leaves the
+   * rotation, and every connection to it is retired).
+   */
+  hostRefused (connection: DriverConnection, verdict: Exclude<RoleVerdict, 'ok'>): void {
+    this.retire((other) => other === connection, verdict)
+    this.hosts.refused(connection, verdict)
   }
 
   // The runtime sits in knex's config, which people log and inspect: show nothing of it.

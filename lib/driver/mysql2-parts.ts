@@ -1,7 +1,7 @@
 import type { DriverConnection, DriverSocket } from './types'
 
 // mysql2's parts the plugin relies on and mysql2 does not document: the socket under a connection,
-// and the console line it prints after a protocol warning.
+// the console line it prints after a protocol warning, and whether the server is MariaDB.
 
 interface Mysql2Fields {
   stream?: DriverSocket
@@ -35,4 +35,13 @@ function swallowNextConsoleError (message: string): void {
   }
   console.error = once
   queueMicrotask(restore)
+}
+
+/**
+ * Whether the server said in its handshake that it is MariaDB (mysql2 reads it from the version
+ * string); undefined when mysql2 no longer keeps the flag, and the caller must not guess.
+ */
+export function isMariaDbServer (connection: DriverConnection): boolean | undefined {
+  const flag = (connection as { _isMariaDB?: unknown })._isMariaDB
+  return typeof flag === 'boolean' ? flag : undefined
 }

@@ -62,6 +62,54 @@ export class ForkSafeTarnPool extends tarn.Pool<DriverConnection> {
   }
 
   /**
+   * Destroys now the idle connections `which` picks, as tarn's reaper destroys an idle one: out
+   * of the free list first, so no borrow can take them. Returns them.
+   */
+  destroyIdle (which: (connection: DriverConnection) => boolean): DriverConnection[] {
+    const destroyed: DriverConnection[] = []
+    if (this.destroyed) return destroyed
+    this.free = this.free.filter((free) => {
+      if (!which(free.resource)) return true
+      free.settle()
+      destroyed.push(free.resource)
+      return false
+    })
+    // tarn's _destroy reports its own failures to the pool's listeners; it never rejects.
+    for (const connection of destroyed) this._destroy(connection)
+    return destroyed
+  }
+
+  /**
+   * Takes back a borrowed connection and destroys it instead of keeping it (tarn's release, then
+   * its reaper's destroy); a borrow waiting for a connection gets a new one. False when the pool
+   * did not lend it.
+   */
+  releaseAndDestroy (connection: DriverConnection): boolean {
+    const index = this.used.findIndex((used) => used.resource === connection)
+    if (index === -1) return false
+    this._executeEventHandlers('release', connection)
+    this.used.splice(index, 1)[0]?.settle()
+    this._destroy(connection)
+    this._tryAcquireOrCreate()
+    return true
+  }
+
+  /**
+   * Opens `count` connections into the free list, as tarn opens one for a waiting borrow, but
+   * without one: a refill to the warm floor never holds a free connection away from a query
+   * while the new ones connect. Resolves how many were opened (failures are the pool
+   * listeners' and the connect breaker's to report).
+   */
+  async open (count: number): Promise<number> {
+    if (this.destroyed || count <= 0) return 0
+    const creates = Array.from({ length: count }, () => this._create().promise.then(() => true, () => false))
+    const opened = (await Promise.all(creates)).filter(Boolean).length
+    // As after tarn's own create: a borrow that queued meanwhile takes one.
+    this._tryAcquireOrCreate()
+    return opened
+  }
+
+  /**
    * A connection: lent directly when one is free, no acquire waits ahead, and `mayLendDirectly`
    * says its check cannot wait on anything unbounded; otherwise through tarn's queue, with its
    * deadline (see pool/direct-borrow.ts for why).

@@ -5,6 +5,7 @@ import { FST_FORK_SAFE_DB_NODE_NOT_READY, FST_FORK_SAFE_DB_READ_ONLY, FST_FORK_S
 import { codeOf, type PoolIdentity } from '../events/channels'
 import { ConnectBreaker } from '../pool/connect-breaker'
 import { connectionState } from '../pool/connection-state'
+import type { RetireReason } from '../pool/retire'
 import type { HostStats } from '../pool/stats'
 import { classifyConnectError } from '../query/classify-error'
 import type { HostPolicy, HostRole, HostState, RoleVerdict } from './host'
@@ -38,7 +39,7 @@ export interface HostEntry {
 
 /** Closes the pool's connections that `which` picks: idle ones now, busy ones when released. */
 export interface RetireHost {
-  retire: (which: (connection: DriverConnection) => boolean, reason: string) => number
+  retire: (which: (connection: DriverConnection) => boolean, reason: RetireReason) => number
 }
 
 export interface HostSetOptions {
@@ -160,7 +161,7 @@ export class HostSet {
     host.retryAt = performance.now() + Math.min(MAX_PROBE_MILLIS, FIRST_PROBE_MILLIS * 2 ** host.outages)
     host.outages += 1
     if (wasUp) this.#options.log.warn({ host: host.label, state }, `host ${host.label} is ${state}: out of rotation for new connections`)
-    this.#options.retirer.retire((connection) => hostIndexOf(connection) === index, `its host ${host.label} is ${state}`)
+    this.#options.retirer.retire((connection) => hostIndexOf(connection) === index, state)
     this.#schedule(host)
   }
 
@@ -175,7 +176,7 @@ export class HostSet {
     host.timer = undefined
     this.#options.log.info({ host: host.label }, `host ${host.label} is back in rotation`)
     if (this.#options.policy === 'sequential' && this.#hosts.findIndex((other) => other.state === 'up') === index) {
-      this.#options.retirer.retire((connection) => hostIndexOf(connection) > index, `failback to ${host.label}`)
+      this.#options.retirer.retire((connection) => hostIndexOf(connection) > index, 'failback')
     }
   }
 

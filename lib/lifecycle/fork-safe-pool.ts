@@ -13,12 +13,19 @@ import { warnIfBuiltInPrimary } from '../pool/cluster-placement'
 import { checkHealth } from '../pool/health'
 import { IdleKeeper } from '../pool/idle-keeper'
 import { DEFAULT_SERVER_LIMITS, type ServerLimits } from '../pool/server-limits'
+import { whenDestroyed } from '../pool/retire'
 import { CloseDeadline } from '../pool/shutdown'
 import { describePool, type ForkSafeDbStats, type HostStats, type PoolState } from '../pool/stats'
 import { warmUp } from '../pool/warm-up'
 import { abandon, destroyBuilt, type Built } from './teardown'
 import { warmUpBound } from './warm-up-bound'
 import { warmUpFailure } from './warm-up-failure'
+
+/** What `dbPool.refresh()` resolves with. */
+export interface RefreshResult {
+  /** How many connections the pool held when refresh() was called: each is now closed. */
+  retired: number
+}
 
 /**
  * Owns the knex instance of one registration and makes sure it belongs to the current process.
@@ -231,6 +238,25 @@ export class ForkSafePool {
     }
     const lent = pool?.borrowedConnections() ?? []
     return own.runtime.hosts.stats([...lent, ...(pool?.idleConnections() ?? [])], lent)
+  }
+
+  /**
+   * Retires every connection this process's pool holds now (idle ones at once, busy ones when
+   * released: a transaction finishes first) and opens new ones in their place, for a DNS name
+   * or a VIP that moved. Resolves once every one of them is gone and the pool is back at
+   * pool.min (or could not be: the failed connects are the breaker's to report), with how many
+   * were retired. Nothing is retired before the pool is built, or while it closes.
+   */
+  async refresh (): Promise<RefreshResult> {
+    const runtime = this.#own?.runtime
+    const pool = runtime?.client === undefined ? undefined : poolOf(runtime.client)
+    if (runtime === undefined || pool === undefined || this.#closing()) return { retired: 0 }
+    const existing = [...pool.idleConnections(), ...pool.borrowedConnections()]
+    const gone = whenDestroyed(pool, existing)
+    runtime.retire((connection) => existing.includes(connection), 'refresh')
+    await gone
+    await runtime.refill.running
+    return { retired: existing.length }
   }
 
   #state (built: boolean): PoolState {

@@ -78,6 +78,11 @@ export interface BorrowCheckOptions {
   looksAlive: (connection: DriverConnection) => boolean
 }
 
+/** Not retired (pool/retire.ts) while its check waited. */
+function notRetired (state: ConnectionState | undefined): boolean {
+  return state?.retired === undefined
+}
+
 /** Milliseconds since the record's idle clock started; a connection without one is idle for ever (pinged). */
 function idleMillis (state: ConnectionState | undefined): number {
   return state === undefined ? Number.POSITIVE_INFINITY : performance.now() - state.idleSince
@@ -137,13 +142,15 @@ export class BorrowCheck {
    */
   validate (connection: DriverConnection): boolean | Promise<boolean> {
     const state = connectionState(connection)
+    // Retired (pool/retire.ts): tarn destroys it instead of lending it.
+    if (state?.retired !== undefined) return false
     const inFlight = state?.pinging
-    if (inFlight !== undefined) return inFlight.then((answered) => answered && this.#options.looksAlive(connection))
+    if (inFlight !== undefined) return inFlight.then((answered) => answered && notRetired(state) && this.#options.looksAlive(connection))
     // The record read once per borrow, for the ping in flight and for the idle time.
     const idle = idleMillis(state)
     if (idle >= this.#options.pingAfterIdleMillis) {
       // A dead one: tarn destroys it and opens another within the same acquire deadline.
-      return pingOrDiscard(connection, this.#options.pingTimeoutMillis).then(() => true, () => false)
+      return pingOrDiscard(connection, this.#options.pingTimeoutMillis).then(() => notRetired(state), () => false)
     }
     if (idle < this.#options.checkAfterIdleMillis) return true
     return new Promise((resolve) => this.#afterSocketEvents({ connection, resolve }, idle >= SECOND_TURN_AFTER_IDLE_MILLIS))
@@ -174,7 +181,8 @@ export class BorrowCheck {
     for (const { connection, resolve } of waiting) {
       const alive = socketAlive(connection) && this.#options.looksAlive(connection)
       if (!alive) discard(connection, new Error('the server closed the connection'))
-      resolve(alive)
+      // Retired while its check ran: destroyed (gracefully) rather than lent.
+      resolve(alive && notRetired(connectionState(connection)))
     }
   }
 }

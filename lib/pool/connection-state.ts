@@ -10,6 +10,12 @@ import type { DriverConnection } from '../driver/types'
 
 const STATE = Symbol('fastify-fork-safe-db:connection-state')
 
+/**
+ * Why a connection was retired (pool/retire.ts): replaced by `refresh()`, its host answered
+ * read-only or not ready, went down, lags, or a preferred host is back (failback).
+ */
+export type RetireReason = 'refresh' | 'read-only' | 'not-ready' | 'down' | 'lagging' | 'failback'
+
 export interface ConnectionState {
   /** performance.now() when the connection was set up, last returned to the pool, or last verified. */
   idleSince: number
@@ -21,13 +27,15 @@ export interface ConnectionState {
   readonly connectMillis: number
   /** Which of the registration's hosts it is connected to (its index in the host list; 0 with one host). */
   readonly hostIndex: number
+  /** Set when retired: never lent again, destroyed now if idle, else when released. */
+  retired: RetireReason | undefined
 }
 
 type WithState = DriverConnection & { [STATE]?: ConnectionState }
 
 /** Gives a new connection its record, idle from now. */
 export function initConnectionState (connection: DriverConnection, connectMillis: number, hostIndex = 0): void {
-  ;(connection as WithState)[STATE] = { idleSince: performance.now(), borrowed: false, pinging: undefined, connectMillis, hostIndex }
+  ;(connection as WithState)[STATE] = { idleSince: performance.now(), borrowed: false, pinging: undefined, connectMillis, hostIndex, retired: undefined }
 }
 
 /** The connection's record; undefined for one the plugin did not set up (never in its pool). */
