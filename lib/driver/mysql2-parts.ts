@@ -36,3 +36,12 @@ function swallowNextConsoleError (message: string): void {
   console.error = once
   queueMicrotask(restore)
 }
+
+/**
+ * mysql2's error for a command given to a connection that has already failed: the command was
+ * never written (mysql2 refuses it without touching the socket).
+ */
+export function isClosedStateError (error: unknown): boolean {
+  const message = (error as { message?: unknown } | null)?.message
+  return message === 'Can\'t add new command when connection is in closed state'
+}
