@@ -1,3 +1,4 @@
+import { isClosedStateError } from '../driver/mysql2-parts'
 import { FST_FORK_SAFE_DB_COMMIT_UNKNOWN, FST_FORK_SAFE_DB_TRANSACTION_ABORTED } from '../errors'
 
 // What a failed transaction tells its caller: whether anything of it can have been committed.
@@ -37,12 +38,15 @@ function fieldsOf (error: unknown): CodedError | undefined {
 
 function aborts (error: CodedError | undefined): boolean {
   if (error === undefined) return false
+  // A statement given to a connection mysql2 already saw fail: the loss came first.
+  if (isClosedStateError(error)) return true
   if (typeof error.code === 'string' && ABORTING_CODES.has(error.code)) return true
   return typeof error.errno === 'number' && ABORTING_ERRNOS.has(error.errno)
 }
 
 function reasonOf (error: CodedError): string {
-  return typeof error.code === 'string' ? error.code : 'an error'
+  if (typeof error.code === 'string') return error.code
+  return isClosedStateError(error) ? 'its connection was already lost' : 'an error'
 }
 
 /** Nothing of the transaction was committed; `cause` says why. */
