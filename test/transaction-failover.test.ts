@@ -135,16 +135,25 @@ test('a COMMIT whose answer is lost rejects with COMMIT_UNKNOWN, commitSent true
   expect(await itemIds()).toEqual([1])
 })
 
-test('the promise form\'s executionPromise rejects with COMMIT_UNKNOWN when the COMMIT\'s answer is lost', async () => {
+test('the promise form\'s commit() rejects with COMMIT_UNKNOWN when the COMMIT\'s answer is lost, as does its executionPromise', async () => {
   const through = await throughProxy()
   const instance = await register({}, through)
   const trx = await instance.db.transaction()
   await trx('items').insert({ id: 1 })
   if (proxy !== undefined) proxy.loseReplyToQuery = /COMMIT/
   const settled = trx.executionPromise.then(() => undefined, (error: unknown) => error)
-  // As in knex, commit() itself resolves: the outcome is the executionPromise's.
-  await trx.commit()
+  // Stock knex resolves commit() here: the caller would believe it committed.
+  await expect(trx.commit()).rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_COMMIT_UNKNOWN', commitSent: true })
   expect(await settled).toMatchObject({ code: 'FST_FORK_SAFE_DB_COMMIT_UNKNOWN', commitSent: true })
+})
+
+test('the promise form\'s commit() resolves as knex\'s does when the COMMIT succeeds', async () => {
+  const instance = await register()
+  const trx = await instance.db.transaction()
+  await trx('items').insert({ id: 1 })
+  await trx.commit()
+  await expect(trx.executionPromise).resolves.toBeUndefined()
+  expect(await itemIds()).toEqual([1])
 })
 
 test('a route transaction whose connection is lost before COMMIT answers 503 TRANSACTION_ABORTED with Retry-After over a socket', async () => {

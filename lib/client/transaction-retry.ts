@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Knex } from 'knex'
 import { FST_FORK_SAFE_DB_INVALID_OPTION } from '../errors'
 import { isSafeToRetry } from '../query/transaction-outcome'
+import { rejectingCommit } from './awaited-commit'
 
 // `db.transaction(fn, { retries: 3 })`: knex's own call, with one more field of knex's own
 // TransactionConfig. When the transaction fails with FST_FORK_SAFE_DB_TRANSACTION_ABORTED
@@ -68,8 +69,9 @@ export function backoffMillis (attempt: number, random: () => number = Math.rand
 }
 
 /**
- * Makes `instance.transaction(fn, { retries })` run `fn` again on an aborted transaction; every
- * other call goes to knex's unchanged.
+ * Makes `instance.transaction(fn, { retries })` run `fn` again on an aborted transaction, and the
+ * promise form's `commit()` reject when the COMMIT fails (awaited-commit.ts); every other call
+ * goes to knex's unchanged.
  */
 export function withTransactionRetries (instance: Knex, log: FastifyBaseLogger): void {
   const begin = instance.transaction as (this: Knex, container?: unknown, config?: unknown) => unknown
@@ -77,8 +79,9 @@ export function withTransactionRetries (instance: Knex, log: FastifyBaseLogger):
     configurable: true,
     writable: true,
     value: function transaction (this: Knex, container?: unknown, config?: unknown): unknown {
+      if (typeof container !== 'function') return (begin.call(this, container, config) as Promise<Knex.Transaction>).then(rejectingCommit)
       const retries = (config as Knex.TransactionConfig | undefined)?.retries
-      if (typeof container !== 'function' || retries === undefined) return begin.call(this, container, config)
+      if (retries === undefined) return begin.call(this, container, config)
       let count: number
       try {
         count = checkedRetries(retries)
