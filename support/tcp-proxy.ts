@@ -10,6 +10,8 @@ import { createServer, connect, type Server, type Socket } from 'node:net'
 //   the pool's own connections stay fast);
 // - `refuseWhen(n)` refuses the n-th connection (1-based) when it returns true;
 // - `resetOnQuery` resets a connection whose client sends a statement matching it;
+// - `swallowQuery` never forwards a matching statement and leaves the connection open: its client
+//   waits for an answer that never comes (a server frozen as the statement arrived);
 // - `loseReplyToQuery` forwards a matching statement, then drops the server's reply to it and
 //   resets both sides: the server ran it (a COMMIT committed), the client never hears so;
 // - `misorderOnQuery` shifts the sequence id of the first reply to a matching statement, which
@@ -40,6 +42,8 @@ export class TcpProxy {
   resetOnQuery: RegExp | undefined
   /** The first reply to a statement matching this arrives with a shifted sequence id. */
   misorderOnQuery: RegExp | undefined
+  /** A statement matching this is dropped, the connection left open: no answer ever comes. */
+  swallowQuery: RegExp | undefined
   /**
    * A statement matching this reaches the server; its reply is dropped and the connection reset
    * (both sides) as the reply arrives: the statement ran, and its answer was lost.
@@ -154,8 +158,9 @@ export class TcpProxy {
 
   #inspectQuery (chunk: Buffer, client: Socket, upstream: Socket, faults: Faults): boolean {
     this.onClientData?.(chunk)
-    if (this.resetOnQuery === undefined && this.misorderOnQuery === undefined && this.loseReplyToQuery === undefined) return true
+    if (this.resetOnQuery === undefined && this.misorderOnQuery === undefined && this.loseReplyToQuery === undefined && this.swallowQuery === undefined) return true
     const text = chunk.toString('latin1')
+    if (this.swallowQuery?.test(text) === true) return false
     if (this.resetOnQuery?.test(text) === true) {
       client.resetAndDestroy()
       upstream.resetAndDestroy()

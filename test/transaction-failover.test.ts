@@ -135,6 +135,21 @@ test('a COMMIT whose answer is lost rejects with COMMIT_UNKNOWN, commitSent true
   expect(await itemIds()).toEqual([1])
 })
 
+test('a COMMIT that outlives queryTimeoutMillis rejects with COMMIT_UNKNOWN, its cause the timeout', async () => {
+  const through = await throughProxy()
+  const instance = await register({ queryTimeoutMillis: 300 }, through)
+  const outcome = instance.db.transaction(async (trx) => {
+    await trx('items').insert({ id: 1 })
+    // The COMMIT never reaches the server, and no answer comes: the plugin cannot know that.
+    if (proxy !== undefined) proxy.swallowQuery = /COMMIT/
+  })
+  await expect(outcome).rejects.toMatchObject({
+    code: 'FST_FORK_SAFE_DB_COMMIT_UNKNOWN',
+    commitSent: true,
+    cause: expect.objectContaining({ code: 'FST_FORK_SAFE_DB_QUERY_TIMEOUT', timeout: 300 })
+  })
+})
+
 test('the promise form\'s commit() rejects with COMMIT_UNKNOWN when the COMMIT\'s answer is lost, as does its executionPromise', async () => {
   const through = await throughProxy()
   const instance = await register({}, through)
