@@ -73,7 +73,7 @@ export function backoffMillis (attempt: number, random: () => number = Math.rand
  * promise form's `commit()` reject when the COMMIT fails (awaited-commit.ts); every other call
  * goes to knex's unchanged.
  */
-export function withTransactionRetries (instance: Knex, log: FastifyBaseLogger): void {
+export function extendTransactions (instance: Knex, log: FastifyBaseLogger): void {
   const begin = instance.transaction as (this: Knex, container?: unknown, config?: unknown) => unknown
   Object.defineProperty(instance, 'transaction', {
     configurable: true,
