@@ -60,7 +60,7 @@ export function refuseRetries (config: Knex.TransactionConfig | undefined, neste
   if (retries === undefined || checkedRetries(retries) === 0) return
   throw new FST_FORK_SAFE_DB_INVALID_OPTION(nested
     ? 'transaction option retries applies to a top-level transaction; a savepoint (trx.transaction()) is retried with its enclosing transaction'
-    : 'transaction option retries needs a callback to run again: db.transaction(async (trx) => { … }, { retries }); the promise form (await db.transaction({ retries })) cannot be retried')
+    : 'transaction option retries needs a callback to run again, given to fastify.db or request.db: db.transaction(async (trx) => { … }, { retries }); the promise form (await db.transaction({ retries })) cannot be retried')
 }
 
 /** A uniform wait below the attempt's exponential bound (full jitter). */
