@@ -47,6 +47,20 @@ declare module 'fastify' {
   > extends ForkSafeDbRouteOptions {}
 }
 
+// knex's own transaction options gain the plugin's `retries`: `db.transaction(fn, { retries: 3 })`.
+declare module 'knex' {
+  namespace Knex {
+    interface TransactionConfig {
+      /**
+       * fastify-fork-safe-db: run the callback again, up to this many more times (0 to 10), when
+       * the transaction fails with FST_FORK_SAFE_DB_TRANSACTION_ABORTED (nothing was committed),
+       * after a jittered back-off. Only with a callback, on a top-level transaction.
+       */
+      retries?: number
+    }
+  }
+}
+
 /**
  * The route options of the plugin's registrations, one per decorator: `db` for the default one.
  * A second registration's key is added by augmenting this interface (no type parameters to

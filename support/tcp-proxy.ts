@@ -10,8 +10,18 @@ import { createServer, connect, type Server, type Socket } from 'node:net'
 //   the pool's own connections stay fast);
 // - `refuseWhen(n)` refuses the n-th connection (1-based) when it returns true;
 // - `resetOnQuery` resets a connection whose client sends a statement matching it;
+// - `swallowQuery` never forwards a matching statement and leaves the connection open: its client
+//   waits for an answer that never comes (a server frozen as the statement arrived);
+// - `loseReplyToQuery` forwards a matching statement, then drops the server's reply to it and
+//   resets both sides: the server ran it (a COMMIT committed), the client never hears so;
 // - `misorderOnQuery` shifts the sequence id of the first reply to a matching statement, which
 //   the driver reports as "packets out of order".
+
+/** One connection's pending faults, set by the client's statement and spent on the server's reply. */
+interface Faults {
+  misorderNextReply: boolean
+  loseNextReply: boolean
+}
 
 export interface ProxyOptions {
   target: { host: string, port: number }
@@ -32,6 +42,13 @@ export class TcpProxy {
   resetOnQuery: RegExp | undefined
   /** The first reply to a statement matching this arrives with a shifted sequence id. */
   misorderOnQuery: RegExp | undefined
+  /** A statement matching this is dropped, the connection left open: no answer ever comes. */
+  swallowQuery: RegExp | undefined
+  /**
+   * A statement matching this reaches the server; its reply is dropped and the connection reset
+   * (both sides) as the reply arrives: the statement ran, and its answer was lost.
+   */
+  loseReplyToQuery: RegExp | undefined
   /** Sees every chunk a client sends, as it arrives (to wait for a given command). */
   onClientData: ((chunk: Buffer) => void) | undefined
   /** Connections accepted (including refused ones), for counting handshakes. */
@@ -121,26 +138,41 @@ export class TcpProxy {
     const fixedDelay = this.delayNewMillis
     const delayOf = fixedDelay === undefined ? () => this.delayMillis : () => fixedDelay
     // Set when the client sent a statement matching `misorderOnQuery`: the reply gets misordered.
-    const faults = { misorderNextReply: false }
+    const faults: Faults = { misorderNextReply: false, loseNextReply: false }
     this.#pipe(client, upstream, { delayOf, inspect: (chunk) => this.#inspectQuery(chunk, client, upstream, faults) })
-    this.#pipe(upstream, client, { delayOf, cut: this.cut, rewrite: (chunk) => this.#misorder(chunk, faults) })
+    this.#pipe(upstream, client, {
+      delayOf,
+      cut: this.cut,
+      inspect: () => this.#inspectReply(client, upstream, faults),
+      rewrite: (chunk) => this.#misorder(chunk, faults)
+    })
   }
 
-  #inspectQuery (chunk: Buffer, client: Socket, upstream: Socket, faults: { misorderNextReply: boolean }): boolean {
+  /** Drops the reply a `loseReplyToQuery` statement is waiting for, and resets both sides. */
+  #inspectReply (client: Socket, upstream: Socket, faults: Faults): boolean {
+    if (!faults.loseNextReply) return true
+    client.resetAndDestroy()
+    upstream.resetAndDestroy()
+    return false
+  }
+
+  #inspectQuery (chunk: Buffer, client: Socket, upstream: Socket, faults: Faults): boolean {
     this.onClientData?.(chunk)
-    if (this.resetOnQuery === undefined && this.misorderOnQuery === undefined) return true
+    if (this.resetOnQuery === undefined && this.misorderOnQuery === undefined && this.loseReplyToQuery === undefined && this.swallowQuery === undefined) return true
     const text = chunk.toString('latin1')
+    if (this.swallowQuery?.test(text) === true) return false
     if (this.resetOnQuery?.test(text) === true) {
       client.resetAndDestroy()
       upstream.resetAndDestroy()
       return false
     }
     if (this.misorderOnQuery?.test(text) === true) faults.misorderNextReply = true
+    if (this.loseReplyToQuery?.test(text) === true) faults.loseNextReply = true
     return true
   }
 
   // A MySQL packet starts with a 3-byte length and a 1-byte sequence id.
-  #misorder (chunk: Buffer, faults: { misorderNextReply: boolean }): Buffer {
+  #misorder (chunk: Buffer, faults: Faults): Buffer {
     if (!faults.misorderNextReply || chunk.length < 4) return chunk
     faults.misorderNextReply = false
     const copy = Buffer.from(chunk)

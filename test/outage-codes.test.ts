@@ -95,7 +95,7 @@ test('answers a statement whose connection is cut in flight with 503 FST_FORK_SA
   })
 })
 
-test('answers a route transaction whose COMMIT is cut with 503 FST_FORK_SAFE_DB_CONNECTION_LOST, saying whether it committed is unknown', async () => {
+test('answers a route transaction whose COMMIT is cut with 500 FST_FORK_SAFE_DB_COMMIT_UNKNOWN and no Retry-After, since it may have committed', async () => {
   const through = await throughProxy()
   const base = await serve({ connection: through.urlFor(fixture.user.url), pool: { min: 1, max: 1 } }, (instance) => {
     instance.post('/credit', { db: { transaction: true } }, async (request) => {
@@ -105,9 +105,9 @@ test('answers a route transaction whose COMMIT is cut with 503 FST_FORK_SAFE_DB_
   })
   through.resetOnQuery = /COMMIT/
   expect(await send(`${base}/credit`, { method: 'POST' })).toMatchObject({
-    status: 503,
-    retryAfter: '1',
-    body: { code: 'FST_FORK_SAFE_DB_CONNECTION_LOST', message: expect.stringMatching(/while the transaction's COMMIT ran; whether the transaction was committed is unknown$/) }
+    status: 500,
+    retryAfter: null,
+    body: { code: 'FST_FORK_SAFE_DB_COMMIT_UNKNOWN', message: expect.stringMatching(/after the transaction's COMMIT was sent \(FST_FORK_SAFE_DB_CONNECTION_LOST\); whether it was committed is unknown$/) }
   })
 })
 

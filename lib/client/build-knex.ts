@@ -8,6 +8,7 @@ import { sanitizeQueryError, type FailedQuery } from '../query/sanitize-error'
 import type { DriverConnection } from '../driver/types'
 import { ForkSafeClient } from './fork-safe-client'
 import { ClientRuntime, runtimeEntry, type RuntimeEvents } from './runtime'
+import { extendTransactions } from './transaction-retry'
 
 /** A knex instance of the plugin and the state its client (and its transactions' clients) share. */
 export interface BuiltKnex {
@@ -47,6 +48,7 @@ export function buildKnex (options: ResolvedOptions, log: FastifyBaseLogger, eve
   // Ahead of every other listener (knex's own forwards it to `knex.on('query-error')`), so no
   // handler or listener ever sees the error unsanitized.
   instance.client.prependListener('query-error', (error: unknown, query: FailedQuery) => sanitizeQueryError(error, query, options.secrets))
+  extendTransactions(instance, log)
   return { knex: instance, runtime }
 }
 

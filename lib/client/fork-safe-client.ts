@@ -11,10 +11,13 @@ import { connectionState } from '../pool/connection-state'
 import { isRetired } from '../pool/retire'
 import { TIMED_OUT } from '../query/cancel'
 import { classifyStatementError } from '../query/classify-error'
+import { outcomeBeforeCommit } from '../query/transaction-outcome'
+import { settleFailedTransactionStatement, unsentTransactionStatement } from '../query/transaction-statement'
 import { boundTransactionStatement } from '../query/timeout'
 import { settleOnTimedOutTransaction } from '../query/transaction-timeout'
 import { openConnection } from './connect'
 import { ForkSafeRunner } from './fork-safe-runner'
+import { attemptOf, refuseRetries } from './transaction-retry'
 import { runtimeOf } from './runtime'
 
 // The plugin's knex client: knex's mysql2 dialect with the plugin's guarantees, as a subclass.
@@ -96,12 +99,15 @@ export class ForkSafeClient extends KnexMySql2Client {
     const timedOut = () => {
       if (queryTimeout.hasSubscribers) queryTimeout.publish({ pool: runtime.identity, queryId: undefined, connectionId: connection.threadId, timeoutMillis, inTransaction: true })
     }
+    const { decorator } = runtime.options
+    const unsent = unsentTransactionStatement(connection, query, decorator)
+    if (unsent !== undefined) return unsent
     return boundTransactionStatement(connection, query, timeoutMillis, () => super.query(connection, query), timedOut)
       .catch((error: unknown) => {
         // A BEGIN or COMMIT on a demoted server or a node out of the cluster (hosts/refused-answer.ts).
         const refused = refusedAnswer(runtime, connection, error)
-        if (refused !== undefined) return refused.then((answer) => { throw answer })
-        throw classifyStatementError(error, runtime.options.decorator, query)
+        if (refused !== undefined) return refused.then((answer) => settleFailedTransactionStatement(error, answer, query, decorator))
+        return settleFailedTransactionStatement(error, classifyStatementError(error, decorator, query), query, decorator)
       })
   }
 
@@ -114,12 +120,24 @@ export class ForkSafeClient extends KnexMySql2Client {
    * and `await knex.transaction()` resolves with it: every query on it then fails with
    * "Transaction query already complete", hiding the cause (a timeout, a lost connection).
    * Such a transaction is not handed out; its promise rejects with the BEGIN's own error.
+   * A top-level callback that fails because the transaction was lost or rolled back by the
+   * server rejects the transaction's promise with FST_FORK_SAFE_DB_TRANSACTION_ABORTED (see
+   * query/transaction-outcome.ts); a savepoint's callback keeps its error, which its enclosing
+   * callback's promise then maps. `retries` reaches this far only where it cannot apply (the
+   * promise form, a savepoint: see transaction-retry.ts): it is refused.
    */
   override transaction (container: (trx: Knex.Transaction) => unknown, config?: Knex.TransactionConfig, outerTx?: unknown): unknown {
+    const nested = outerTx !== undefined && outerTx !== null
+    try {
+      refuseRetries(config, nested)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    const { decorator } = runtimeOf(this).options
     return super.transaction((trx) => {
       if (trx.isCompleted()) return undefined
-      if (transactionBegin.hasSubscribers || transactionEnd.hasSubscribers) observeTransaction(runtimeOf(this).identity, trx, outerTx !== undefined && outerTx !== null)
-      return container(trx)
+      if (transactionBegin.hasSubscribers || transactionEnd.hasSubscribers) observeTransaction(runtimeOf(this).identity, trx, nested, attemptOf(config))
+      return nested ? container(trx) : withOutcome(container, trx, decorator)
     }, config, outerTx)
   }
 
@@ -155,6 +173,18 @@ export class ForkSafeClient extends KnexMySql2Client {
   }
 }
 
+/** The container's result, its rejection as the transaction's outcome (a synchronous throw too). */
+function withOutcome (container: (trx: Knex.Transaction) => unknown, trx: Knex.Transaction, decorator: string): unknown {
+  let result: unknown
+  try {
+    result = container(trx)
+  } catch (error) {
+    throw outcomeBeforeCommit(error, decorator)
+  }
+  if (typeof (result as PromiseLike<unknown> | null)?.then !== 'function') return result
+  return Promise.resolve(result).catch((error: unknown) => { throw outcomeBeforeCommit(error, decorator) })
+}
+
 function destroyReason (pool: ForkSafeTarnPool, connection: DriverConnection): DestroyReason {
   if (pool.isDestroyed) return 'closed'
   if (isRetired(connection)) return 'retired'
@@ -164,10 +194,10 @@ function destroyReason (pool: ForkSafeTarnPool, connection: DriverConnection): D
 }
 
 /** Publishes the transaction's begin now and its end when it settles. */
-function observeTransaction (identity: PoolIdentity, trx: Knex.Transaction, nested: boolean): void {
+function observeTransaction (identity: PoolIdentity, trx: Knex.Transaction, nested: boolean, attempt: number): void {
   const transactionId = ++transactionIds
   const started = performance.now()
-  if (transactionBegin.hasSubscribers) transactionBegin.publish({ pool: identity, transactionId, nested })
+  if (transactionBegin.hasSubscribers) transactionBegin.publish({ pool: identity, transactionId, nested, attempt })
   const client = clientOfTransaction(trx) as TransactionClient
   const ended = (error: unknown) => {
     if (!transactionEnd.hasSubscribers) return

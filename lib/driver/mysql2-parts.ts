@@ -13,6 +13,17 @@ export function socketOf (connection: DriverConnection): DriverSocket | undefine
 }
 
 /**
+ * mysql2's error for a command given to a connection that has already failed: the command was
+ * never written (mysql2 refuses it without touching the socket). Should mysql2 reword it, a
+ * transaction's failure errs on the safe side: a COMMIT counts as sent (COMMIT_UNKNOWN, never
+ * retried), and the socket check before a COMMIT still catches most lost connections.
+ */
+export function isClosedStateError (error: unknown): boolean {
+  const message = (error as { message?: unknown } | null)?.message
+  return message === 'Can\'t add new command when connection is in closed state'
+}
+
+/**
  * Calls `handle` with each `warn` a connection emits for a protocol oddity ("packets out of
  * order"). mysql2 then prints the same message with console.error, synchronously, as its next
  * statement: that one console line is swallowed (the console is restored within the same tick

@@ -147,6 +147,8 @@ export interface TransactionBeginEvent extends PoolEvent {
   readonly transactionId: number
   /** A savepoint inside another transaction. */
   readonly nested: boolean
+  /** 1, or which run of a callback retried with `{ retries }` this is (each run is a new transaction). */
+  readonly attempt: number
 }
 
 export interface TransactionEndEvent extends PoolEvent {

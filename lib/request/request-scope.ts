@@ -3,6 +3,7 @@ import type { Knex } from 'knex'
 import { clientOfTransaction } from '../driver/knex-parts'
 import type { DriverConnection } from '../driver/types'
 import { FST_FORK_SAFE_DB_TRANSACTION_AFTER_RESPONSE, FST_FORK_SAFE_DB_TRANSACTION_ROLLED_BACK } from '../errors'
+import { RETRY_WHILE } from '../client/transaction-retry'
 import { claim, type StatementOwner } from '../query/owners'
 import { stopStream } from '../query/streams'
 import { unwatchSocket, watchSocket, type HangUpWatch } from './hang-up-watch'
@@ -145,8 +146,10 @@ export class RequestScope implements StatementOwner {
     const base = this.base
     const begin = base.transaction as (this: Knex, container?: unknown, config?: Knex.TransactionConfig) => Promise<Knex.Transaction>
     if (typeof container === 'function') {
-      // Thrown inside the container, the refusal makes knex roll back and reject with it.
-      return begin.call(base, (trx: Knex.Transaction) => container(this.#adopt(trx, false)), config)
+      // Thrown inside the container, the refusal makes knex roll back and reject with it. A
+      // transaction with `retries` runs again only while its client is still there.
+      const retried = config?.retries === undefined ? config : { ...config, [RETRY_WHILE]: () => !this.#clientGoneOrDone() }
+      return begin.call(base, (trx: Knex.Transaction) => container(this.#adopt(trx, false)), retried)
     }
     return begin.call(base, container, config).then((trx) => this.#adopt(trx, true))
   }
@@ -170,6 +173,11 @@ export class RequestScope implements StatementOwner {
     const settled = () => this.#unwatchSocketIfIdle()
     trx.executionPromise.then(settled, settled)
     return trx
+  }
+
+  /** The client hung up (its socket closed, watched or not), or its response has ended. */
+  #clientGoneOrDone (): boolean {
+    return this.clientGone || this.#request.raw.socket?.destroyed === true || this.#responseEnded()
   }
 
   #responseEnded (): boolean {
