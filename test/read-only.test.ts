@@ -2,7 +2,6 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { createConnection, type Connection, type RowDataPacket } from 'mysql2/promise'
 import forkSafeDb, { channels, type PoolDestroyEvent, type QueryEndEvent } from '../lib'
-import { resolveOptions } from '../lib/options/resolve-options'
 import { refusalOf } from '../lib/query/classify-error'
 import { PrivateServer } from '../support/private-server'
 import { request } from './helpers/http-client'
@@ -188,11 +187,7 @@ test('a 1290 for another option than --read-only (--secure-file-priv) is not a r
   expect(refusalOf(answer('--super-read-only'))).toBe('read-only')
 })
 
-// `role` is the hosts helper's option (issue 20): this runs once a registration accepts it.
-const roleOption = (() => { try { resolveOptions({ connection: 'mysql://u@127.0.0.1/db', role: 'primary' } as never); return true } catch { return false } })()
-const withRole = roleOption ? test : test.skip
-
-withRole('with role primary, the first read-only answer retires every connection to that host', async () => {
+test('with role primary, the first read-only answer retires every connection to that host', async () => {
   const target = await start({ role: 'primary' })
   const warm = await serverIds()
   expect(warm).toHaveLength(4)
