@@ -1,4 +1,6 @@
 import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { createConnection, type Connection } from 'mysql2/promise'
 import { APP_USER, CREATE_APP_USER, findServerBinaries, freePort, Mariadbd, type Row } from './mariadbd'
 
@@ -6,7 +8,8 @@ import { APP_USER, CREATE_APP_USER, findServerBinaries, freePort, Mariadbd, type
 // freeze or demote a node of a multi-primary cluster. Each node has its own datadir and ports
 // (SQL, gcomm, IST, rsync SST) and runs as the `mysql` user when this process is root: as root,
 // the rsync state transfer fails with "Permission denied". The first node bootstraps the
-// cluster; the others, and any node started again, join it by state transfer (IST or SST).
+// cluster; the others join it by state transfer (SST), as does a node started again after a
+// kill or stop (IST when a donor's cache still holds what it missed).
 // Each node's `url` names a user without SUPER (see APP_USER); `query()` runs as root.
 
 export const GALERA_PROVIDER = '/usr/lib/galera/libgalera_smm.so'
@@ -95,7 +98,6 @@ export class GaleraNode {
   readonly istPort: number
   readonly sstPort: number
   readonly #server: Mariadbd
-  #started = false
 
   constructor (index: number, server: Mariadbd, ports: { gcomm: number, ist: number, sst: number }) {
     this.index = index
@@ -129,11 +131,27 @@ export class GaleraNode {
     return this.#server.log
   }
 
-  /** The first start of the first node bootstraps the cluster; every other start joins it. */
+  /** Starts this node as a new cluster: only when no node of the cluster runs. */
+  async bootstrap (): Promise<void> {
+    await this.#server.start(['--wsrep-new-cluster'])
+  }
+
+  /**
+   * Starts the node, which joins the cluster. After a crash its saved position is unknown
+   * (seqno -1), and a join from an unknown position is a full state transfer; so, as Galera's
+   * own galera_recovery does, it first recovers the position from InnoDB, and the join becomes
+   * an incremental one (IST) when the donor's cache still holds what the node missed.
+   */
   async start (): Promise<void> {
-    const bootstrap = !this.#started && this.index === 1
-    this.#started = true
-    await this.#server.start(bootstrap ? ['--wsrep-new-cluster'] : [])
+    await this.#server.start(await this.#recoveredPosition())
+  }
+
+  async #recoveredPosition (): Promise<string[]> {
+    const saved = await readFile(join(this.#server.datadir, 'grastate.dat'), 'utf8').catch(() => '')
+    if (!/^seqno:\s*-1\s*$/m.test(saved)) return []
+    const { log } = await this.#server.runToExit(['--wsrep-recover'])
+    const position = /WSREP: Recovered position: (\S+:\d+)/.exec(log)?.[1]
+    return position === undefined ? [] : [`--wsrep-start-position=${position}`]
   }
 
   kill (): Promise<void> { return this.#server.kill() }
@@ -214,13 +232,14 @@ export class GaleraCluster {
         nodes.push(new GaleraNode(index + 1, server, own))
       }
       const cluster = new GaleraCluster(nodes)
-      await nodes[0].start()
-      await nodes[0].waitSynced()
-      await nodes[0].query('CREATE DATABASE test')
-      for (const statement of CREATE_APP_USER) await nodes[0].query(statement)
+      const [first, ...joiners] = nodes
+      await first.bootstrap()
+      await first.waitSynced()
+      await first.query('CREATE DATABASE test')
+      for (const statement of CREATE_APP_USER) await first.query(statement)
       // Joiners start together: most of a join is the state transfer script's own set-up, and
       // a joiner that finds the donor busy retries every second.
-      await Promise.all(nodes.slice(1).map(async (node) => {
+      await Promise.all(joiners.map(async (node) => {
         await node.start()
         await node.waitSynced()
       }))

@@ -81,6 +81,16 @@ function track (): void {
   }
 }
 
+function run (command: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null, stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env })
+    let stderr = ''
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    child.once('error', reject)
+    child.once('close', (status) => resolve({ status, stderr }))
+  })
+}
+
 function systemUser (name: string): { uid: number, gid: number } | undefined {
   const uid = spawnSync('id', ['-u', name], { encoding: 'utf8' })
   const gid = spawnSync('id', ['-g', name], { encoding: 'utf8' })
@@ -170,10 +180,11 @@ export class Mariadbd {
       await mkdir(join(root, 'data'))
       if (owner !== undefined) await chownTree(root, owner)
       if (options.initialise === false) return node
-      const init = spawnSync(binaries.installDb, [
+      // Not spawnSync: the nodes of a pair or a cluster initialise side by side.
+      const init = await run(binaries.installDb, [
         '--no-defaults', `--datadir=${node.datadir}`, '--auth-root-authentication-method=normal',
         '--skip-test-db', ...node.#userArguments(), ...(options.installArguments ?? [])
-      ], { encoding: 'utf8', env: node.#environment() })
+      ], node.#environment())
       if (init.status !== 0) throw new Error(`${binaries.installDb} failed (${String(init.status)}): ${init.stderr}`)
     } catch (error) {
       await node.remove()
@@ -213,13 +224,8 @@ export class Mariadbd {
     return process.getuid?.() === 0 ? ['--user=root'] : []
   }
 
-  /**
-   * Starts the server process (again) on the same port and datadir; resolves once it accepts
-   * connections. `onceArguments` apply to this start only (Galera's --wsrep-new-cluster).
-   */
-  async start (onceArguments: readonly string[] = []): Promise<void> {
-    if (this.#process !== undefined) throw new Error(`the server on port ${this.port} is already running`)
-    const child = spawn(this.#binaries.server, [
+  #spawn (onceArguments: readonly string[]): ChildProcess {
+    return spawn(this.#binaries.server, [
       '--no-defaults', `--datadir=${this.datadir}`, `--port=${this.port}`, '--bind-address=127.0.0.1',
       `--socket=${join(this.root, 'mysqld.sock')}`, `--pid-file=${join(this.root, 'mysqld.pid')}`,
       // Its own tmpdir: at start-up mariadbd deletes stray #sql* files in its tmpdir, which in
@@ -227,9 +233,35 @@ export class Mariadbd {
       `--tmpdir=${join(this.root, 'tmp')}`,
       '--skip-name-resolve', '--innodb-buffer-pool-size=32M', '--max-connections=500', ...this.#userArguments(),
       ...this.#serverArguments, ...onceArguments
-      // A process group of its own: a signal reaches what the server started too (Galera's state
-      // transfer scripts and their rsync daemons), so none outlives a kill.
+    // A process group of its own: a signal reaches what the server started too (Galera's state
+    // transfer scripts and their rsync daemons), so none outlives a kill.
     ], { stdio: ['ignore', 'ignore', 'pipe'], env: this.#environment(), detached: true })
+  }
+
+  /**
+   * Runs the server binary with its usual options and `onceArguments` until it exits by itself
+   * (`--wsrep-recover`, say); resolves with its exit code and what it wrote to stderr.
+   */
+  async runToExit (onceArguments: readonly string[]): Promise<{ code: number | null, log: string }> {
+    if (this.#process !== undefined) throw new Error(`the server on port ${this.port} is running`)
+    const child = this.#spawn(onceArguments)
+    alive.add(child)
+    track()
+    let log = ''
+    child.stderr?.on('data', (chunk: Buffer) => { log = (log + chunk.toString()).slice(-LOG_TAIL_CHARACTERS) })
+    const code = await new Promise<number | null>((resolve) => child.once('close', resolve))
+    alive.delete(child)
+    track()
+    return { code, log }
+  }
+
+  /**
+   * Starts the server process (again) on the same port and datadir; resolves once it accepts
+   * connections. `onceArguments` apply to this start only (Galera's --wsrep-new-cluster).
+   */
+  async start (onceArguments: readonly string[] = []): Promise<void> {
+    if (this.#process !== undefined) throw new Error(`the server on port ${this.port} is already running`)
+    const child = this.#spawn(onceArguments)
     this.#process = child
     this.#log = ''
     alive.add(child)
