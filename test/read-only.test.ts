@@ -169,7 +169,7 @@ test('a write in a read-only transaction on a demoted server is FST_FORK_SAFE_DB
   // MariaDB checks --read-only first (1290); an Aurora reader answers 1792, which the plugin
   // checks with the server before blaming it.
   await expect(target.db.transaction(async (trx) => trx('items').insert({ connection_id: 0 }), { readOnly: true }))
-    .rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_READ_ONLY' })
+    .rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_TRANSACTION_ABORTED', commitSent: false, cause: { code: 'FST_FORK_SAFE_DB_READ_ONLY' } })
   const [[second]] = await target.db.raw('SELECT CONNECTION_ID() AS id') as [Array<{ id: number }>]
   expect(second?.id).not.toBe(first?.id)
   expect(destroyed).toEqual([expect.objectContaining({ connectionId: first?.id, reason: 'retired' })])

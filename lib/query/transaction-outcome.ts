@@ -27,8 +27,10 @@ const ABORTING_CODES = new Set([
   'FST_FORK_SAFE_DB_DEADLOCK', 'FST_FORK_SAFE_DB_LOCK_WAIT_TIMEOUT', 'FST_FORK_SAFE_DB_CONNECTION_LOST',
   'FST_FORK_SAFE_DB_READ_ONLY', 'FST_FORK_SAFE_DB_NODE_NOT_READY'
 ])
-// 1213 deadlock, 1205 lock wait, 1290/1792/1836 read-only, 1047 WSREP not ready.
-const ABORTING_ERRNOS = new Set([1213, 1205, 1290, 1792, 1836, 1047])
+// 1213 deadlock, 1205 lock wait. A read-only or not-ready errno that arrives uncoded is not a
+// demotion (hosts/refused-answer.ts let it through: the user's own READ ONLY transaction, a 1290
+// for --secure-file-priv, a 1047 that is not WSREP's): the app's own error, not retried.
+const ABORTING_ERRNOS = new Set([1213, 1205])
 /** A COMMIT that failed this way may have been committed (its connection closed while it ran). */
 const UNKNOWN_AT_COMMIT = new Set(['FST_FORK_SAFE_DB_CONNECTION_LOST', 'FST_FORK_SAFE_DB_QUERY_TIMEOUT'])
 
