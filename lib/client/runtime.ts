@@ -3,15 +3,19 @@ import type { FastifyBaseLogger } from 'fastify'
 import { KnexMySql2Client } from '../driver/knex-parts'
 import type { DialectClient, DriverConnection } from '../driver/types'
 import type { PoolIdentity } from '../events/channels'
+import { LaggingHostBreaker, type LagHostSet } from '../hosts/lag-host-set'
+import { openLagMonitorConnection } from '../hosts/lag-monitor-connection'
 import { scrubError } from '../logging/redact'
 import type { ResolvedOptions } from '../options/resolve-options'
 import type { AcquireHost } from '../pool/acquire-guard'
 import { BorrowCheck } from '../pool/borrow-check'
 import { ConnectBreaker } from '../pool/connect-breaker'
 import { mayLendDirectly } from '../pool/direct-borrow'
+import type { LagFallback } from '../pool/lag-fallback'
 import type { HealthHost } from '../pool/health'
 import type { KeeperHost } from '../pool/idle-keeper'
 import { DEFAULT_SERVER_LIMITS, readServerLimits, type ServerLimits } from '../pool/server-limits'
+import { poolOf } from '../driver/tarn-pool'
 import type { ShutdownHost } from '../pool/shutdown'
 import { countEvents, type PoolCounters } from '../pool/stats'
 import { QueryCanceller, type CancelHost } from '../query/cancel'
@@ -44,6 +48,10 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
   /** Which pool this is, in every event it publishes. */
   readonly identity: PoolIdentity
   readonly breaker: ConnectBreaker
+  /** The hosts the lag guard watches (`maxReplicaLagSeconds`); undefined without a guard. */
+  readonly hostSet: LagHostSet | undefined
+  /** `replicaLagFallback`, once resolved at ready(): where queries borrow while every host lags. */
+  lagFallback: LagFallback | undefined = undefined
   /** What `stats()` counts of this pool (a subscriber of its events). */
   readonly counters: PoolCounters
   readonly borrowCheck: BorrowCheck
@@ -78,7 +86,17 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
     this.identity = Object.freeze({ decorator: options.decorator, pid: process.pid })
     this.counters = countEvents(this.identity)
     this.pingTimeoutMillis = Math.min(MAX_PING_TIMEOUT_MILLIS, Math.max(1, Math.floor(options.pool.acquireTimeoutMillis / 2)))
-    this.breaker = new ConnectBreaker(this.identity, log)
+    if (options.maxReplicaLagSeconds === undefined) {
+      this.breaker = new ConnectBreaker(this.identity, log)
+      this.hostSet = undefined
+    } else {
+      const breaker = new LaggingHostBreaker(this.identity, log, hostLabel(options), options.maxReplicaLagSeconds, {
+        idle: () => (this.client === undefined ? undefined : poolOf(this.client))?.idleConnections() ?? [],
+        busy: () => (this.client === undefined ? undefined : poolOf(this.client))?.borrowedConnections() ?? []
+      })
+      this.breaker = breaker
+      this.hostSet = breaker
+    }
     this.borrowCheck = new BorrowCheck({
       checkAfterIdleMillis: options.checkAfterIdleMillis,
       pingAfterIdleMillis: options.pingAfterIdleMillis,
@@ -91,9 +109,19 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
     this.deadlines = options.queryTimeoutMillis > 0 ? new Deadlines(options.queryTimeoutMillis) : undefined
   }
 
-  /** A connection for a KILL QUERY: opened even while the pool is closing. */
-  openKillConnection (): Promise<DriverConnection> | undefined {
+  /**
+   * A connection for a KILL QUERY of `connection`'s statement: opened even while the pool is
+   * closing; by the fallback registration for a connection it lent (its host, not ours).
+   */
+  openKillConnection (connection: DriverConnection): Promise<DriverConnection> | undefined {
+    if (this.lagFallback?.owns(connection) === true) return this.lagFallback.openKillConnection(connection)
     return this.client === undefined ? undefined : openConnection(this.client, this, 'kill')
+  }
+
+  /** The lag guard's connection to host `index`, outside the pool (one host until HostSet is wired). */
+  openHostConnection (_index: number): Promise<DriverConnection> {
+    if (this.client === undefined) return Promise.reject(new Error('the pool is not built'))
+    return openLagMonitorConnection(this.client)
   }
 
   /**
@@ -137,6 +165,13 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
   toJSON (): string {
     return '[fastify-fork-safe-db runtime]'
   }
+}
+
+/** `host:port` (or the socket path) of a one-host registration: safe for logs. */
+function hostLabel (options: ResolvedOptions): string {
+  const settings = options.connection.knex
+  if (typeof settings === 'function') return 'the connection function\'s host'
+  return settings.socketPath ?? `${settings.host ?? 'localhost'}:${settings.port ?? 3306}`
 }
 
 /** The config entry that carries the runtime into knex (and from there into transactions). */

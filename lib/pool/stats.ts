@@ -135,6 +135,21 @@ export interface ForkSafeDbStats {
   coldAcquires: ColdAcquireStats
   /** The connection budget as applied at warm-up, if one is configured. */
   budget: ConnectionBudget | undefined
+  /** The registration's hosts, with a lag guard (`maxReplicaLagSeconds`). */
+  hosts?: HostStats[]
+}
+
+/** One host of the registration. */
+export interface HostStats {
+  /** `host:port`, or the socket path. */
+  host: string
+  /** `up`, or `lagging` while the lag guard holds it out of rotation (hosts/host.ts's HostState). */
+  state: string
+  /**
+   * The lag guard's last reading: seconds behind the primary, `null` while the host is not
+   * replicating (its SQL or IO thread stopped); absent before the first reading.
+   */
+  lagSeconds?: number | null
 }
 
 /** The connection counts and timings of a pool, or zeros when there is none in this process. */

@@ -34,8 +34,8 @@ export interface CancelHost {
   readonly identity: PoolIdentity
   /** How long a KILL may take before the connection is closed instead. */
   readonly pingTimeoutMillis: number
-  /** Opens a connection for the KILL (also while the pool is closing); undefined when there is no pool. */
-  openKillConnection: () => Promise<DriverConnection> | undefined
+  /** Opens a connection for the KILL of `connection`'s statement, to its host (also while the pool is closing); undefined when there is no pool. */
+  openKillConnection: (connection: DriverConnection) => Promise<DriverConnection> | undefined
 }
 
 export class QueryCanceller {
@@ -56,7 +56,7 @@ export class QueryCanceller {
     markDisposed(connection, new Error(reason))
     const { threadId } = connection
     if (queryCancel.hasSubscribers) queryCancel.publish({ pool: this.#host.identity, connectionId: threadId, reason })
-    const opening = threadId === null ? undefined : this.#host.openKillConnection()
+    const opening = threadId === null ? undefined : this.#host.openKillConnection(connection)
     if (opening === undefined) {
       discard(connection, new Error(reason))
       return

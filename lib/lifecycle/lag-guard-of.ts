@@ -1,0 +1,17 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { ClientRuntime } from '../client/runtime'
+import { LagGuard } from '../hosts/lag-guard'
+import type { ResolvedOptions } from '../options/resolve-options'
+
+/** The lag guard of a runtime whose registration asked for one (`maxReplicaLagSeconds`); not started. */
+export function lagGuardOf (runtime: ClientRuntime, options: ResolvedOptions, log: FastifyBaseLogger): LagGuard | undefined {
+  const { hostSet } = runtime
+  const { decorator, maxReplicaLagSeconds, replicaLagCheckMillis } = options
+  if (hostSet === undefined || maxReplicaLagSeconds === undefined) return undefined
+  return new LagGuard({
+    options: { decorator, maxReplicaLagSeconds, replicaLagCheckMillis },
+    log,
+    hostSet,
+    openHostConnection: async (index) => runtime.openHostConnection(index)
+  })
+}
