@@ -1,0 +1,140 @@
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
+import { createConnection } from 'mysql2'
+import forkSafeDb, { channels, type PoolAcquireEvent } from '../lib'
+import type { DriverConnection } from '../lib/driver/types'
+import { lagOfRows, ReplicaLagReader } from '../lib/hosts/replica-lag'
+import { ReplicationPair } from '../support/replication-pair'
+import { adminUrl } from './helpers/database'
+import { request } from './helpers/http-client'
+import { settledConnections, watchedApp, type WatchedApp } from './helpers/replica-app'
+
+// The lag guard against a real primary and GTID replica (support/replication-pair.ts): a replica
+// whose SQL thread is stopped while the primary takes writes is taken out of rotation within
+// about one check interval (no borrow lands on it, requests get a coded 503), and put back once
+// replication runs again.
+
+const CHECK_MILLIS = 200
+
+let pair: ReplicationPair
+let watched: WatchedApp | undefined
+
+beforeAll(async () => { pair = await ReplicationPair.start() }, 120_000)
+afterAll(async () => { await pair?.close() })
+afterEach(async () => {
+  await watched?.app.close()
+  watched = undefined
+  await pair.startReplica()
+  await pair.waitForReplica()
+})
+
+async function replicaApp (): Promise<WatchedApp> {
+  watched = watchedApp()
+  const { app } = watched
+  await app.register(forkSafeDb, {
+    connection: pair.replica.url,
+    decorator: 'replica',
+    maxReplicaLagSeconds: 5,
+    replicaLagCheckMillis: CHECK_MILLIS,
+    pool: { min: 2, max: 4 }
+  })
+  app.get('/server', async (request) => (await request.replica.raw('SELECT @@server_id AS serverId'))[0][0])
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return watched
+}
+
+async function writeOnPrimary (): Promise<void> {
+  await pair.primary.query('CREATE TABLE IF NOT EXISTS test.lag_writes (id INT AUTO_INCREMENT PRIMARY KEY)')
+  await pair.primary.query('INSERT INTO test.lag_writes VALUES ()')
+}
+
+/** The server's lag, read by the plugin's reader on a connection of its own. */
+async function readLag (url: string): Promise<number> {
+  const connection = createConnection(url) as unknown as DriverConnection
+  try {
+    return await new ReplicaLagReader().read(connection)
+  } finally {
+    connection.destroy()
+  }
+}
+
+describe('reading a server\'s lag', () => {
+  test('a server that replicates from nothing reads as 0 (a primary listed among replicas never lags)', async () => {
+    expect(await readLag(adminUrl())).toBe(0)
+    expect(await readLag(pair.primary.url)).toBe(0)
+  })
+
+  test('a replica that applies everything reads as a number of seconds', async () => {
+    const lag = await readLag(pair.replica.url)
+    expect(Number.isFinite(lag)).toBe(true)
+    expect(lag).toBeGreaterThanOrEqual(0)
+  })
+
+  test('a replica whose SQL thread is stopped reads as Infinity (not replicating)', async () => {
+    await pair.stopReplicaSql()
+    expect(await readLag(pair.replica.url)).toBe(Number.POSITIVE_INFINITY)
+  })
+
+  test('several channels read as the worst one, and a NULL lag among them as Infinity', () => {
+    expect(lagOfRows([{ Seconds_Behind_Master: 3 }, { Seconds_Behind_Master: 12 }, { Seconds_Behind_Master: 0 }])).toBe(12)
+    expect(lagOfRows([{ Seconds_Behind_Source: 2 }, { Seconds_Behind_Source: null }])).toBe(Number.POSITIVE_INFINITY)
+    expect(lagOfRows([])).toBe(0)
+  })
+})
+
+describe('the lag guard', () => {
+  test('takes a lagging replica out within about one interval: no borrow lands on it, requests get a coded 503, and borrows resume after START REPLICA', async () => {
+    const { app, logged, count } = await replicaApp()
+    expect((await request(app, '/server')).status).toBe(200)
+
+    const lent: Array<number | null> = []
+    const onAcquire = (message: unknown) => {
+      const event = message as PoolAcquireEvent
+      if (event.pool.decorator === 'replica' && event.connectionId !== undefined) lent.push(event.connectionId)
+    }
+    const before = count()
+    await pair.stopReplicaSql()
+    await writeOnPrimary()
+    const lagging = await logged('replica lags behind its primary', before)
+    expect(lagging).toMatchObject({ host: `127.0.0.1:${pair.replica.port}`, lagSeconds: null, replicating: false, maxReplicaLagSeconds: 5 })
+
+    subscribe(channels.poolAcquire, onAcquire)
+    try {
+      for (let sent = 0; sent < 5; sent += 1) {
+        const answer = await request(app, '/server')
+        expect(answer.status).toBe(503)
+        expect(answer.headers['retry-after']).toBe('1')
+        expect(JSON.parse(answer.body)).toMatchObject({ code: 'FST_FORK_SAFE_DB_REPLICA_LAG' })
+        expect(JSON.parse(answer.body).message).toContain(`127.0.0.1:${pair.replica.port}: not replicating`)
+      }
+      expect(lent).toEqual([])
+      // The pool's connections to the replica were closed; only the guard's monitor is left.
+      expect(await settledConnections(pair.replica, 1)).toBe(1)
+      expect(app.replicaPool.stats().hosts).toEqual([{ host: `127.0.0.1:${pair.replica.port}`, state: 'lagging', lagSeconds: null }])
+
+      const caughtUpAfter = count()
+      await pair.startReplica()
+      await logged('replica caught up with its primary', caughtUpAfter)
+      expect((await request(app, '/server')).status).toBe(200)
+      expect(lent.length).toBeGreaterThan(0)
+      const [host] = app.replicaPool.stats().hosts ?? []
+      expect(host).toMatchObject({ state: 'up' })
+      expect(typeof host.lagSeconds).toBe('number')
+    } finally {
+      unsubscribe(channels.poolAcquire, onAcquire)
+    }
+    await app.close()
+    watched = undefined
+    expect(await settledConnections(pair.replica, 0)).toBe(0)
+    expect(await settledConnections(pair.primary, 0)).toBe(0)
+  })
+
+  test('a replica already lagging at start-up gets no borrow from the first request on', async () => {
+    await pair.stopReplicaSql()
+    await writeOnPrimary()
+    const { app, logged } = await replicaApp()
+    await logged('replica lags behind its primary')
+    const answer = await request(app, '/server')
+    expect(answer.status).toBe(503)
+    expect(JSON.parse(answer.body)).toMatchObject({ code: 'FST_FORK_SAFE_DB_REPLICA_LAG' })
+  })
+})
