@@ -184,7 +184,7 @@ export type {
   PoolReleaseEvent, QueryCancelEvent, QueryEndEvent, QueryStartEvent, QueryTimeoutEvent, TransactionBeginEvent, TransactionEndEvent
 } from './events/channels'
 export type { ConnectionBudget, ConnectionBudgetOptions } from './pool/budget'
-export type { AcquireWaitStats, ColdAcquireStats, ConnectionStats, ForkSafeDbStats, PoolState } from './pool/stats'
+export type { AcquireWaitStats, ColdAcquireStats, ConnectionStats, ForkSafeDbStats, HostStats, PoolState } from './pool/stats'
 export type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions } from './options/resolve-options'
 export type { ConnectionProvider, ProvidedConnection, UnsafeOptIns } from './options/connection'
 export type { RouteDbOptions } from './request/route-transaction'
