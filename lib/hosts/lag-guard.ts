@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import type { DriverConnection } from '../driver/types'
+import { scrubError } from '../logging/redact'
 import type { LagHostSet } from './lag-host-set'
 import { ReplicaLagReader } from './replica-lag'
 
@@ -27,7 +28,7 @@ const END_MILLIS = 1000
 
 /** What the guard needs from its registration (the client runtime provides it). */
 export interface LagGuardHost {
-  readonly options: { readonly decorator: string, readonly maxReplicaLagSeconds: number, readonly replicaLagCheckMillis: number }
+  readonly options: { readonly decorator: string, readonly maxReplicaLagSeconds: number, readonly replicaLagCheckMillis: number, readonly secrets: readonly string[] }
   readonly log: FastifyBaseLogger
   readonly hostSet: LagHostSet
   /** A connection to host `index`, outside the pool. */
@@ -164,7 +165,7 @@ export class LagGuard {
     watched.failedWith = code
     const label = this.#host.hostSet.hosts[watched.index]?.label
     // The app's user may lack the privilege the status needs (REPLICA MONITOR, or REPLICATION CLIENT).
-    this.#host.log.warn({ host: label, err: error }, 'could not read the replica\'s lag; the host stays as it was, and the check is retried')
+    this.#host.log.warn({ host: label, err: scrubError(error, this.#host.options.secrets) }, 'could not read the replica\'s lag; the host stays as it was, and the check is retried')
   }
 }
 

@@ -6,10 +6,10 @@ import type { ResolvedOptions } from '../options/resolve-options'
 /** The lag guard of a runtime whose registration asked for one (`maxReplicaLagSeconds`); not started. */
 export function lagGuardOf (runtime: ClientRuntime, options: ResolvedOptions, log: FastifyBaseLogger): LagGuard | undefined {
   const { hostSet } = runtime
-  const { decorator, maxReplicaLagSeconds, replicaLagCheckMillis } = options
+  const { decorator, maxReplicaLagSeconds, replicaLagCheckMillis, secrets } = options
   if (hostSet === undefined || maxReplicaLagSeconds === undefined) return undefined
   return new LagGuard({
-    options: { decorator, maxReplicaLagSeconds, replicaLagCheckMillis },
+    options: { decorator, maxReplicaLagSeconds, replicaLagCheckMillis, secrets },
     log,
     hostSet,
     openHostConnection: async (index) => runtime.openHostConnection(index)
