@@ -162,6 +162,19 @@ describe('the lag guard', () => {
     expect(app.replicaPool.stats().hosts).toEqual([{ host: `127.0.0.1:${pair.replica.port}`, state: 'up' }])
   })
 
+  test('a check on a frozen replica gives up at its deadline and leaves the host as it was', async () => {
+    const { app, logged, count } = await replicaApp({ replicaLagCheckMillis: CHECK_MILLIS })
+    const before = count()
+    await pair.replica.freeze()
+    try {
+      const warning = await logged('could not read the replica\'s lag', before)
+      expect(warning).toMatchObject({ err: { code: 'LAG_CHECK_TIMEOUT', message: 'the replica lag check did not answer within 1000 ms' } })
+      expect(app.replicaPool.stats().hosts?.[0]).toMatchObject({ state: 'up' })
+    } finally {
+      await pair.replica.thaw()
+    }
+  })
+
   ;(severalHosts ? test : test.skip)('skips a lagging host and serves from the other (the primary listed as a second replica host never lags)', async () => {
     const { app, logged, count } = await replicaApp({ connection: [pair.replica.url, pair.primary.url], hostPolicy: 'sequential' })
     const served = async () => JSON.parse((await request(app, '/server')).body) as { serverId: number }
