@@ -9,6 +9,7 @@ import * as errors from './errors'
 import { channels } from './events/channels'
 import { checkKnexInternals } from './driver/versions'
 import { ForkSafePool, type RefreshResult } from './lifecycle/fork-safe-pool'
+import { recordRegistration, registrationNamed } from './lifecycle/registrations'
 import { computeBudget } from './pool/budget'
 import { resolveOptions, type ForkSafeDbOptions } from './options/resolve-options'
 import type { ForkSafeDbStats } from './pool/stats'
@@ -123,6 +124,7 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
   fastify.decorate(decorator, { getter: () => pool.knex })
   const manager: ForkSafeDbManager = { stats: () => pool.stats(), check: async () => pool.check(), refresh: async () => pool.refresh() }
   fastify.decorate(managerName, manager)
+  recordRegistration(manager, pool)
   fastify.decorateRequest(scopeSlot as unknown as string, null)
   fastify.decorateRequest(responseSlot as unknown as string, null)
   fastify.decorateRequest(decorator, { getter () { return scopeOf(this).knex } })
@@ -143,7 +145,12 @@ const forkSafeDbPlugin: FastifyPluginAsync<ForkSafeDbOptions> = async (fastify, 
     if (RETRYABLE.has(error.code)) reply.header('retry-after', RETRY_AFTER_SECONDS)
   })
 
-  fastify.addHook('onReady', async () => pool.warm(fastify.initialConfig.pluginTimeout))
+  fastify.addHook('onReady', async () => {
+    // Resolved now: the registration it names may be registered after this one.
+    const fallback = options.replicaLagFallback
+    if (fallback !== undefined) pool.fallBackTo(registrationNamed(fastify, fallback))
+    await pool.warm(fastify.initialConfig.pluginTimeout)
+  })
   // preClose runs as close() begins, before Fastify waits for in-flight requests: the only
   // point from which a deadline can bound a request stuck on a silent database.
   fastify.addHook('preClose', async () => pool.beginClose())

@@ -64,6 +64,16 @@ export async function openProbeConnection (client: DialectClient, runtime: Conne
   return connection
 }
 
+/**
+ * A connection to host `index` for the lag guard, outside the pool and its breakers: a check
+ * must reach a host the pool refuses (a lagging one), and the pool must not count it.
+ */
+export async function openMonitorConnection (client: DialectClient, runtime: ConnectHost, index: number): Promise<DriverConnection> {
+  const connection = await connect(client, runtime, settingsOf(client, runtime, index), runtime.connecting)
+  hideProperties(connection.config, SECRET_KEYS)
+  return connection
+}
+
 /** One host: what knex holds now (a connection function's latest result); several: the host's own. */
 function settingsOf (client: DialectClient, runtime: ConnectHost, index: number): object {
   const { hosts } = runtime.options.connection

@@ -15,12 +15,13 @@ import { mayLendDirectly } from '../pool/direct-borrow'
 import type { HealthHost } from '../pool/health'
 import type { KeeperHost } from '../pool/idle-keeper'
 import { Refill, retireConnections, type RetireReason } from '../pool/retire'
+import type { LagFallback } from '../pool/lag-fallback'
 import { DEFAULT_SERVER_LIMITS, readServerLimits, type ServerLimits } from '../pool/server-limits'
 import type { ShutdownHost } from '../pool/shutdown'
 import { countEvents, type PoolCounters } from '../pool/stats'
 import { QueryCanceller, type CancelHost } from '../query/cancel'
 import { Deadlines } from '../query/deadlines'
-import { openConnection, openProbeConnection, type ConnectHost } from './connect'
+import { openConnection, openMonitorConnection, openProbeConnection, type ConnectHost } from './connect'
 
 // Everything one knex instance of the plugin shares with the clients of its transactions. knex
 // builds a transaction's client from the client class's prototype and copies a handful of
@@ -51,6 +52,8 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
   readonly hosts: HostSet
   /** What a borrow asks before it waits for a connect: the host set, seen as one breaker. */
   readonly breaker: ConnectGate
+  /** `replicaLagFallback`, once resolved at ready(): where queries borrow while every host lags. */
+  lagFallback: LagFallback | undefined = undefined
   /** What `stats()` counts of this pool (a subscriber of its events). */
   readonly counters: PoolCounters
   readonly borrowCheck: BorrowCheck
@@ -94,6 +97,7 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
       policy: options.hostPolicy,
       role: options.role,
       retirer: this,
+      maxReplicaLagSeconds: options.maxReplicaLagSeconds,
       openProbe: (index) => this.client === undefined ? Promise.reject(new Error('no client')) : openProbeConnection(this.client, this, index),
       checkTimeoutMillis: this.pingTimeoutMillis
     })
@@ -110,8 +114,12 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
     this.deadlines = options.queryTimeoutMillis > 0 ? new Deadlines(options.queryTimeoutMillis) : undefined
   }
 
-  /** A connection for a KILL QUERY of the statement on `target`, to its host: opened even while the pool is closing. */
+  /**
+   * A connection for a KILL QUERY of the statement on `target`, to its host: opened even while
+   * the pool is closing; by the fallback registration for a connection it lent (its host, not ours).
+   */
   openKillConnection (target: DriverConnection): Promise<DriverConnection> | undefined {
+    if (this.lagFallback?.owns(target) === true) return this.lagFallback.openKillConnection(target)
     return this.client === undefined ? undefined : openConnection(this.client, this, 'kill', target)
   }
 
@@ -123,6 +131,12 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
   /** The label of the host a connection is connected to (for events). */
   hostLabelOf (connection: DriverConnection): string {
     return this.hosts.labelOf(connection)
+  }
+
+  /** The lag guard's connection to host `index`, outside the pool and its breakers. */
+  openHostConnection (index: number): Promise<DriverConnection> {
+    if (this.client === undefined) return Promise.reject(new Error('the pool is not built'))
+    return openMonitorConnection(this.client, this, index)
   }
 
   /**

@@ -72,6 +72,8 @@ class Host implements HostEntry {
   retryAt = 0
   probing = false
   timer: NodeJS.Timeout | undefined
+  /** The lag guard's last reading (Infinity: not replicating), for the REPLICA_LAG message. */
+  lagSeconds: number | undefined
 
   constructor (index: number, address: { readonly label: string }, breaker: ConnectBreaker) {
     this.index = index
@@ -124,7 +126,7 @@ export class HostSet {
     const lagging = this.#hosts.filter((host) => host.state === 'lagging')
     const noneUp = this.#hosts.every((host) => host.state !== 'up')
     if (noneUp && lagging.length > 0 && this.#options.maxReplicaLagSeconds !== undefined) {
-      return new FST_FORK_SAFE_DB_REPLICA_LAG(decorator, this.#options.maxReplicaLagSeconds, lagging.map((host) => host.label).join(', '))
+      return new FST_FORK_SAFE_DB_REPLICA_LAG(decorator, this.#options.maxReplicaLagSeconds, lagging.map(describeLag).join(', '))
     }
     const cause = this.#lastFailed?.lastError
     const code = codeOf(cause)
@@ -163,6 +165,12 @@ export class HostSet {
     if (wasUp) this.#options.log.warn({ host: host.label, state }, `host ${host.label} is ${state}: out of rotation for new connections`)
     this.#options.retirer.retire((connection) => hostIndexOf(connection) === index, state)
     this.#schedule(host)
+  }
+
+  /** The lag guard read host `index`'s lag (Infinity: not replicating). */
+  noteLag (index: number, lagSeconds: number): void {
+    const host = this.#hosts[index]
+    if (host !== undefined) host.lagSeconds = lagSeconds
   }
 
   /** Back in rotation; with `sequential`, the connections to hosts after it are retired (failback). */
@@ -350,6 +358,11 @@ export class HostSet {
     if (back && !this.#stopped) this.putBack(host.index)
     else this.#schedule(host)
   }
+}
+
+function describeLag (host: Host): string {
+  const lag = host.lagSeconds
+  return `${host.label}: ${lag === undefined ? 'lagging' : Number.isFinite(lag) ? `${lag} s` : 'not replicating'}`
 }
 
 /** The role check, bounded: a server that froze after the handshake must not hold a connect for ever. */

@@ -4,7 +4,7 @@ import type { Knex } from 'knex'
 import { buildKnex } from '../client/build-knex'
 import type { ClientRuntime } from '../client/runtime'
 import { poolOf } from '../driver/tarn-pool'
-import type { DriverConnection } from '../driver/types'
+import type { DialectClient, DriverConnection } from '../driver/types'
 import { FST_FORK_SAFE_DB_BUDGET_EXCEEDED, FST_FORK_SAFE_DB_CLOSED } from '../errors'
 import type { ResolvedOptions } from '../options/resolve-options'
 import { acquireGuarded } from '../pool/acquire-guard'
@@ -12,11 +12,13 @@ import { budgetFor, reportBudget, type ConnectionBudget } from '../pool/budget'
 import { warnIfBuiltInPrimary } from '../pool/cluster-placement'
 import { checkHealth } from '../pool/health'
 import { IdleKeeper } from '../pool/idle-keeper'
+import { LagFallback, type FallbackTarget } from '../pool/lag-fallback'
 import { DEFAULT_SERVER_LIMITS, type ServerLimits } from '../pool/server-limits'
 import { whenDestroyed } from '../pool/retire'
 import { CloseDeadline } from '../pool/shutdown'
 import { describePool, type ForkSafeDbStats, type HostStats, type PoolState } from '../pool/stats'
 import { warmUp } from '../pool/warm-up'
+import { lagGuardOf } from './lag-guard-of'
 import { abandon, destroyBuilt, type Built } from './teardown'
 import { warmUpBound } from './warm-up-bound'
 import { warmUpFailure } from './warm-up-failure'
@@ -51,6 +53,8 @@ export class ForkSafePool {
   #budgetReported = false
   #closed = false
   readonly #deadline = new CloseDeadline()
+  /** `replicaLagFallback`, once resolved at ready(). */
+  #lagFallback: LagFallback | undefined
 
   constructor (options: ResolvedOptions, log: FastifyBaseLogger) {
     this.#options = options
@@ -85,8 +89,13 @@ export class ForkSafePool {
       this.#warm = 'no'
     }
     const { knex, runtime } = buildKnex(this.#options, this.#log, { serverLimits: (limits) => this.#learned(runtime, limits) })
-    const built: Built = { pid, knex, runtime, keeper: new IdleKeeper(runtime), stopPlacementWatch: warnIfBuiltInPrimary(this.#log) }
+    const built: Built = {
+      pid, knex, runtime, keeper: new IdleKeeper(runtime), stopPlacementWatch: warnIfBuiltInPrimary(this.#log), lagGuard: lagGuardOf(runtime, this.#options, this.#log)
+    }
     this.#built = built
+    runtime.lagFallback = this.#lagFallback
+    // A pool rebuilt after a pid change is not warmed again: its guard starts now.
+    if (previous !== undefined) built.lagGuard?.start()
     runtime.serverLimits = this.#limits
     // A budget needing the server's limits holds the first query back until they are read.
     runtime.needsLimitsFirst = this.#options.budget?.total === 'server' && this.#limits === undefined
@@ -152,6 +161,7 @@ export class ForkSafePool {
         this.#ownBuild()
         this.#reportBudget()
       }
+      this.#startLagGuard()
       return
     }
     const started = performance.now()
@@ -194,11 +204,13 @@ export class ForkSafePool {
         throw error
       }
       this.#log.warn({ err: error }, 'warm-up failed; starting with a cold pool because allowColdStart is set')
+      this.#startLagGuard()
       return
     } finally {
       bound.clear()
     }
     this.#warm = 'yes'
+    built.lagGuard?.start()
     const keepAliveEveryMillis = this.#keepAlive(built)
     this.#log.info({
       connections: Math.min(count, poolOf(client)?.size.max ?? count),
@@ -207,6 +219,29 @@ export class ForkSafePool {
       waitTimeoutSeconds: (this.#limits ?? DEFAULT_SERVER_LIMITS).waitTimeoutSeconds,
       keepAliveEveryMillis
     }, 'connection pool warmed')
+  }
+
+  /** The lag guard, if the registration has one, starts once the pool is ready (building it if need be). */
+  #startLagGuard (): void {
+    if (this.#options.maxReplicaLagSeconds !== undefined && !this.#closing()) this.#ownBuild().lagGuard?.start()
+  }
+
+  /**
+   * `replicaLagFallback`: while every host of this registration lags, its queries borrow from
+   * `target`'s pool (pool/lag-fallback.ts). Set at ready(), before warm-up.
+   */
+  fallBackTo (target: ForkSafePool): void {
+    this.#lagFallback = new LagFallback(target.#fallbackTarget())
+    const own = this.#own
+    if (own !== undefined) own.runtime.lagFallback = this.#lagFallback
+  }
+
+  /** This registration as another's fallback: its client and its KILLs, in the current process. */
+  #fallbackTarget (): FallbackTarget {
+    return {
+      client: () => this.knex.client as DialectClient,
+      openKillConnection: (connection) => this.#own?.runtime.openKillConnection(connection)
+    }
   }
 
   /** What this process built, building it if need be. */
@@ -237,7 +272,13 @@ export class ForkSafePool {
       return this.#options.connection.hosts.map((host) => ({ host: host.label, state: 'up', connections: 0, failures: 0, inUse: 0 }))
     }
     const lent = pool?.borrowedConnections() ?? []
-    return own.runtime.hosts.stats([...lent, ...(pool?.idleConnections() ?? [])], lent)
+    const rows = own.runtime.hosts.stats([...lent, ...(pool?.idleConnections() ?? [])], lent)
+    if (own.lagGuard === undefined) return rows
+    // The lag guard's last reading of each host (null: not replicating).
+    return rows.map((row, index) => {
+      const lag = own.lagGuard?.lagOf(index)
+      return lag === undefined ? row : { ...row, lagSeconds: Number.isFinite(lag) ? lag : null }
+    })
   }
 
   /**
@@ -287,6 +328,7 @@ export class ForkSafePool {
   beginClose (): void {
     const own = this.#own
     if (own === undefined) return
+    own.lagGuard?.stop()
     this.#deadline.arm(own.runtime, this.#log)
   }
 

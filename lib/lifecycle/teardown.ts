@@ -1,6 +1,7 @@
 import type { Knex } from 'knex'
 import type { ClientRuntime } from '../client/runtime'
 import { discard } from '../driver/discard'
+import type { LagGuard } from '../hosts/lag-guard'
 import type { IdleKeeper } from '../pool/idle-keeper'
 import { stopCounting } from '../pool/stats'
 
@@ -17,11 +18,14 @@ export interface Built {
   runtime: ClientRuntime
   keeper: IdleKeeper
   stopPlacementWatch: () => void
+  /** The replica lag guard (`maxReplicaLagSeconds`), if any. */
+  lagGuard: LagGuard | undefined
 }
 
 /** Stops everything that would act on the pool, without touching a connection. */
 export function abandon (built: Built): void {
   built.keeper.stop()
+  built.lagGuard?.stop()
   built.stopPlacementWatch()
   built.runtime.hosts.stop()
   stopCounting(built.runtime.identity)
@@ -37,7 +41,7 @@ export async function destroyBuilt (built: Built, reason?: Error): Promise<void>
   built.runtime.hosts.closeProbes()
   if (reason !== undefined) for (const connection of built.runtime.connecting) discard(connection, reason)
   try {
-    await built.knex.destroy()
+    await Promise.all([built.knex.destroy(), built.lagGuard?.close()])
   } finally {
     built.runtime.deadlines?.stop()
   }

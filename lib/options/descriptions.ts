@@ -297,6 +297,30 @@ export const PLUGIN_OPTIONS = {
     rule: milliseconds(0),
     default: 0
   },
+  maxReplicaLagSeconds: {
+    type: 'number',
+    doc: 'Turns on the lag guard for a registration of read replicas: a host further behind its primary than this (`Seconds_Behind_Master`), or not replicating, gets no new borrows until it catches up; when every host lags, queries fail with `FST_FORK_SAFE_DB_REPLICA_LAG` (503) or run on `replicaLagFallback`. A primary listed among the hosts never lags.',
+    rule: { kind: 'integer', min: 0, expected: 'a non-negative integer (seconds)' },
+    defaultText: 'none (no lag guard)'
+  },
+  replicaLagCheckMillis: {
+    type: 'number',
+    doc: 'How often the lag guard reads each host\'s lag, on a connection of its own per host; a check that has not answered within this long (at least 1000 ms) counts as failed. A lagging host stops getting borrows within about this long.',
+    rule: { kind: 'integer', min: 100, max: 60_000, expected: 'an integer from 100 to 60000 (milliseconds)' },
+    default: 1000
+  },
+  replicaLagFallback: {
+    type: 'string',
+    doc: 'The `decorator` of another registration on the same Fastify instance (e.g. `\'db\'`, the primary): while every host lags, queries borrow that registration\'s connections instead of failing. Checked at `ready()`.',
+    rule: {
+      kind: 'custom',
+      expected: 'the decorator name of another registration, such as "db"',
+      check (value, name, fail) {
+        if (typeof value !== 'string' || !IDENTIFIER.test(value)) fail(`${name} must be the decorator name of another registration, such as "db", got ${describeValue(value)}`)
+      }
+    },
+    defaultText: 'none (queries fail while every host lags)'
+  },
 
   // knex's own, passed to knex as they are (knex's documentation describes them).
   client: {

@@ -36,6 +36,11 @@ export interface ResolvedOptions {
   budget: ResolvedBudget | undefined
   warmupConcurrency: number
   warmupJitterMillis: number
+  /** The lag guard's threshold; undefined: no lag guard. */
+  maxReplicaLagSeconds: number | undefined
+  replicaLagCheckMillis: number
+  /** The decorator of the registration that serves queries while every replica lags. */
+  replicaLagFallback: string | undefined
 }
 
 // The description and the public type name the same options (refused keys aside): a key added
@@ -106,8 +111,22 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     closeTimeoutMillis: read.closeTimeoutMillis as number,
     budget: resolveBudget(read.budget as Omit<ResolvedBudget, 'workersFrom' | 'explicitMax' | 'explicitMin'> | undefined, options),
     warmupConcurrency: read.warmupConcurrency as number,
-    warmupJitterMillis: read.warmupJitterMillis as number
+    warmupJitterMillis: read.warmupJitterMillis as number,
+    ...resolveReplicaLag(read)
   }
+}
+
+/** The lag guard's options: a fallback needs the guard, and must be another registration. */
+function resolveReplicaLag (read: Record<string, unknown>): Pick<ResolvedOptions, 'maxReplicaLagSeconds' | 'replicaLagCheckMillis' | 'replicaLagFallback'> {
+  const maxReplicaLagSeconds = read.maxReplicaLagSeconds as number | undefined
+  const replicaLagFallback = read.replicaLagFallback as string | undefined
+  if (replicaLagFallback !== undefined && maxReplicaLagSeconds === undefined) {
+    throw new FST_FORK_SAFE_DB_INVALID_OPTION('replicaLagFallback needs maxReplicaLagSeconds (the lag guard decides when to fall back), got maxReplicaLagSeconds left out')
+  }
+  if (replicaLagFallback !== undefined && replicaLagFallback === read.decorator) {
+    throw new FST_FORK_SAFE_DB_INVALID_OPTION(`replicaLagFallback must name another registration than this one, got \`${replicaLagFallback}\` (this registration's decorator)`)
+  }
+  return { maxReplicaLagSeconds, replicaLagCheckMillis: read.replicaLagCheckMillis as number, replicaLagFallback }
 }
 
 /** The budget as read, with where its worker count came from and what the user set on the pool. */

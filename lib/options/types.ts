@@ -103,4 +103,10 @@ export interface ForkSafeDbOptions extends KnexPassThrough {
   warmupConcurrency?: number
   /** Warm-up starts after a random delay of up to this long, to spread a fleet's restart. Default 0. */
   warmupJitterMillis?: number
+  /** A read replica further behind than this gets no new borrows until it catches up. Default: no lag guard. */
+  maxReplicaLagSeconds?: number
+  /** How often the lag guard reads each host's lag. Default 1000. */
+  replicaLagCheckMillis?: number
+  /** Another registration's decorator (e.g. 'db') whose pool serves queries while every replica lags. Default: none. */
+  replicaLagFallback?: string
 }

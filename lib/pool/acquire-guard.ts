@@ -9,6 +9,7 @@ import { codeOf, poolAcquire, type PoolIdentity } from '../events/channels'
 import { classifyConnectError } from '../query/classify-error'
 import type { ConnectGate } from './connect-breaker'
 import { connectionState } from './connection-state'
+import { LagFallback } from './lag-fallback'
 import { roundMillis } from './stats'
 
 // A full pool, or a database that is down, must fail fast and clearly, not hang. Waiting queries
@@ -38,6 +39,8 @@ export interface AcquireHost {
   limitsBeforeFirstBorrow: (acquire: () => Promise<DriverConnection>, release: (connection: DriverConnection) => Promise<void>) => Promise<void>
   /** Whether a free connection may be lent without tarn's queue (direct-borrow.ts). */
   readonly mayLendDirectly: (connection: DriverConnection) => boolean
+  /** `replicaLagFallback`: where a query borrows while every host lags (pool/lag-fallback.ts). */
+  readonly lagFallback: LagFallback | undefined
 }
 
 /** No free connection, no room to open one, and the queue is full. */
@@ -55,7 +58,7 @@ export function acquireGuarded (client: DialectClient, host: AcquireHost, record
   const pool = poolOf(client)
   if (host.tornDown || pool === undefined) return refused(host, record, new FST_FORK_SAFE_DB_CLOSED(decorator))
   if (pool.numFree() === 0) {
-    if (host.breaker.isOpen()) return refused(host, record, host.breaker.unavailable())
+    if (host.breaker.isOpen()) return refusedOrFallback(host, record, host.breaker.unavailable())
     if (saturated(pool, maxPendingAcquires)) return refused(host, record, new FST_FORK_SAFE_DB_POOL_SATURATED(decorator, maxPendingAcquires))
   }
   if (record && host.needsLimitsFirst) {
@@ -63,6 +66,12 @@ export function acquireGuarded (client: DialectClient, host: AcquireHost, record
       .then(() => borrow(pool, host, record))
   }
   return borrow(pool, host, record)
+}
+
+/** Every host lags and a fallback is named: a query borrows there instead (off the fast path). */
+function refusedOrFallback (host: AcquireHost, record: boolean, error: Error): Promise<DriverConnection> {
+  if (record && host.lagFallback !== undefined && LagFallback.covers(error)) return host.lagFallback.borrow()
+  return refused(host, record, error)
 }
 
 /** A borrow refused before it waited: published as a failed one. */
@@ -75,7 +84,11 @@ function borrow (pool: ForkSafeTarnPool, host: AcquireHost, record: boolean): Pr
   const started = performance.now()
   return pool.acquireConnection(host.mayLendDirectly).then(
     (connection) => acquired(host, connection, record, started),
-    (error: unknown) => { throw acquireFailed(host, error, record, started) }
+    (error: unknown) => {
+      // The free connections were those of a host that lags, and it refused a new one.
+      if (record && host.lagFallback !== undefined && LagFallback.covers(error)) return host.lagFallback.borrow()
+      throw acquireFailed(host, error, record, started)
+    }
   )
 }
 

@@ -135,6 +135,12 @@ export interface HostStats {
   failures: number
   /** Of its connections, those lent out now. */
   inUse: number
+  /**
+   * With a lag guard (`maxReplicaLagSeconds`): its last reading, seconds behind the primary,
+   * `null` while the host is not replicating (its SQL or IO thread stopped); absent before the
+   * first reading.
+   */
+  lagSeconds?: number | null
 }
 
 /** What `fastify.dbPool.stats()` returns: this process's pool, all counts from this process only. */

@@ -1,7 +1,7 @@
 import Fastify from 'fastify'
 import type { Knex } from 'knex'
 import { expect, test } from 'tstyche'
-import forkSafeDb, { type ForkSafeDbManager, type RouteDbOptions } from 'fastify-fork-safe-db'
+import forkSafeDb, { type ForkSafeDbManager, type HostStats, type RouteDbOptions } from 'fastify-fork-safe-db'
 
 // The declarations for a second registration in docs/request-scope.md ("A primary and a
 // replica"), as a user writes them: they must compile under strict, route option included, and
@@ -28,4 +28,14 @@ test('its route option is accepted beside the default one, and checked', () => {
     return request.replica('orders').count()
   })
   expect(app.get).type.not.toBeCallableWith('/bad', { replica: { transaction: 'yes' } }, async () => 'x')
+})
+
+test('the lag guard\'s options are typed, and stats() shows each host\'s lag', () => {
+  expect(app.register).type.toBeCallableWith(forkSafeDb, {
+    connection: 'mysql://app@127.0.0.1:3307/shop', decorator: 'replica', maxReplicaLagSeconds: 5, replicaLagCheckMillis: 500, replicaLagFallback: 'db'
+  })
+  expect(app.register).type.not.toBeCallableWith(forkSafeDb, { connection: 'mysql://app@127.0.0.1:3307/shop', maxReplicaLagSeconds: '5' })
+  expect(app.register).type.not.toBeCallableWith(forkSafeDb, { connection: 'mysql://app@127.0.0.1:3307/shop', replicaLagFallback: true })
+  expect(app.replicaPool.stats().hosts).type.toBe<HostStats[] | undefined>()
+  expect<HostStats['lagSeconds']>().type.toBe<number | null | undefined>()
 })
