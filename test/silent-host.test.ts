@@ -95,9 +95,9 @@ test('rejects ready() with FST_FORK_SAFE_DB_WARMUP_FAILED before Fastify\'s defa
 test('gives up on warm-up a margin before a pluginTimeout shorter than the acquire timeout, saying how long it waited', async () => {
   const instance = build(2000)
   await instance.register(forkSafeDb, { connection: host.url })
-  const started = performance.now()
   const error = await instance.ready().then(() => undefined, (error: unknown) => error)
-  expect(performance.now() - started).toBeLessThan(2000)
+  // The plugin's own error, not Fastify's FST_ERR_PLUGIN_TIMEOUT: it gave up first. (No clock is
+  // read here: under load the whole ready() may take longer than the timeout it beat.)
   expect(error).toMatchObject({
     code: 'FST_FORK_SAFE_DB_WARMUP_FAILED',
     message: expect.stringContaining('warm-up gave up after 1500 ms without an answer from the database, before Fastify\'s pluginTimeout (2000 ms)'),
