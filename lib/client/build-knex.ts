@@ -7,6 +7,7 @@ import type { AfterCreate, ResolvedOptions } from '../options/resolve-options'
 import { sanitizeQueryError, type FailedQuery } from '../query/sanitize-error'
 import type { DriverConnection } from '../driver/types'
 import { ForkSafeClient } from './fork-safe-client'
+import { LagFallbackClient } from './lag-fallback-client'
 import { ClientRuntime, runtimeEntry, type RuntimeEvents } from './runtime'
 import { extendTransactions } from './transaction-retry'
 
@@ -26,7 +27,8 @@ export function buildKnex (options: ResolvedOptions, log: FastifyBaseLogger, eve
   const { afterCreate, validate, log: poolLog } = options.poolHooks
   const instance = knex({
     ...options.knex,
-    client: ForkSafeClient as unknown as typeof Knex.Client,
+    // Only a registration with a fallback releases connections another registration lent.
+    client: (options.replicaLagFallback === undefined ? ForkSafeClient : LagFallbackClient) as unknown as typeof Knex.Client,
     connection: options.connection.knex as Knex.Config['connection'],
     // Placeholders, not values, in the statement knex prepends to a driver error's message.
     compileSqlOnError: false,

@@ -47,11 +47,9 @@ export class ForkSafeClient extends KnexMySql2Client {
    * destroyed (a close deadline gave it back) is let go.
    */
   override releaseConnection (connection: DriverConnection): Promise<void> {
-    const runtime = runtimeOf(this)
-    // A connection lent by `replicaLagFallback`'s registration goes back to its pool.
-    if (runtime.lagFallback !== undefined && runtime.lagFallback.owns(connection)) return runtime.lagFallback.release(connection)
     const pool = poolOf(this)
     if (pool === undefined) return Promise.resolve()
+    const runtime = runtimeOf(this)
     if (isRetired(connection)) {
       // Retired while lent (pool/retire.ts): destroyed, never lent again.
       pool.releaseAndDestroy(connection)
