@@ -165,6 +165,24 @@ export class HostSet {
     if (wasUp) this.#options.log.warn({ host: host.label, state }, `host ${host.label} is ${state}: out of rotation for new connections`)
     this.#options.retirer.retire((connection) => hostIndexOf(connection) === index, state)
     this.#schedule(host)
+    if (wasUp && this.#hosts.every((other) => other.state !== 'up')) this.#retryOthersNow(host)
+  }
+
+  /**
+   * The last host in rotation just left: the others' back-offs were earned while it served, but
+   * the role may have moved to one of them (a switchover promotes the replica set aside as
+   * read-only), so each is due at once, its back-off restarted, instead of up to 2 s later.
+   */
+  #retryOthersNow (left: Host): void {
+    const now = performance.now()
+    for (const other of this.#hosts) {
+      if (other === left || other.state === 'lagging') continue
+      other.outages = 0
+      other.retryAt = now
+      clearTimeout(other.timer)
+      other.timer = undefined
+      this.#schedule(other)
+    }
   }
 
   /** The lag guard read host `index`'s lag (Infinity: not replicating). */
