@@ -1,5 +1,6 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { createConnection } from 'mysql2/promise'
 import forkSafeDb, { channels, type PoolDestroyEvent, type QueryEndEvent } from '../lib'
 import { APP_USER, type Mariadbd } from '../support/mariadbd'
 import { ReplicationPair } from '../support/replication-pair'
@@ -79,11 +80,8 @@ async function portsOf (server: Mariadbd): Promise<Map<number, number>> {
   return new Map((await server.query('SELECT id, port FROM test.items')).map((row) => [Number(row.id), Number(row.port)]))
 }
 
-let switched: { answers: Answer[], at: number, warm: number[] }
-
-test('under a load of writes, a switchover fails at most one write per pooled connection to the demoted primary, each a coded 503 with Retry-After, then none', async () => {
-  const warm = await threadsOn(pair.primary)
-  expect(warm).toHaveLength(POOL_MAX)
+/** `CLIENTS` closed-loop HTTP clients posting inserts until stopped; every answer is kept. */
+function load (): { answers: Answer[], stop: () => Promise<void> } {
   const answers: Answer[] = []
   const running = { on: true }
   const clients = Array.from({ length: CLIENTS }, async () => {
@@ -94,13 +92,22 @@ test('under a load of writes, a switchover fails at most one write per pooled co
       answers.push({ sentAt, endAt: performance.now(), status: response.status, retryAfter: response.headers['retry-after'] as string | undefined, code: body.code, id: body.id })
     }
   })
+  return { answers, stop: async () => { running.on = false; await Promise.all(clients) } }
+}
+
+let switched: { answers: Answer[], at: number, warm: number[] }
+
+test('under a load of writes, a switchover fails at most one write per pooled connection to the demoted primary, each a coded 503 with Retry-After, then none', async () => {
+  const warm = await threadsOn(pair.primary)
+  expect(warm).toHaveLength(POOL_MAX)
+  const traffic = load()
+  const { answers } = traffic
   await until(() => answers.filter((answer) => answer.status === 200).length >= 40, 'traffic')
   const switchAt = performance.now()
   await pair.switchover()
   const switchedAt = performance.now()
   await until(() => answers.filter((answer) => answer.sentAt > switchedAt && answer.status === 200).length >= 40, 'writes on the new primary')
-  running.on = false
-  await Promise.all(clients)
+  await traffic.stop()
   switched = { answers, at: switchAt, warm }
 
   const failed = answers.filter((answer) => answer.status !== 200)
@@ -131,6 +138,40 @@ test('the connections to the demoted primary are destroyed and leave its PROCESS
   await until(() => switched.warm.every((id) => destroyed.some((event) => event.connectionId === id)), 'the warm connections destroyed')
   await until(async () => (await threadsOn(pair.primary)).length === 0, 'no thread left on the demoted primary')
   expect(app.dbPool.stats().hosts.map((host) => [host.state, host.connections])).toEqual([['read-only', 0], ['up', POOL_MAX]])
+})
+
+test('switching back after the demoted primary was probed for a while reaches it without waiting for its probe back-off', async () => {
+  // The demoted primary is probed with a back-off doubling to 2 s: wait for the probes that get
+  // it there (each is a connection to it; the server counts them, nothing publishes them).
+  const watcher = await createConnection({ host: '127.0.0.1', port: pair.primary.port, user: 'root' })
+  const connections = async (): Promise<number> => {
+    const [rows] = await watcher.query("SHOW GLOBAL STATUS LIKE 'Connections'")
+    return Number((rows as Array<{ Value: string }>)[0].Value)
+  }
+  try {
+    const before = await connections()
+    await until(async () => await connections() >= before + 4, 'four probes of the demoted primary')
+  } finally {
+    await watcher.end()
+  }
+  const traffic = load()
+  await until(() => traffic.answers.filter((answer) => answer.status === 200).length >= 40, 'traffic')
+  const switchAt = performance.now()
+  await pair.replica.demote()
+  await pair.primary.promote()
+  const switchedAt = performance.now()
+  await until(() => traffic.answers.filter((answer) => answer.sentAt > switchedAt && answer.status === 200).length >= 40, 'writes on the old primary again')
+  await traffic.stop()
+
+  const ports = await portsOf(pair.primary)
+  const firstBack = Math.min(...traffic.answers.filter((answer) => answer.status === 200 && answer.endAt > switchAt && ports.get(answer.id ?? 0) === pair.primary.port).map((answer) => answer.endAt))
+  const failed = traffic.answers.filter((answer) => answer.status !== 200)
+  console.log(`switch back under load: ${failed.length} failed requests (${[...new Set(failed.map((answer) => answer.code))].join(', ')}); ` +
+    `no server took writes for ${Math.round(switchedAt - switchAt)} ms; first write on the old primary ${Math.round(firstBack - switchedAt)} ms after its promotion`)
+  for (const answer of failed) expect(answer).toMatchObject({ status: 503, retryAfter: '1' })
+  expect(traffic.answers.filter((answer) => answer.sentAt > firstBack && answer.status !== 200)).toEqual([])
+  // Under the 2 s probe cap the demoted primary had reached: it was tried again at once.
+  expect(firstBack - switchedAt).toBeLessThan(2000)
 })
 
 test('after close() the app leaves no connection on either server', async () => {
