@@ -119,7 +119,7 @@ test('under a load of writes, a switchover fails at most one write per pooled co
   const byCode = [...counts].map(([code, count]) => `${count} ${code}`).join(', ')
   console.log(`switchover under load (role primary, ${POOL_MAX} pooled connections, ${CLIENTS} clients): ${refusals.length} statements refused on ${new Set(refusals).size} pooled connections; ` +
     `${failed.length} failed requests (${byCode}); no server took writes for ${Math.round(switchedAt - switchAt)} ms (demote, then promote); ` +
-    `first write on the new primary ${Math.round(firstOnNew - switchedAt)} ms after the promotion`)
+    `first write on the new primary ${Math.round(firstOnNew - switchAt)} ms after the demotion began (${Math.round(firstOnNew - switchedAt)} ms after the promotion returned)`)
   // At most one refused statement per pooled connection to the demoted primary.
   expect(new Set(refusals).size).toBe(refusals.length)
   expect(refusals.every((id) => warm.includes(id as number))).toBe(true)
@@ -167,7 +167,7 @@ test('switching back after the demoted primary was probed for a while reaches it
   const firstBack = Math.min(...traffic.answers.filter((answer) => answer.status === 200 && answer.endAt > switchAt && ports.get(answer.id ?? 0) === pair.primary.port).map((answer) => answer.endAt))
   const failed = traffic.answers.filter((answer) => answer.status !== 200)
   console.log(`switch back under load: ${failed.length} failed requests (${[...new Set(failed.map((answer) => answer.code))].join(', ')}); ` +
-    `no server took writes for ${Math.round(switchedAt - switchAt)} ms; first write on the old primary ${Math.round(firstBack - switchedAt)} ms after its promotion`)
+    `no server took writes for ${Math.round(switchedAt - switchAt)} ms; first write on the old primary ${Math.round(firstBack - switchAt)} ms after the demotion began (${Math.round(firstBack - switchedAt)} ms after its promotion returned)`)
   for (const answer of failed) expect(answer).toMatchObject({ status: 503, retryAfter: '1' })
   expect(traffic.answers.filter((answer) => answer.sentAt > firstBack && answer.status !== 200)).toEqual([])
   // Under the 2 s probe cap the demoted primary had reached: it was tried again at once.
