@@ -23,6 +23,8 @@ import { checkRole } from './role-check'
 // back stays unused (ProxySQL checks every second, MariaDB's PoolCluster after one), at the cost
 // of one connect every 2 s per host that is down. When no host is in rotation, a request's
 // connect is the probe, as with one host: between probes, borrows fail fast with a coded 503.
+// The moment the last host in rotation leaves, the others are due at once, their back-offs
+// restarted (a switchover moves the role to a host that was set aside as read-only).
 //
 // One host with role `any` is exactly the plugin's single-host behaviour: its breaker alone
 // decides, nothing is probed in the background and no role is checked.
