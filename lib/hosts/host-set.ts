@@ -23,6 +23,8 @@ import { checkRole } from './role-check'
 // back stays unused (ProxySQL checks every second, MariaDB's PoolCluster after one), at the cost
 // of one connect every 2 s per host that is down. When no host is in rotation, a request's
 // connect is the probe, as with one host: between probes, borrows fail fast with a coded 503.
+// The moment the last host in rotation leaves, the others are due at once, their back-offs
+// restarted (a switchover moves the role to a host that was set aside as read-only).
 //
 // One host with role `any` is exactly the plugin's single-host behaviour: its breaker alone
 // decides, nothing is probed in the background and no role is checked.
@@ -165,6 +167,24 @@ export class HostSet {
     if (wasUp) this.#options.log.warn({ host: host.label, state }, `host ${host.label} is ${state}: out of rotation for new connections`)
     this.#options.retirer.retire((connection) => hostIndexOf(connection) === index, state)
     this.#schedule(host)
+    if (wasUp && this.#hosts.every((other) => other.state !== 'up')) this.#retryOthersNow(host)
+  }
+
+  /**
+   * The last host in rotation just left: the others' back-offs were earned while it served, but
+   * the role may have moved to one of them (a switchover promotes the replica set aside as
+   * read-only), so each is due at once, its back-off restarted, instead of up to 2 s later.
+   */
+  #retryOthersNow (left: Host): void {
+    const now = performance.now()
+    for (const other of this.#hosts) {
+      if (other === left || other.state === 'lagging') continue
+      other.outages = 0
+      other.retryAt = now
+      clearTimeout(other.timer)
+      other.timer = undefined
+      this.#schedule(other)
+    }
   }
 
   /** The lag guard read host `index`'s lag (Infinity: not replicating). */
