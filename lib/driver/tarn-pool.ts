@@ -102,11 +102,16 @@ export class ForkSafeTarnPool extends tarn.Pool<DriverConnection> {
    */
   async open (count: number): Promise<number> {
     if (this.destroyed || count <= 0) return 0
-    const creates = Array.from({ length: count }, () => this._create().promise.then(() => true, () => false))
-    const opened = (await Promise.all(creates)).filter(Boolean).length
-    // As after tarn's own create: a borrow that queued meanwhile takes one.
-    this._tryAcquireOrCreate()
-    return opened
+    // As after tarn's own create, each one settled serves a borrow that queued meanwhile: tarn's
+    // _create puts the connection in the free list without looking at the queue, and a borrow
+    // that queued behind pending creates starts none of its own; waiting for the slowest connect
+    // (one to a frozen host lasts connectTimeout) would leave it waiting beside a free connection.
+    const settled = (created: boolean): boolean => {
+      this._tryAcquireOrCreate()
+      return created
+    }
+    const creates = Array.from({ length: count }, () => this._create().promise.then(() => settled(true), () => settled(false)))
+    return (await Promise.all(creates)).filter(Boolean).length
   }
 
   /**
