@@ -133,10 +133,10 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
     return this.hosts.labelOf(connection)
   }
 
-  /** The lag guard's connection to host `index`, outside the pool and its breakers. */
-  openHostConnection (index: number): Promise<DriverConnection> {
+  /** The lag guard's connection to host `index`, outside the pool and its breakers, in `opening` while it connects. */
+  openHostConnection (index: number, opening: Set<DriverConnection>): Promise<DriverConnection> {
     if (this.client === undefined) return Promise.reject(new Error('the pool is not built'))
-    return openMonitorConnection(this.client, this, index)
+    return openMonitorConnection(this.client, this, index, opening)
   }
 
   /**
