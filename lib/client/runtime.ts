@@ -125,6 +125,7 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
 
   /** A timed-out statement's KILL could not reach its host: with several hosts, that host is taken out. */
   killFailed (target: DriverConnection, error: unknown): void {
+    if (this.lagFallback?.owns(target) === true) return this.lagFallback.killFailed(target, error)
     this.hosts.unreachable(target, error)
   }
 
@@ -192,6 +193,8 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
    * rotation, and every connection to it is retired).
    */
   hostRefused (connection: DriverConnection, verdict: Exclude<RoleVerdict, 'ok'>): void {
+    // A connection the fallback registration lent: its host, its pool.
+    if (this.lagFallback?.owns(connection) === true) return this.lagFallback.hostRefused(connection, verdict)
     this.retire((other) => other === connection, verdict)
     this.hosts.refused(connection, verdict)
   }
