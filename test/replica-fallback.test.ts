@@ -112,6 +112,35 @@ test('sends the KILL for a timed-out statement on a fallback connection to the p
   expect(Number(await sleeping())).toBe(0)
 })
 
+test('a read-only answer on a fallback connection is the primary registration\'s to act on: its host leaves its rotation', async () => {
+  watched = watchedApp()
+  const current = watched
+  const { app } = current
+  await app.register(forkSafeDb, { connection: pair.primary.url, role: 'primary', pool: { min: 1, max: 4 } })
+  await app.register(forkSafeDb, {
+    connection: pair.replica.url,
+    decorator: 'replica',
+    maxReplicaLagSeconds: 5,
+    replicaLagCheckMillis: CHECK_MILLIS,
+    replicaLagFallback: 'db',
+    pool: { min: 2, max: 4 }
+  })
+  app.get('/write', async (request) => { await request.replica.raw('INSERT INTO test.fallback_writes VALUES ()'); return { ok: true } })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  await lagging(current)
+  await pair.primary.query('SET GLOBAL read_only = 1')
+  try {
+    const answer = await request(app, '/write')
+    expect(answer.status).toBe(503)
+    expect(JSON.parse(answer.body)).toMatchObject({ code: 'FST_FORK_SAFE_DB_READ_ONLY' })
+    // The primary's host set took its host out (the replica's was told nothing: its host still lags).
+    expect(app.dbPool.stats().hosts?.[0]).toMatchObject({ state: 'read-only' })
+    expect(app.replicaPool.stats().hosts?.[0]).toMatchObject({ state: 'lagging' })
+  } finally {
+    await pair.primary.query('SET GLOBAL read_only = 0')
+  }
+})
+
 describe('a fallback that names no registration', () => {
   test('fails ready() with FST_FORK_SAFE_DB_INVALID_OPTION when no decorator has that name', async () => {
     watched = watchedApp()

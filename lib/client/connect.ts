@@ -66,10 +66,11 @@ export async function openProbeConnection (client: DialectClient, runtime: Conne
 
 /**
  * A connection to host `index` for the lag guard, outside the pool and its breakers: a check
- * must reach a host the pool refuses (a lagging one), and the pool must not count it.
+ * must reach a host the pool refuses (a lagging one), and the pool must not count it. It is in
+ * `opening` (the guard's) while it connects, so the guard's close() reaches it.
  */
-export async function openMonitorConnection (client: DialectClient, runtime: ConnectHost, index: number): Promise<DriverConnection> {
-  const connection = await connect(client, runtime, settingsOf(client, runtime, index), runtime.connecting)
+export async function openMonitorConnection (client: DialectClient, runtime: ConnectHost, index: number, opening: Set<DriverConnection>): Promise<DriverConnection> {
+  const connection = await connect(client, runtime, settingsOf(client, runtime, index), opening)
   hideProperties(connection.config, SECRET_KEYS)
   return connection
 }

@@ -125,6 +125,7 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
 
   /** A timed-out statement's KILL could not reach its host: with several hosts, that host is taken out. */
   killFailed (target: DriverConnection, error: unknown): void {
+    if (this.lagFallback?.owns(target) === true) return this.lagFallback.killFailed(target, error)
     this.hosts.unreachable(target, error)
   }
 
@@ -133,10 +134,10 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
     return this.hosts.labelOf(connection)
   }
 
-  /** The lag guard's connection to host `index`, outside the pool and its breakers. */
-  openHostConnection (index: number): Promise<DriverConnection> {
+  /** The lag guard's connection to host `index`, outside the pool and its breakers, in `opening` while it connects. */
+  openHostConnection (index: number, opening: Set<DriverConnection>): Promise<DriverConnection> {
     if (this.client === undefined) return Promise.reject(new Error('the pool is not built'))
-    return openMonitorConnection(this.client, this, index)
+    return openMonitorConnection(this.client, this, index, opening)
   }
 
   /**
@@ -192,6 +193,8 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
    * rotation, and every connection to it is retired).
    */
   hostRefused (connection: DriverConnection, verdict: Exclude<RoleVerdict, 'ok'>): void {
+    // A connection the fallback registration lent: its host, its pool.
+    if (this.lagFallback?.owns(connection) === true) return this.lagFallback.hostRefused(connection, verdict)
     this.retire((other) => other === connection, verdict)
     this.hosts.refused(connection, verdict)
   }

@@ -26,8 +26,14 @@ import { checkRole } from './role-check'
 // The moment the last host in rotation leaves, the others are due at once, their back-offs
 // restarted (a switchover moves the role to a host that was set aside as read-only).
 //
-// One host with role `any` is exactly the plugin's single-host behaviour: its breaker alone
-// decides, nothing is probed in the background and no role is checked.
+// One host with role `any` is exactly the plugin's single-host behaviour while it is in rotation:
+// its breaker alone decides, nothing is probed in the background and no role is checked. Once a
+// statement is answered not ready (1047) or the lag guard takes it out, it is out of rotation as
+// any host of several would be: probed in the background, its role checked, until it is back.
+//
+// A host may leave the rotation while a connect to it is in flight (the retirement reaches only
+// the connections that exist): a pool connection that lands on a host no longer in rotation is
+// closed and the next host tried, so a lagging or refused host's connection is never lent.
 
 const FIRST_PROBE_MILLIS = 250
 const MAX_PROBE_MILLIS = 2000
@@ -147,7 +153,13 @@ export class HostSet {
    * one is tried within the same call, so one borrow fails over without waiting.
    */
   open (openOn: (index: number) => Promise<DriverConnection>): Promise<DriverConnection> {
-    if (this.#single && this.#first.state === 'up') return this.#first.breaker.attempt(() => openOn(0))
+    if (this.#single && this.#first.state === 'up') {
+      return this.#first.breaker.attempt(() => openOn(0)).then((connection) => {
+        if (this.#first.state === 'up') return connection
+        connection.destroy()
+        return this.#failOver(openOn)
+      })
+    }
     return this.#failOver(openOn)
   }
 
@@ -159,7 +171,7 @@ export class HostSet {
   /** Out of rotation for new connections, in `state`; its pooled connections are retired. */
   takeOut (index: number, state: Exclude<HostState, 'up'>): void {
     const host = this.#hosts[index]
-    if (host === undefined) return
+    if (host === undefined || this.#stopped) return
     const wasUp = host.state === 'up'
     host.state = state
     host.retryAt = performance.now() + Math.min(MAX_PROBE_MILLIS, FIRST_PROBE_MILLIS * 2 ** host.outages)
@@ -196,7 +208,7 @@ export class HostSet {
   /** Back in rotation; with `sequential`, the connections to hosts after it are retired (failback). */
   putBack (index: number): void {
     const host = this.#hosts[index]
-    if (host === undefined || host.state === 'up') return
+    if (host === undefined || host.state === 'up' || this.#stopped) return
     host.state = 'up'
     host.outages = 0
     host.retryAt = 0
@@ -265,7 +277,11 @@ export class HostSet {
         const connection = await this.#openChecked(host, () => openOn(host.index))
         if (connection !== undefined) {
           if (probe) this.putBack(host.index)
-          return connection
+          // Taken out while it connected (the lag guard, a refused statement): not lent.
+          if (probe || host.state === 'up') return connection
+          connection.destroy()
+          failure = undefined
+          continue
         }
         failure = this.#refusal(host)
       } catch (error) {
@@ -367,8 +383,8 @@ export class HostSet {
       const connection = await this.#openChecked(host, () => this.#options.openProbe(host.index))
       if (connection !== undefined) {
         back = true
-        this.probing.delete(connection)
-        connection.end(() => {})
+        // Tracked until its COM_QUIT is answered: a close in the meantime still reaches it.
+        connection.end(() => { this.probing.delete(connection) })
       }
     } catch {
       // #openChecked took the host out again, with a longer back-off, and scheduled the next probe.

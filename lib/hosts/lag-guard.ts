@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
+import { discard } from '../driver/discard'
 import type { DriverConnection } from '../driver/types'
 import { scrubError } from '../logging/redact'
 import type { HostState } from './host'
@@ -16,8 +17,12 @@ import { ReplicaLagReader } from './replica-lag'
 // - A failed check (connect refused, lost, no privilege) reopens the connection with a bounded
 //   back-off, and leaves the host as it was: whether a host that cannot be reached takes
 //   connections is its connect breaker's business, not the guard's.
-// - Its timer is unref'd and cleared on stop; close() waits for the checks in flight (each
-//   bounded) and closes the monitor connections.
+// - Its timer is unref'd and cleared on stop; close() closes the monitor connections still
+//   opening (one to a frozen server would otherwise hold a socket and mysql2's connect timer
+//   for connectTimeout), waits for the checks in flight (each bounded) and closes the others.
+// - Whether a host is taken out or put back is decided from its state in the host set, not a
+//   flag of the guard's: a host taken out as lagging may since have been set down (a failed
+//   KILL) or not ready, and put back by a probe while it still lags.
 
 /** A check that has not answered within this long (or the interval, if longer) has failed. */
 const MIN_DEADLINE_MILLIS = 1000
@@ -42,8 +47,8 @@ export interface LagGuardHost {
   readonly options: { readonly decorator: string, readonly maxReplicaLagSeconds: number, readonly replicaLagCheckMillis: number, readonly secrets: readonly string[] }
   readonly log: FastifyBaseLogger
   readonly hostSet: LagHostSet
-  /** A connection to host `index`, outside the pool. */
-  openHostConnection: (index: number) => Promise<DriverConnection>
+  /** A connection to host `index`, outside the pool, in `opening` while it connects. */
+  openHostConnection: (index: number, opening: Set<DriverConnection>) => Promise<DriverConnection>
 }
 
 interface Watched {
@@ -55,8 +60,6 @@ interface Watched {
   retryAt: number
   /** The last lag read (Infinity: not replicating); undefined before the first read. */
   lagSeconds: number | undefined
-  /** The guard took this host out (and only then puts it back). */
-  tookOut: boolean
   /** The last failure's code, logged once until a check succeeds again. */
   failedWith: string | undefined
 }
@@ -65,13 +68,15 @@ export class LagGuard {
   readonly #host: LagGuardHost
   readonly #watched: Watched[]
   readonly #deadlineMillis: number
+  /** Monitor connections still connecting: close() destroys them. */
+  readonly #opening = new Set<DriverConnection>()
   #timer: NodeJS.Timeout | undefined
   #stopped = false
 
   constructor (host: LagGuardHost) {
     this.#host = host
     this.#watched = host.hostSet.hosts.map((entry) => ({
-      index: entry.index, reader: new ReplicaLagReader(), connection: undefined, checking: undefined, failures: 0, retryAt: 0, lagSeconds: undefined, tookOut: false, failedWith: undefined
+      index: entry.index, reader: new ReplicaLagReader(), connection: undefined, checking: undefined, failures: 0, retryAt: 0, lagSeconds: undefined, failedWith: undefined
     }))
     this.#deadlineMillis = Math.max(MIN_DEADLINE_MILLIS, host.options.replicaLagCheckMillis)
   }
@@ -99,6 +104,9 @@ export class LagGuard {
   /** Stops, waits for the checks in flight, and closes the monitor connections. */
   async close (): Promise<void> {
     this.stop()
+    const closed = new Error('the lag guard closed')
+    for (const connection of this.#opening) discard(connection, closed)
+    this.#opening.clear()
     await Promise.all(this.#watched.map((watched) => watched.checking))
     await Promise.all(this.#watched.map(async (watched) => {
       const { connection } = watched
@@ -140,7 +148,7 @@ export class LagGuard {
 
   async #read (watched: Watched, attempt: { readonly expired: boolean }): Promise<number> {
     if (watched.connection === undefined) {
-      const opened = await this.#host.openHostConnection(watched.index)
+      const opened = await this.#host.openHostConnection(watched.index, this.#opening)
       // Stopped, or the deadline passed, while it opened: nobody will close it but us.
       if (this.#stopped || attempt.expired) {
         opened.destroy()
@@ -157,14 +165,12 @@ export class LagGuard {
     const entry = hostSet.hosts[watched.index]
     hostSet.noteLag(watched.index, lag)
     if (lag > options.maxReplicaLagSeconds) {
-      if (watched.tookOut || entry.state !== 'up') return
-      watched.tookOut = true
+      if (entry.state !== 'up') return
       hostSet.takeOut(watched.index, 'lagging')
       log.warn({ host: entry.label, ...describeLag(lag), maxReplicaLagSeconds: options.maxReplicaLagSeconds }, 'replica lags behind its primary: no new borrows on it until it catches up')
       return
     }
-    if (!watched.tookOut) return
-    watched.tookOut = false
+    if (entry.state !== 'lagging') return
     hostSet.putBack(watched.index)
     log.info({ host: entry.label, lagSeconds: lag }, 'replica caught up with its primary: back in rotation')
   }

@@ -240,7 +240,9 @@ export class ForkSafePool {
   #fallbackTarget (): FallbackTarget {
     return {
       client: () => this.knex.client as DialectClient,
-      openKillConnection: (connection) => this.#own?.runtime.openKillConnection(connection)
+      openKillConnection: (connection) => this.#own?.runtime.openKillConnection(connection),
+      hostRefused: (connection, verdict) => this.#own?.runtime.hostRefused(connection, verdict),
+      killFailed: (connection, error) => this.#own?.runtime.killFailed(connection, error)
     }
   }
 

@@ -11,6 +11,6 @@ export function lagGuardOf (runtime: ClientRuntime, options: ResolvedOptions, lo
     options: { decorator, maxReplicaLagSeconds, replicaLagCheckMillis, secrets },
     log,
     hostSet: runtime.hosts,
-    openHostConnection: async (index) => runtime.openHostConnection(index)
+    openHostConnection: async (index, opening) => runtime.openHostConnection(index, opening)
   })
 }

@@ -5,7 +5,8 @@ import { FST_FORK_SAFE_DB_REPLICA_LAG } from '../errors'
 // connection of another registration (the primary's) instead of failing. The borrow is that
 // registration's own: its client's acquireConnection (its breaker, saturation, borrow check and
 // `pool:acquire` event, so its stats count it), released back to its client, and a KILL for a
-// statement on it opened by that registration, to its host. The replica's client only passes
+// statement on it opened by that registration, to its host; a refusal or a failed KILL on it is
+// that registration's to act on (its host set, its pool). The replica's client only passes
 // the connection through, and remembers which connections it passed (a WeakMap: nothing is
 // kept once a connection is gone). A transaction begun on the replica registration during a
 // fallback runs on the primary's connection, to its end.
@@ -13,12 +14,19 @@ import { FST_FORK_SAFE_DB_REPLICA_LAG } from '../errors'
 // Only queries fall back: the replica's own upkeep (warm-up, keeper, health check) never
 // borrows the primary's connections.
 
+/** A statement's refusal (hosts/host.ts RoleVerdict but 'ok'; pool/ sits below hosts/). */
+type Refusal = 'read-only' | 'not-ready'
+
 /** The registration that serves while the replicas lag (lifecycle/ provides it, per process). */
 export interface FallbackTarget {
   /** Its knex client in this process. */
   client: () => DialectClient
   /** A connection for a KILL QUERY, to the host of its connections. */
   openKillConnection: (connection: DriverConnection) => Promise<DriverConnection> | undefined
+  /** A statement on one of its connections was answered read-only or not ready. */
+  hostRefused: (connection: DriverConnection, verdict: Refusal) => void
+  /** A KILL for a statement on one of its connections could not reach its host. */
+  killFailed: (connection: DriverConnection, error: unknown) => void
 }
 
 export class LagFallback {
@@ -57,5 +65,13 @@ export class LagFallback {
 
   openKillConnection (connection: DriverConnection): Promise<DriverConnection> | undefined {
     return this.#target.openKillConnection(connection)
+  }
+
+  hostRefused (connection: DriverConnection, verdict: Refusal): void {
+    this.#target.hostRefused(connection, verdict)
+  }
+
+  killFailed (connection: DriverConnection, error: unknown): void {
+    this.#target.killFailed(connection, error)
   }
 }
