@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
+import { discard } from '../driver/discard'
 import type { DriverConnection } from '../driver/types'
 import { FST_FORK_SAFE_DB_NODE_NOT_READY, FST_FORK_SAFE_DB_READ_ONLY, FST_FORK_SAFE_DB_REPLICA_LAG, FST_FORK_SAFE_DB_UNAVAILABLE } from '../errors'
 import { codeOf, type PoolIdentity } from '../events/channels'
@@ -262,7 +263,10 @@ export class HostSet {
 
   /** The pool is destroyed: a probe still connecting (to a frozen host, for connectTimeout) is closed now. */
   closeProbes (): void {
-    for (const connection of this.probing) connection.destroy()
+    // discard(), not destroy(): mysql2's destroy() only ends the stream, which does not free a
+    // socket still connecting to a frozen host.
+    const closed = new Error('the pool was closed')
+    for (const connection of this.probing) discard(connection, closed)
     this.probing.clear()
   }
 
