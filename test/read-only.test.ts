@@ -197,3 +197,25 @@ test('with role primary, the first read-only answer retires every connection to 
   await destroyedAll(warm)
   expect(await gone(warm)).toEqual([])
 })
+
+test('with queryTimeoutMillis 0, a write outside a request on a demoted server is FST_FORK_SAFE_DB_READ_ONLY, and its connection is retired', async () => {
+  const target = await start({ pool: { min: 1, max: 1 }, queryTimeoutMillis: 0 })
+  const [[first]] = await target.db.raw('SELECT CONNECTION_ID() AS id') as [Array<{ id: number }>]
+  await admin.query('SET GLOBAL read_only = 1')
+  await expect(target.db('items').insert({ connection_id: 0 })).rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_READ_ONLY', errno: 1290 })
+  const [[second]] = await target.db.raw('SELECT CONNECTION_ID() AS id') as [Array<{ id: number }>]
+  expect(second?.id).not.toBe(first?.id)
+  expect(destroyed).toEqual([expect.objectContaining({ connectionId: first?.id, reason: 'retired' })])
+})
+
+test('a streamed write refused by a demoted server retires its connection', async () => {
+  const target = await start({ pool: { min: 1, max: 1 } })
+  const [[first]] = await target.db.raw('SELECT CONNECTION_ID() AS id') as [Array<{ id: number }>]
+  await admin.query('SET GLOBAL read_only = 1')
+  const streamed = target.db('items').insert({ connection_id: 0 }).stream()
+  await expect(new Promise((resolve, reject) => { streamed.on('error', reject); streamed.on('end', resolve); streamed.resume() }))
+    .rejects.toMatchObject({ errno: 1290 })
+  const [[second]] = await target.db.raw('SELECT CONNECTION_ID() AS id') as [Array<{ id: number }>]
+  expect(second?.id).not.toBe(first?.id)
+  expect(destroyed).toEqual([expect.objectContaining({ connectionId: first?.id, reason: 'retired' })])
+})
