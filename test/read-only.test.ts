@@ -4,6 +4,7 @@ import { createConnection, type Connection, type RowDataPacket } from 'mysql2/pr
 import forkSafeDb, { channels, type PoolDestroyEvent, type QueryEndEvent } from '../lib'
 import { refusalOf } from '../lib/query/classify-error'
 import { PrivateServer } from '../support/private-server'
+import { TcpProxy } from '../support/tcp-proxy'
 import { request } from './helpers/http-client'
 
 // A server demoted under a pool (`SET GLOBAL read_only = 1` on a private server): each pooled
@@ -218,4 +219,19 @@ test('a streamed write refused by a demoted server retires its connection', asyn
   const [[second]] = await target.db.raw('SELECT CONNECTION_ID() AS id') as [Array<{ id: number }>]
   expect(second?.id).not.toBe(first?.id)
   expect(destroyed).toEqual([expect.objectContaining({ connectionId: first?.id, reason: 'retired' })])
+})
+
+test('a 1792 whose server freezes before answering the role check fails with the server\'s error within the ping timeout', async () => {
+  const proxy = await TcpProxy.start({ target: { host: '127.0.0.1', port: server.port } })
+  try {
+    const target = await start({ connection: { host: '127.0.0.1', port: proxy.port, user: USER, password: PASSWORD, database: 'test' }, pool: { min: 1, max: 1, acquireTimeoutMillis: 2000 } })
+    // The role check the 1792 asks for never gets an answer (a server frozen right after the 1792).
+    proxy.swallowQuery = /@@global\.read_only/
+    await expect(target.db.transaction(async (trx) => trx('items').insert({ connection_id: 0 }), { readOnly: true }))
+      .rejects.toMatchObject({ errno: 1792 })
+  } finally {
+    await app?.close()
+    app = undefined
+    await proxy.close()
+  }
 })
