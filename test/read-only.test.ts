@@ -4,6 +4,7 @@ import { createConnection, type Connection, type RowDataPacket } from 'mysql2/pr
 import forkSafeDb, { channels, type PoolDestroyEvent, type QueryEndEvent } from '../lib'
 import { refusalOf } from '../lib/query/classify-error'
 import { PrivateServer } from '../support/private-server'
+import { TcpProxy } from '../support/tcp-proxy'
 import { request } from './helpers/http-client'
 
 // A server demoted under a pool (`SET GLOBAL read_only = 1` on a private server): each pooled
@@ -196,4 +197,41 @@ test('with role primary, the first read-only answer retires every connection to 
   expect(answer?.status).toBe(503)
   await destroyedAll(warm)
   expect(await gone(warm)).toEqual([])
+})
+
+test('with queryTimeoutMillis 0, a write outside a request on a demoted server is FST_FORK_SAFE_DB_READ_ONLY, and its connection is retired', async () => {
+  const target = await start({ pool: { min: 1, max: 1 }, queryTimeoutMillis: 0 })
+  const [[first]] = await target.db.raw('SELECT CONNECTION_ID() AS id') as [Array<{ id: number }>]
+  await admin.query('SET GLOBAL read_only = 1')
+  await expect(target.db('items').insert({ connection_id: 0 })).rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_READ_ONLY', errno: 1290 })
+  const [[second]] = await target.db.raw('SELECT CONNECTION_ID() AS id') as [Array<{ id: number }>]
+  expect(second?.id).not.toBe(first?.id)
+  expect(destroyed).toEqual([expect.objectContaining({ connectionId: first?.id, reason: 'retired' })])
+})
+
+test('a streamed write refused by a demoted server retires its connection', async () => {
+  const target = await start({ pool: { min: 1, max: 1 } })
+  const [[first]] = await target.db.raw('SELECT CONNECTION_ID() AS id') as [Array<{ id: number }>]
+  await admin.query('SET GLOBAL read_only = 1')
+  const streamed = target.db('items').insert({ connection_id: 0 }).stream()
+  await expect(new Promise((resolve, reject) => { streamed.on('error', reject); streamed.on('end', resolve); streamed.resume() }))
+    .rejects.toMatchObject({ errno: 1290 })
+  const [[second]] = await target.db.raw('SELECT CONNECTION_ID() AS id') as [Array<{ id: number }>]
+  expect(second?.id).not.toBe(first?.id)
+  expect(destroyed).toEqual([expect.objectContaining({ connectionId: first?.id, reason: 'retired' })])
+})
+
+test('a 1792 whose server freezes before answering the role check fails with the server\'s error within the ping timeout', async () => {
+  const proxy = await TcpProxy.start({ target: { host: '127.0.0.1', port: server.port } })
+  try {
+    const target = await start({ connection: { host: '127.0.0.1', port: proxy.port, user: USER, password: PASSWORD, database: 'test' }, pool: { min: 1, max: 1, acquireTimeoutMillis: 2000 } })
+    // The role check the 1792 asks for never gets an answer (a server frozen right after the 1792).
+    proxy.swallowQuery = /@@global\.read_only/
+    await expect(target.db.transaction(async (trx) => trx('items').insert({ connection_id: 0 }), { readOnly: true }))
+      .rejects.toMatchObject({ errno: 1792 })
+  } finally {
+    await app?.close()
+    app = undefined
+    await proxy.close()
+  }
 })

@@ -103,6 +103,40 @@ test('a transaction whose connection is lost before COMMIT commits once when ret
   expect(await itemIds()).toEqual([1])
 })
 
+test('a transaction whose BEGIN loses its connection is TRANSACTION_ABORTED, nothing of it committed', async () => {
+  const through = await throughProxy()
+  const instance = await register({}, through)
+  if (proxy !== undefined) proxy.resetOnQuery = /BEGIN/
+  let runs = 0
+  const outcome = instance.db.transaction(async (trx) => {
+    runs += 1
+    await trx('items').insert({ id: 1 })
+  })
+  await expect(outcome).rejects.toMatchObject({ code: 'FST_FORK_SAFE_DB_TRANSACTION_ABORTED', commitSent: false, cause: { code: 'FST_FORK_SAFE_DB_CONNECTION_LOST' } })
+  expect(runs).toBe(0)
+  expect(await itemIds()).toEqual([])
+})
+
+test('a transaction whose BEGIN loses its connection commits once when retried', async () => {
+  const through = await throughProxy()
+  const instance = await register({}, through)
+  if (proxy !== undefined) {
+    const target = proxy
+    target.resetOnQuery = /BEGIN/
+    // Only the first BEGIN is lost: the retry's goes through.
+    target.onClientData = (chunk) => { if (chunk.includes('BEGIN')) setImmediate(() => { target.resetOnQuery = undefined }) }
+  }
+  let runs = 0
+  const seen = await begins(() => instance.db.transaction(async (trx) => {
+    runs += 1
+    await trx('items').insert({ id: 1 })
+  }, { retries: 3 }))
+  expect(runs).toBe(1)
+  // The first attempt never began (its BEGIN failed): the callback ran once, in the second.
+  expect(seen.map((event) => event.attempt)).toEqual([2])
+  expect(await itemIds()).toEqual([1])
+})
+
 test('a transaction whose COMMIT answer is lost is never retried: COMMIT_UNKNOWN after one run', async () => {
   const through = await throughProxy()
   const instance = await register({}, through)

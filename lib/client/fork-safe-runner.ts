@@ -26,7 +26,7 @@ import { runtimeOf, type ClientRuntime } from './runtime'
 //   connection, and later statements on it fail at once (query/transaction-timeout.ts);
 // - while anyone subscribes, it is published on `query:start`, `query:end` and `query:timeout`.
 // All of it in one promise per statement; a statement with no deadline, no request and no
-// subscriber goes to knex untouched.
+// subscriber goes to knex with only a `.catch` for a server's refusal (hosts/refused-answer.ts).
 
 let queryIds = 0
 
@@ -38,7 +38,16 @@ export class ForkSafeRunner extends KnexRunnerBase {
     return super.ensureConnection((runner) => {
       const connection = runner.connection as DriverConnection
       const refused = isTransactionClient(runner.client) ? timedOutTransaction(connection) : undefined
-      return watchStream(connection, ownerOf(runner.builder, runner.client), stream, async () => callback(runner, params), refused)
+      // A refusal (read-only, not ready) retires the connection here too; the stream itself has
+      // already emitted the server's error.
+      const run = async () => {
+        try {
+          return await callback(runner, params)
+        } catch (error) {
+          return await (this.#refused(runtimeOf(this.client), error) ?? Promise.reject(error))
+        }
+      }
+      return watchStream(connection, ownerOf(runner.builder, runner.client), stream, run, refused)
     }, params)
   }
 
@@ -76,7 +85,11 @@ export class ForkSafeRunner extends KnexRunnerBase {
     const failed = transaction === undefined ? undefined : timedOutTransaction(transaction)
     if (failed !== undefined) return Promise.reject(failed)
     if ((owner === undefined && deadlines === undefined) || connection === undefined) {
-      return ownTimeout ? super.query(query).catch((error: unknown) => this.#refused(runtime, error) ?? Promise.reject(this.#failure(runtime, error, query, transaction, queryId))) : super.query(query)
+      // No deadline and no request (queryTimeoutMillis: 0, fastify.db outside a request, a schema
+      // builder): a server's refusal still retires its connection; other errors pass as knex gives them.
+      return ownTimeout
+        ? super.query(query).catch((error: unknown) => this.#refused(runtime, error) ?? Promise.reject(this.#failure(runtime, error, query, transaction, queryId)))
+        : super.query(query).catch((error: unknown) => this.#refused(runtime, error) ?? Promise.reject(error))
     }
     if (owner?.clientGone === true) return Promise.reject(new FST_FORK_SAFE_DB_CLIENT_GONE())
     owner?.started(connection)

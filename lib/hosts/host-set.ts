@@ -10,7 +10,7 @@ import type { RetireReason } from '../pool/retire'
 import type { HostStats } from '../pool/stats'
 import { classifyConnectError } from '../query/classify-error'
 import type { HostPolicy, HostRole, HostState, RoleVerdict } from './host'
-import { checkRole } from './role-check'
+import { checkRoleWithin } from './role-check'
 
 // Which host a new connection goes to, and which hosts are in rotation. Each host has its own
 // connect breaker (its outage logged and published under its label). A host leaves the rotation
@@ -309,7 +309,7 @@ export class HostSet {
     if (!this.#checksRole(host)) return connection
     let verdict: RoleVerdict
     try {
-      verdict = await boundedCheck(connection, this.#options.role, this.#options.checkTimeoutMillis)
+      verdict = await checkRoleWithin(connection, this.#options.role, this.#options.checkTimeoutMillis)
     } catch (error) {
       this.probing.delete(connection)
       connection.destroy()
@@ -403,20 +403,4 @@ export class HostSet {
 function describeLag (host: Host): string {
   const lag = host.lagSeconds
   return `${host.label}: ${lag === undefined ? 'lagging' : Number.isFinite(lag) ? `${lag} s` : 'not replicating'}`
-}
-
-/** The role check, bounded: a server that froze after the handshake must not hold a connect for ever. */
-function boundedCheck (connection: DriverConnection, role: HostRole, timeoutMillis: number): Promise<RoleVerdict> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(Object.assign(new Error(`the server did not answer the role check within ${timeoutMillis} ms`), { code: 'ETIMEDOUT' }))
-      connection.destroy()
-    }, timeoutMillis)
-    // A close in progress must not wait for it: the connection itself is closed by the pool's teardown.
-    timer.unref()
-    checkRole(connection, role).then(
-      (verdict) => { clearTimeout(timer); resolve(verdict) },
-      (error: unknown) => { clearTimeout(timer); reject(error) }
-    )
-  })
 }

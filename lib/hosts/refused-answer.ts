@@ -2,7 +2,7 @@ import { markDisposed } from '../driver/knex-parts'
 import type { DriverConnection } from '../driver/types'
 import { refusalOf, refusedError } from '../query/classify-error'
 import type { RoleVerdict } from './host'
-import { checkRole } from './role-check'
+import { checkRoleWithin } from './role-check'
 
 // A server that was demoted under a pooled connection (a switchover, an Aurora failover) keeps
 // answering its statements, with 1290/1792/1836; a Galera node that left the primary component
@@ -17,12 +17,14 @@ import { checkRole } from './role-check'
 // `SET TRANSACTION READ ONLY`), which is the app's bug, not a demotion. The plugin cannot see
 // every way a session makes its transaction read-only, so it asks the server, on the same
 // connection, the question it asks a new one (hosts/role-check.ts, one round trip, only on a
-// 1792): a server that takes writes leaves the server's error as it is and the connection in
-// service; one that does not is a demotion like 1290.
+// 1792, bounded like a ping): a server that takes writes leaves the server's error as it is and
+// the connection in service; one that does not is a demotion like 1290.
 
 /** What a refused statement needs from the pool's state (the client runtime provides it). */
 export interface RefusalHost {
   readonly options: { readonly decorator: string }
+  /** The bound on the role check a 1792 asks for: the statement's own deadline has ended. */
+  readonly pingTimeoutMillis: number
   hostRefused: (connection: DriverConnection, verdict: Exclude<RoleVerdict, 'ok'>) => void
 }
 
@@ -35,9 +37,10 @@ export function refusedAnswer (host: RefusalHost, connection: DriverConnection, 
   const refusal = refusalOf(error)
   if (refusal === undefined) return undefined
   if (refusal !== 'read-only-transaction') return Promise.resolve(refuse(host, connection, error, refusal))
-  return checkRole(connection, 'primary').then(
+  return checkRoleWithin(connection, 'primary', host.pingTimeoutMillis).then(
     (verdict) => verdict === 'ok' ? error : refuse(host, connection, error, verdict),
-    // The server could not even answer that: its own error (or the lost connection) follows.
+    // The server could not even answer that (in time: the connection is then destroyed): its own
+    // error (or the lost connection) follows.
     () => error
   )
 }

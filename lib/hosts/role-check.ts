@@ -96,3 +96,23 @@ export async function checkRole (connection: DriverConnection, role: HostRole): 
   }
   return verdictOf(settings, role)
 }
+
+/**
+ * checkRole, bounded: a server that froze after the handshake (or after answering a statement)
+ * must not hold a connect or a request for ever. On expiry it rejects with ETIMEDOUT and
+ * destroys the connection.
+ */
+export function checkRoleWithin (connection: DriverConnection, role: HostRole, timeoutMillis: number): Promise<RoleVerdict> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(Object.assign(new Error(`the server did not answer the role check within ${timeoutMillis} ms`), { code: 'ETIMEDOUT' }))
+      connection.destroy()
+    }, timeoutMillis)
+    // A close in progress must not wait for it: the connection itself is closed by the pool's teardown.
+    timer.unref()
+    checkRole(connection, role).then(
+      (verdict) => { clearTimeout(timer); resolve(verdict) },
+      (error: unknown) => { clearTimeout(timer); reject(error) }
+    )
+  })
+}
