@@ -24,7 +24,7 @@ test('stats().hosts lists each host with its state and counts', () => {
   app.register(forkSafeDb, { connection: [one, { ...one, host: '127.0.0.2' }] })
   expect(app.dbPool.stats().hosts).type.toBe<HostStats[]>()
   expect<HostStats['state']>().type.toBe<HostState>()
-  expect<HostStats>().type.toBe<{ host: string, state: HostState, connections: number, failures: number, inUse: number }>()
+  expect<HostStats>().type.toBe<{ host: string, state: HostState, connections: number, failures: number, inUse: number, lagSeconds?: number | null }>()
 })
 
 test('the events carry the host', () => {

@@ -36,6 +36,6 @@ test('the lag guard\'s options are typed, and stats() shows each host\'s lag', (
   })
   expect(app.register).type.not.toBeCallableWith(forkSafeDb, { connection: 'mysql://app@127.0.0.1:3307/shop', maxReplicaLagSeconds: '5' })
   expect(app.register).type.not.toBeCallableWith(forkSafeDb, { connection: 'mysql://app@127.0.0.1:3307/shop', replicaLagFallback: true })
-  expect(app.replicaPool.stats().hosts).type.toBe<HostStats[] | undefined>()
+  expect(app.replicaPool.stats().hosts).type.toBe<HostStats[]>()
   expect<HostStats['lagSeconds']>().type.toBe<number | null | undefined>()
 })
