@@ -3,6 +3,7 @@ import { createConnection } from 'mysql2/promise'
 import forkSafeDb from '../lib'
 import { GaleraCluster } from '../support/galera-cluster'
 import { buildApp } from './helpers/app'
+import { barrier } from './helpers/barrier'
 
 // A Galera cluster certifies each transaction at COMMIT: of two transactions on two nodes that
 // changed the same row, the second to certify fails its COMMIT with 1213 (or is aborted by the
@@ -35,18 +36,6 @@ async function onNode (index: number): Promise<FastifyInstance> {
   await app.register(forkSafeDb, { connection: cluster.node(index).url, pool: { min: 1, max: 1 } })
   await app.ready()
   return app
-}
-
-/** Resolves once `count` parties have called it. */
-function barrier (count: number): () => Promise<void> {
-  let arrived = 0
-  let release!: () => void
-  const all = new Promise<void>((resolve) => { release = resolve })
-  return () => {
-    arrived += 1
-    if (arrived === count) release()
-    return all
-  }
 }
 
 /** The row as the cluster has it once every committed write set is applied on node 2. */

@@ -4,6 +4,7 @@ import { TcpProxy } from '../support/tcp-proxy'
 import { buildApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
 import { request } from './helpers/http-client'
+import { barrier } from './helpers/barrier'
 
 // A transaction that fails says whether its COMMIT was sent: TRANSACTION_ABORTED (nothing was
 // committed, safe to run again) or COMMIT_UNKNOWN (the COMMIT was written, its answer lost).
@@ -41,18 +42,6 @@ async function throughProxy (): Promise<string> {
 async function itemIds (): Promise<number[]> {
   const [rows] = await fixture.database.admin.query(`SELECT id FROM \`${fixture.user.user}\`.items ORDER BY id`) as unknown as [Array<{ id: number }>]
   return rows.map((row) => row.id)
-}
-
-/** Resolves once `count` parties have called it: each waits for the others. */
-function barrier (count: number): () => Promise<void> {
-  let arrived = 0
-  let release!: () => void
-  const all = new Promise<void>((resolve) => { release = resolve })
-  return () => {
-    arrived += 1
-    if (arrived === count) release()
-    return all
-  }
 }
 
 test('a deadlock\'s victim rejects with TRANSACTION_ABORTED, commitSent false, its cause the coded 1213', async () => {

@@ -8,6 +8,7 @@ import { TcpProxy } from '../support/tcp-proxy'
 import { buildApp, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
 import { hangUpWhen } from './helpers/http-client'
+import { barrier } from './helpers/barrier'
 
 // `db.transaction(fn, { retries })` runs the callback again on a fresh transaction when nothing
 // was committed (TRANSACTION_ABORTED), and never once the COMMIT was sent. Real servers: the
@@ -47,17 +48,6 @@ async function throughProxy (): Promise<string> {
 async function itemIds (): Promise<number[]> {
   const [rows] = await fixture.database.admin.query(`SELECT id FROM \`${fixture.user.user}\`.items ORDER BY id`) as unknown as [Array<{ id: number }>]
   return rows.map((row) => row.id)
-}
-
-function barrier (count: number): () => Promise<void> {
-  let arrived = 0
-  let release!: () => void
-  const all = new Promise<void>((resolve) => { release = resolve })
-  return () => {
-    arrived += 1
-    if (arrived === count) release()
-    return all
-  }
 }
 
 /** The begin events published while `run` runs. */
