@@ -205,9 +205,9 @@ export type {
   PoolReleaseEvent, QueryCancelEvent, QueryEndEvent, QueryStartEvent, QueryTimeoutEvent, TransactionBeginEvent, TransactionEndEvent
 } from './events/channels'
 export type { ConnectionBudget, ConnectionBudgetOptions } from './pool/budget'
-export type { AcquireWaitStats, ColdAcquireStats, ConnectionStats, ForkSafeDbStats, HostStats, PoolState } from './pool/stats'
+export type { AcquireWaitStats, ColdAcquireStats, ConnectionHolder, ConnectionStats, ForkSafeDbStats, HostStats, PoolState } from './pool/stats'
 export type { HostPolicy, HostRole, HostState } from './hosts/host'
-export type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions } from './options/resolve-options'
+export type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions, MeterProviderLike, MetricsOptions } from './options/resolve-options'
 export type { ConnectionProvider, ProvidedConnection, UnsafeOptIns } from './options/connection'
 export type { RouteDbOptions } from './request/route-transaction'
 export type { RefreshResult } from './lifecycle/fork-safe-pool'

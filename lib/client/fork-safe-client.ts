@@ -7,7 +7,7 @@ import { checkPool } from '../driver/versions'
 import { codeOf, poolConnect, poolDestroy, poolRelease, queryTimeout, transactionBegin, transactionEnd, type DestroyReason, type PoolIdentity } from '../events/channels'
 import { refusedAnswer } from '../hosts/refused-answer'
 import { acquireGuarded } from '../pool/acquire-guard'
-import { connectionState } from '../pool/connection-state'
+import { connectionState, heldMillisOf } from '../pool/connection-state'
 import { isRetired } from '../pool/retire'
 import { TIMED_OUT } from '../query/cancel'
 import { classifyStatementError } from '../query/classify-error'
@@ -53,12 +53,12 @@ export class ForkSafeClient extends KnexMySql2Client {
     if (isRetired(connection)) {
       // Retired while lent (pool/retire.ts): destroyed, never lent again.
       pool.releaseAndDestroy(connection)
-      if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection) })
+      if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), heldMillis: heldMillisOf(connection) })
       return Promise.resolve()
     }
     runtime.borrowCheck.markIdle(connection)
     pool.release(connection)
-    if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection) })
+    if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), heldMillis: heldMillisOf(connection) })
     return Promise.resolve()
   }
 

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks'
 import { isStatementTimeout, isTransactionClient, KnexRunnerBase, streamOfCallback, takesTimeout, timeoutOf } from '../driver/knex-parts'
 import type { CompiledQuery, DriverConnection, KnexRunner } from '../driver/types'
 import { FST_FORK_SAFE_DB_CLIENT_GONE } from '../errors'
-import { codeOf, queryEnd, queryStart, queryTimeout } from '../events/channels'
+import { codeOf, queryEnd, queryStart, queryTimeout, type QueryStartEvent } from '../events/channels'
 import { refusedAnswer } from '../hosts/refused-answer'
 import { TIMED_OUT } from '../query/cancel'
 import { classifyStatementError } from '../query/classify-error'
@@ -57,18 +57,28 @@ export class ForkSafeRunner extends KnexRunnerBase {
   }
 
   #published (query: CompiledQuery): Promise<unknown> {
-    const { identity } = runtimeOf(this.client)
-    const queryId = ++queryIds
-    const connectionId = this.connection?.threadId ?? null
-    if (queryStart.hasSubscribers) {
-      queryStart.publish({ pool: identity, queryId, connectionId, sql: query.sql, method: query.method, inTransaction: isTransactionClient(this.client) })
+    const runtime = runtimeOf(this.client)
+    const connection = this.connection
+    const owner = ownerOf(this.builder, this.client)
+    const start: QueryStartEvent = {
+      pool: runtime.identity,
+      queryId: ++queryIds,
+      connectionId: connection?.threadId ?? null,
+      host: connection === undefined ? '' : runtime.hostLabelOf(connection),
+      sql: query.sql,
+      method: query.method,
+      inTransaction: isTransactionClient(this.client),
+      requestId: owner?.requestId,
+      route: owner?.route
     }
+    if (queryStart.hasSubscribers) queryStart.publish(start)
     const started = performance.now()
     const ended = (error: unknown) => {
       if (!queryEnd.hasSubscribers) return
       const errorCode = codeOf(error)
-      queryEnd.publish({ pool: identity, queryId, connectionId, durationMillis: performance.now() - started, ...(errorCode === undefined ? {} : { errorCode }) })
+      queryEnd.publish({ ...start, durationMillis: performance.now() - started, ...(errorCode === undefined ? {} : { errorCode }) })
     }
+    const queryId = start.queryId
     return this.#run(query, queryId).then(
       (result) => { ended(undefined); return result },
       (error: unknown) => { ended(error ?? new Error('the statement failed')); throw error }

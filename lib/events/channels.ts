@@ -76,6 +76,8 @@ export interface PoolReleaseEvent extends PoolEvent {
   /** The host it is connected to: `host:port` or the socket path, as in `stats().hosts`. */
   readonly host: string
   readonly connectionId: number | null
+  /** From the borrow to this release; undefined when nobody subscribed to `pool:release` at the borrow. */
+  readonly heldMillis: number | undefined
 }
 
 /**
@@ -97,16 +99,21 @@ export interface QueryStartEvent extends PoolEvent {
   /** Unique in this process; pairs start, end and timeout. */
   readonly queryId: number
   readonly connectionId: number | null
+  /** The host it runs on: `host:port` or the socket path, as in `stats().hosts`. */
+  readonly host: string
   /** The statement with `?` placeholders, never its bound values. */
   readonly sql: string
   /** knex's method (`select`, `insert`, `raw`, …), when it says. */
   readonly method: string | undefined
   readonly inTransaction: boolean
+  /** The request it belongs to (`request.db`), by Fastify's request id; undefined outside a request. */
+  readonly requestId: string | undefined
+  /** Its request's route (`GET /users/:id`); undefined outside a request. */
+  readonly route: string | undefined
 }
 
-export interface QueryEndEvent extends PoolEvent {
-  readonly queryId: number
-  readonly connectionId: number | null
+/** A statement's end carries its start's fields too, so a subscriber needs no map from start to end. */
+export interface QueryEndEvent extends QueryStartEvent {
   readonly durationMillis: number
   /** The error's code when the statement failed (`ER_DUP_ENTRY`, `FST_FORK_SAFE_DB_QUERY_TIMEOUT`, …). */
   readonly errorCode?: string

@@ -263,7 +263,8 @@ export class ForkSafePool {
       rebuilds: this.#rebuilds,
       ...describePool(own?.runtime.client === undefined ? undefined : poolOf(own.runtime.client), own?.runtime.counters),
       budget: this.#budget,
-      hosts: this.#hostStats(own)
+      hosts: this.#hostStats(own),
+      holders: []
     }
   }
 

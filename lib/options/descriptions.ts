@@ -28,6 +28,10 @@ const IDENTIFIER = /^[A-Za-z_$][\w$]*$/
 const MAX_TIMER_MILLIS = 2 ** 31 - 1
 const GENERIC_POOL = 'it is a generic-pool option tarn (knex\'s pool) does not take'
 
+/** An OpenTelemetry meter provider, told by its one method the plugin calls. */
+const isMeterProvider = (value: unknown): boolean =>
+  typeof value === 'object' && value !== null && typeof (value as { getMeter?: unknown }).getMeter === 'function'
+
 /** A key knex's types list but the plugin refuses whenever it is set: why, for the message and the docs. */
 const refuse = (why: string, nullIsUnset = false): OptionSpec => ({ type: '', doc: '', rule: { kind: 'object' }, refused: why, nullIsUnset })
 
@@ -320,6 +324,38 @@ export const PLUGIN_OPTIONS = {
       }
     },
     defaultText: 'none (queries fail while every host lags)'
+  },
+
+  metrics: {
+    type: 'boolean | MeterProvider | { meterProvider?, poolName? }',
+    doc: 'OpenTelemetry metrics named as the database semantic conventions name them: `db.client.operation.duration` and the pool\'s `db.client.connection.*` (count by state, idle.max, idle.min, max, pending_requests, timeouts, create_time, wait_time, use_time), with `db.client.connection.pool.name`, `db.system.name`, `server.address`, `server.port` and `db.namespace`. `true` uses the global meter provider of `@opentelemetry/api` (an optional peer dependency: without it, registration fails with `FST_FORK_SAFE_DB_INVALID_OPTION`); a meter provider, or `{ meterProvider, poolName }`, names its own. With no SDK installed, the API\'s no-op meter costs nothing.',
+    rule: {
+      kind: 'custom',
+      expected: 'true, false, a meter provider (an object with getMeter), or { meterProvider?, poolName? }',
+      check (value, name, fail) {
+        if (typeof value === 'boolean' || isMeterProvider(value)) return
+        if (!isPlainObject(value)) fail(`${name} must be true, false, a meter provider (an object with getMeter) or { meterProvider?, poolName? }, got ${describeValue(value)}`)
+        const { meterProvider, poolName, ...unknown } = value as Record<string, unknown>
+        const extra = Object.keys(unknown)
+        if (extra.length > 0) fail(`${name} has an unknown key \`${extra[0]}\` (it takes meterProvider and poolName)`)
+        if (meterProvider !== undefined && !isMeterProvider(meterProvider)) fail(`${name}.meterProvider must be a meter provider (an object with getMeter), got ${describeValue(meterProvider)}`)
+        if (poolName !== undefined && (typeof poolName !== 'string' || poolName.length === 0)) fail(`${name}.poolName must be a non-empty string, got ${describeValue(poolName)}`)
+      }
+    },
+    default: false,
+    defaultText: '`false`'
+  },
+  leakDetectionThresholdMillis: {
+    type: 'number',
+    doc: 'A connection held (borrowed and not given back) longer than this logs one warning with the stack of the code that borrowed it, its route and request id; when it comes back, one line says so. Nothing is reclaimed. `stats().holders` lists who holds each connection. Stacks are captured only while this is on. `0` turns it off.',
+    rule: milliseconds(0, '0 = off'),
+    default: 0
+  },
+  slowQueryMillis: {
+    type: 'number',
+    doc: 'A statement that runs longer than this logs one warning with its SQL (placeholders, never bound values), its duration, route and request id. `0` turns it off.',
+    rule: milliseconds(0, '0 = off'),
+    default: 0
   },
 
   // knex's own, passed to knex as they are (knex's documentation describes them).

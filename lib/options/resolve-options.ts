@@ -3,10 +3,10 @@ import { FST_FORK_SAFE_DB_INVALID_OPTION } from '../errors'
 import { workersFromEnvironment, type ResolvedBudget } from './budget'
 import { resolveConnection, type ResolvedConnection, type UnsafeOptIns } from './connection'
 import { BUDGET_OPTIONS, PLUGIN_OPTIONS, POOL_OPTIONS } from './descriptions'
-import type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions, HostPolicyOption, HostRoleOption, KnexPassThrough } from './types'
+import type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions, HostPolicyOption, HostRoleOption, KnexPassThrough, MeterProviderLike, MetricsOptions } from './types'
 import { describeValue, isPlainObject, readOptions, type OptionTable, type Reader } from './validate'
 
-export type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions, KnexPassThrough, ResolvedBudget }
+export type { AfterCreate, ForkSafeDbOptions, ForkSafeDbPoolOptions, KnexPassThrough, MeterProviderLike, MetricsOptions, ResolvedBudget }
 
 /** Pool sizes and timings, validated; acquireTimeoutMillis is the one knex will apply. */
 export type ResolvedPool = Required<Pick<ForkSafeDbPoolOptions, 'min' | 'max' | 'acquireTimeoutMillis'>> &
@@ -41,6 +41,18 @@ export interface ResolvedOptions {
   replicaLagCheckMillis: number
   /** The decorator of the registration that serves queries while every replica lags. */
   replicaLagFallback: string | undefined
+  /** OpenTelemetry metrics: where they go and the pool's name; undefined: off. */
+  metrics: ResolvedMetrics | undefined
+  /** 0: leak detection off. */
+  leakDetectionThresholdMillis: number
+  /** 0: no slow-query log. */
+  slowQueryMillis: number
+}
+
+/** The `metrics` option resolved: a provider (undefined: the global one) and the pool's name. */
+export interface ResolvedMetrics {
+  meterProvider: MeterProviderLike | undefined
+  poolName: string
 }
 
 // The description and the public type name the same options (refused keys aside): a key added
@@ -112,8 +124,20 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     budget: resolveBudget(read.budget as Omit<ResolvedBudget, 'workersFrom' | 'explicitMax' | 'explicitMin'> | undefined, options),
     warmupConcurrency: read.warmupConcurrency as number,
     warmupJitterMillis: read.warmupJitterMillis as number,
-    ...resolveReplicaLag(read)
+    ...resolveReplicaLag(read),
+    metrics: resolveMetrics(read.metrics as ForkSafeDbOptions['metrics'], read.decorator as string),
+    leakDetectionThresholdMillis: read.leakDetectionThresholdMillis as number,
+    slowQueryMillis: read.slowQueryMillis as number
   }
+}
+
+/** `metrics` as given: off, the global provider, a provider, or `{ meterProvider, poolName }`. */
+function resolveMetrics (metrics: ForkSafeDbOptions['metrics'], decorator: string): ResolvedMetrics | undefined {
+  if (metrics === undefined || metrics === false) return undefined
+  if (metrics === true) return { meterProvider: undefined, poolName: decorator }
+  if (typeof (metrics as MeterProviderLike).getMeter === 'function') return { meterProvider: metrics as MeterProviderLike, poolName: decorator }
+  const { meterProvider, poolName } = metrics as MetricsOptions
+  return { meterProvider, poolName: poolName ?? decorator }
 }
 
 /** The lag guard's options: a fallback needs the guard, and must be another registration. */

@@ -14,6 +14,22 @@ export type HostPolicyOption = 'sequential' | 'random'
 /** `primary`: every connection must take writes; `any`: any server that answers queries. */
 export type HostRoleOption = 'primary' | 'any'
 
+/**
+ * The part of OpenTelemetry's `MeterProvider` the plugin calls. Written out, so the plugin's types
+ * do not need `@opentelemetry/api` installed; an SDK's `MeterProvider` fits it.
+ */
+export interface MeterProviderLike {
+  getMeter (name: string, version?: string, options?: { schemaUrl?: string }): unknown
+}
+
+/** `metrics` as an object: where the metrics go, and the pool's name in them. */
+export interface MetricsOptions {
+  /** The provider to create the plugin's meter from. Default: the global one (`metrics.getMeterProvider()` of `@opentelemetry/api`). */
+  meterProvider?: MeterProviderLike
+  /** `db.client.connection.pool.name` on every metric. Default: the registration's `decorator`. */
+  poolName?: string
+}
+
 /** knex's options the plugin passes through as they are. */
 export type KnexPassThrough = Pick<Knex.Config,
   'version' | 'debug' | 'postProcessResponse' | 'wrapIdentifier' | 'useNullAsDefault' | 'asyncStackTraces' | 'migrations' | 'seeds' | 'acquireConnectionTimeout'
@@ -109,4 +125,14 @@ export interface ForkSafeDbOptions extends KnexPassThrough {
   replicaLagCheckMillis?: number
   /** Another registration's decorator (e.g. 'db') whose pool serves queries while every replica lags. Default: none. */
   replicaLagFallback?: string
+  /**
+   * OpenTelemetry metrics with the semantic conventions' names (`db.client.connection.*`,
+   * `db.client.operation.duration`): `true` for the global meter provider, a meter provider, or
+   * `{ meterProvider, poolName }`. Needs `@opentelemetry/api`. Default false.
+   */
+  metrics?: boolean | MeterProviderLike | MetricsOptions
+  /** A connection held longer than this logs one warning with the borrower's stack, route and request id. Default 0: off. */
+  leakDetectionThresholdMillis?: number
+  /** A statement that runs longer than this logs one warning with its SQL (placeholders only), route and request id. Default 0: off. */
+  slowQueryMillis?: number
 }

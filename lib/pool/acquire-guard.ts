@@ -5,7 +5,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { isAcquireTimeout, poolOf, type ForkSafeTarnPool } from '../driver/tarn-pool'
 import type { DialectClient, DriverConnection } from '../driver/types'
 import { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_POOL_SATURATED } from '../errors'
-import { codeOf, poolAcquire, type PoolIdentity } from '../events/channels'
+import { codeOf, poolAcquire, poolRelease, type PoolIdentity } from '../events/channels'
 import { classifyConnectError } from '../query/classify-error'
 import type { ConnectGate } from './connect-breaker'
 import { connectionState } from './connection-state'
@@ -97,6 +97,8 @@ function acquired (host: AcquireHost, connection: DriverConnection, record: bool
   const state = connectionState(connection)
   const cold = state !== undefined && !state.borrowed
   if (cold) state.borrowed = true
+  // A release reports how long its connection was held: the borrow is timed while anyone listens.
+  if (state !== undefined) state.lentAt = poolRelease.hasSubscribers ? performance.now() : 0
   const subscribed = poolAcquire.hasSubscribers
   if (!subscribed && !(cold && record)) return connection
   const waitMillis = performance.now() - started

@@ -27,6 +27,8 @@ export interface ConnectionState {
   readonly connectMillis: number
   /** Which of the registration's hosts it is connected to (its index in the host list; 0 with one host). */
   readonly hostIndex: number
+  /** performance.now() when last lent, recorded only while someone subscribes to `pool:release` (0: not recorded). */
+  lentAt: number
   /** Set when retired: never lent again, destroyed now if idle, else when released. */
   retired: RetireReason | undefined
 }
@@ -35,7 +37,13 @@ type WithState = DriverConnection & { [STATE]?: ConnectionState }
 
 /** Gives a new connection its record, idle from now. */
 export function initConnectionState (connection: DriverConnection, connectMillis: number, hostIndex = 0): void {
-  ;(connection as WithState)[STATE] = { idleSince: performance.now(), borrowed: false, pinging: undefined, connectMillis, hostIndex, retired: undefined }
+  ;(connection as WithState)[STATE] = { idleSince: performance.now(), borrowed: false, pinging: undefined, connectMillis, hostIndex, lentAt: 0, retired: undefined }
+}
+
+/** How long `connection` has been lent, if its borrow was timed (see `lentAt`). */
+export function heldMillisOf (connection: DriverConnection): number | undefined {
+  const lentAt = (connection as WithState)[STATE]?.lentAt ?? 0
+  return lentAt === 0 ? undefined : performance.now() - lentAt
 }
 
 /** The connection's record; undefined for one the plugin did not set up (never in its pool). */

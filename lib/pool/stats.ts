@@ -143,6 +143,21 @@ export interface HostStats {
   lagSeconds?: number | null
 }
 
+/** A connection lent out now, and who borrowed it: `stats().holders`. */
+export interface ConnectionHolder {
+  connectionId: number | null
+  /** `host:port`, or the socket path. */
+  host: string
+  /** How long it has been lent, in milliseconds. */
+  heldMillis: number
+  /** The borrowing request's id; undefined for `fastify.db` outside a request. */
+  requestId: string | undefined
+  /** The borrowing request's route (`GET /users/:id`); undefined outside a request. */
+  route: string | undefined
+  /** The stack of the code that borrowed it (captured only while `leakDetectionThresholdMillis` is on). */
+  stack: string | undefined
+}
+
 /** What `fastify.dbPool.stats()` returns: this process's pool, all counts from this process only. */
 export interface ForkSafeDbStats {
   pid: number
@@ -160,6 +175,8 @@ export interface ForkSafeDbStats {
   budget: ConnectionBudget | undefined
   /** Each host of the registration, in order: its state, its connections, its failed connects. */
   hosts: HostStats[]
+  /** Who holds each lent connection, longest held first; filled while `leakDetectionThresholdMillis` is on, else empty. */
+  holders: ConnectionHolder[]
 }
 
 /** The connection counts and timings of a pool, or zeros when there is none in this process. */

@@ -10,6 +10,10 @@ import type { DriverConnection } from '../driver/types'
 export interface StatementOwner {
   /** The client went away: statements not yet sent are not sent at all. */
   readonly clientGone: boolean
+  /** Its request's id (Fastify's `request.id`), for events and log lines. */
+  readonly requestId: string
+  /** Its request's route (`GET /users/:id`), for events and log lines. */
+  readonly route: string
   /** One of its statements began on `connection`. */
   started: (connection: DriverConnection) => void
   finished: (connection: DriverConnection) => void

@@ -195,6 +195,16 @@ export class RequestScope implements StatementOwner {
     return `${method.toString()} ${url ?? this.#request.url}`
   }
 
+  /** Fastify's id of this scope's request. */
+  get requestId (): string {
+    return this.#request.id
+  }
+
+  /** This scope's route, `GET /users/:id` (the URL when no route matched). */
+  get route (): string {
+    return this.#route()
+  }
+
   /** A statement of this request began on `connection`. */
   started (connection: DriverConnection): void {
     if (this.#running === undefined) this.#running = connection
