@@ -18,6 +18,8 @@ const LAYERS: ReadonlyArray<{ name: string, paths: readonly string[] }> = [
   { name: 'pool', paths: ['pool/'] },
   // Several hosts: which one a connection goes to, what each says of its role and lag.
   { name: 'hosts', paths: ['hosts/'] },
+  // What operators read: metrics, leak detection, the slow-query log (subscribers of events/).
+  { name: 'telemetry', paths: ['telemetry/'] },
   // knex's client and runner subclasses, and the state they share.
   { name: 'client', paths: ['client/'] },
   // One process's pool: built per pid, warmed, closed.
