@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import knex from 'knex'
 import { createPool } from 'mysql2/promise'
+import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
 import forkSafeDb, { type ForkSafeDbOptions } from 'fastify-fork-safe-db'
 import { userPath } from './database'
 
@@ -59,6 +60,19 @@ function constantApp (): Built {
   return { app }
 }
 
+// An OpenTelemetry SDK that aggregates what it is given and exports nothing: what an app with a
+// Prometheus or OTLP reader pays per request, without the export's own work.
+class PullOnlyReader extends MetricReader {
+  protected override async onForceFlush (): Promise<void> {}
+  protected override async onShutdown (): Promise<void> {}
+}
+
+async function meteredApp (url: string): Promise<Built> {
+  const provider = new MeterProvider({ readers: [new PullOnlyReader()] })
+  const built = await pluginApp(url, { metrics: provider }, true)
+  return { ...built, close: () => provider.shutdown() }
+}
+
 const VARIANTS: Record<string, { name: string, build: (url: string) => Built | Promise<Built> }> = {
   plugin: { name: 'plugin, every default (request.db)', build: (url) => pluginApp(url, {}, true) },
   knex: { name: 'bare knex in a closure', build: (url) => knexApp(url, false) },
@@ -80,6 +94,11 @@ const VARIANTS: Record<string, { name: string, build: (url: string) => Built | P
     build: (url) => pluginApp(url, { queryTimeoutMillis: 0 }, true)
   },
   'no-check': { name: 'plugin, no borrow check', build: (url) => pluginApp(url, NO_CHECK, true) },
+  // What an operator turns on (issue 21): each costs nothing until used, or states its cost.
+  'metrics-noop': { name: 'plugin, metrics: true with no OpenTelemetry SDK (the API\'s no-op meter)', build: (url) => pluginApp(url, { metrics: true }, true) },
+  'metrics-sdk': { name: 'plugin, metrics into an OpenTelemetry SDK MeterProvider', build: meteredApp },
+  'leak-detection': { name: 'plugin, leakDetectionThresholdMillis: 10000 (a stack per borrow)', build: (url) => pluginApp(url, { leakDetectionThresholdMillis: 10_000 }, true) },
+  'slow-query': { name: 'plugin, slowQueryMillis: 1000', build: (url) => pluginApp(url, { slowQueryMillis: 1000 }, true) },
   none: {
     name: 'plugin, all of these off',
     build: (url) => pluginApp(url, { queryTimeoutMillis: 0, ...NO_CHECK }, false)
