@@ -7,6 +7,7 @@ import fp from 'fastify-plugin'
 import type { Knex } from 'knex'
 import * as errors from './errors'
 import { channels } from './events/channels'
+import { tracingChannels } from './events/tracing'
 import { checkKnexInternals } from './driver/versions'
 import { ForkSafePool, type RefreshResult } from './lifecycle/fork-safe-pool'
 import { recordRegistration, registrationNamed } from './lifecycle/registrations'
@@ -200,6 +201,11 @@ export {
 export { computeBudget }
 /** The names of the plugin's diagnostics_channel channels (docs/architecture.md lists their fields). */
 export { channels }
+/** The names of the plugin's TracingChannels, for `diagnostics_channel.tracingChannel(…)` (docs/architecture.md lists their contexts). */
+export { tracingChannels }
+export type {
+  AcquireTraceContext, CancelTraceContext, ConnectTraceContext, QueryTraceContext, TraceContext, TransactionTraceContext
+} from './events/tracing'
 export type {
   BreakerCloseEvent, BreakerOpenEvent, DestroyReason, PoolAcquireEvent, PoolConnectEvent, PoolDestroyEvent, PoolIdentity,
   PoolReleaseEvent, QueryCancelEvent, QueryEndEvent, QueryStartEvent, QueryTimeoutEvent, TransactionBeginEvent, TransactionEndEvent
@@ -214,4 +220,4 @@ export type { RefreshResult } from './lifecycle/fork-safe-pool'
 
 // `require('fastify-fork-safe-db')` returns the plugin itself, like every Fastify plugin, with the
 // named exports hanging off it so destructuring `require` keeps working.
-module.exports = Object.assign(forkSafeDb, { default: forkSafeDb, forkSafeDb, computeBudget, channels }, errors)
+module.exports = Object.assign(forkSafeDb, { default: forkSafeDb, forkSafeDb, computeBudget, channels, tracingChannels }, errors)

@@ -5,12 +5,14 @@ import { poolFromKnexSettings, poolOf, type ForkSafeTarnPool } from '../driver/t
 import type { CompiledQuery, DriverConnection } from '../driver/types'
 import { checkPool } from '../driver/versions'
 import { codeOf, poolConnect, poolDestroy, poolRelease, queryTimeout, transactionBegin, transactionEnd, type DestroyReason, type PoolIdentity } from '../events/channels'
+import { traced, transactionTrace } from '../events/tracing'
 import { refusedAnswer } from '../hosts/refused-answer'
 import { acquireGuarded } from '../pool/acquire-guard'
 import { connectionState, heldMillisOf } from '../pool/connection-state'
 import { isRetired } from '../pool/retire'
 import { TIMED_OUT } from '../query/cancel'
 import { classifyStatementError } from '../query/classify-error'
+import { ownerOf } from '../query/owners'
 import { outcomeBeforeCommit } from '../query/transaction-outcome'
 import { settleFailedTransactionStatement, unsentTransactionStatement } from '../query/transaction-statement'
 import { boundTransactionStatement } from '../query/timeout'
@@ -29,7 +31,9 @@ import { runtimeOf } from './runtime'
 let transactionIds = 0
 /** The last transaction statement a transaction's client ran: tells a commit from a rollback. */
 const LAST_STATEMENT = Symbol('fastify-fork-safe-db:last-transaction-statement')
-type TransactionClient = { [LAST_STATEMENT]?: string }
+/** The thread id of a transaction's connection, for its tracing context. */
+const THREAD_ID = Symbol('fastify-fork-safe-db:transaction-thread-id')
+type TransactionClient = { [LAST_STATEMENT]?: string, [THREAD_ID]?: number | null }
 
 export class ForkSafeClient extends KnexMySql2Client {
   constructor (config: Knex.Config) {
@@ -91,7 +95,11 @@ export class ForkSafeClient extends KnexMySql2Client {
    */
   override query (connection: DriverConnection, query: CompiledQuery | string): Promise<unknown> {
     if (!isTransactionStatement(query)) return super.query(connection, query)
-    if (transactionEnd.hasSubscribers) (this as TransactionClient)[LAST_STATEMENT] = query
+    if (transactionEnd.hasSubscribers || transactionTrace.hasSubscribers) {
+      const transactionClient = this as TransactionClient
+      transactionClient[LAST_STATEMENT] = query
+      transactionClient[THREAD_ID] = connection.threadId
+    }
     const settled = settleOnTimedOutTransaction(connection, query)
     if (settled !== undefined) return settled
     const runtime = runtimeOf(this)
@@ -136,8 +144,11 @@ export class ForkSafeClient extends KnexMySql2Client {
     const { decorator } = runtimeOf(this).options
     return super.transaction((trx) => {
       if (trx.isCompleted()) return undefined
-      if (transactionBegin.hasSubscribers || transactionEnd.hasSubscribers) observeTransaction(runtimeOf(this).identity, trx, nested, attemptOf(config))
-      return nested ? container(trx) : withOutcome(container, trx, decorator)
+      const run = () => nested ? container(trx) : withOutcome(container, trx, decorator)
+      const traceIt = transactionTrace.hasSubscribers
+      if (!traceIt && !transactionBegin.hasSubscribers && !transactionEnd.hasSubscribers) return run()
+      const transactionId = observeTransaction(runtimeOf(this).identity, trx, nested, attemptOf(config))
+      return traceIt ? tracedTransaction(runtimeOf(this).identity, trx, transactionId, nested, attemptOf(config), run) : run()
     }, config, outerTx)
   }
 
@@ -193,9 +204,10 @@ function destroyReason (pool: ForkSafeTarnPool, connection: DriverConnection): D
   return limit !== undefined && limit <= performance.now() ? 'expired' : 'retired'
 }
 
-/** Publishes the transaction's begin now and its end when it settles. */
-function observeTransaction (identity: PoolIdentity, trx: Knex.Transaction, nested: boolean, attempt: number): void {
+/** Publishes the transaction's begin now and its end when it settles; returns its id. */
+function observeTransaction (identity: PoolIdentity, trx: Knex.Transaction, nested: boolean, attempt: number): number {
   const transactionId = ++transactionIds
+  if (!transactionBegin.hasSubscribers && !transactionEnd.hasSubscribers) return transactionId
   const started = performance.now()
   if (transactionBegin.hasSubscribers) transactionBegin.publish({ pool: identity, transactionId, nested, attempt })
   const client = clientOfTransaction(trx) as TransactionClient
@@ -212,4 +224,25 @@ function observeTransaction (identity: PoolIdentity, trx: Knex.Transaction, nest
     })
   }
   trx.executionPromise.then(() => ended(undefined), (error: unknown) => ended(error ?? new Error('rolled back')))
+  return transactionId
+}
+
+/**
+ * Runs the container (`run`) traced on the `transaction` tracing channel, in the start channel's
+ * stores, until the transaction settles; returns the container's result to knex.
+ */
+function tracedTransaction (identity: PoolIdentity, trx: Knex.Transaction, transactionId: number, nested: boolean, attempt: number, run: () => unknown): unknown {
+  const client = clientOfTransaction(trx) as TransactionClient
+  let result: unknown
+  const context = { pool: identity, transactionId, nested, attempt, connectionId: client[THREAD_ID] }
+  traced(transactionTrace, context, () => { result = run(); return trx.executionPromise }, (traceContext, _value, millis) => {
+    traceContext.durationMillis = millis
+    traceContext.outcome = traceContext.error === undefined && !/^\s*ROLLBACK\b/i.test(client[LAST_STATEMENT] ?? '') ? 'committed' : 'rolled back'
+    const owner = ownerOf(client, client)
+    if (owner !== undefined) {
+      traceContext.requestId = owner.requestId
+      traceContext.route = owner.route
+    }
+  }).catch(() => {})
+  return result
 }

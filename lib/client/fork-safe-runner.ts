@@ -3,6 +3,7 @@ import { isStatementTimeout, isTransactionClient, KnexRunnerBase, streamOfCallba
 import type { CompiledQuery, DriverConnection, KnexRunner } from '../driver/types'
 import { FST_FORK_SAFE_DB_CLIENT_GONE } from '../errors'
 import { codeOf, queryEnd, queryStart, queryTimeout, type QueryStartEvent } from '../events/channels'
+import { queryTrace, traced } from '../events/tracing'
 import { refusedAnswer } from '../hosts/refused-answer'
 import { TIMED_OUT } from '../query/cancel'
 import { classifyStatementError } from '../query/classify-error'
@@ -24,7 +25,8 @@ import { runtimeOf, type ClientRuntime } from './runtime'
 // - a `.timeout()` of the user's expires as knex makes it, with the plugin's error;
 // - inside a transaction, a statement that times out either way closes the transaction's
 //   connection, and later statements on it fail at once (query/transaction-timeout.ts);
-// - while anyone subscribes, it is published on `query:start`, `query:end` and `query:timeout`.
+// - while anyone subscribes, it is published on `query:start`, `query:end` and `query:timeout`,
+//   and traced on the `query` tracing channel (events/tracing.ts).
 // All of it in one promise per statement; a statement with no deadline, no request and no
 // subscriber goes to knex with only a `.catch` for a server's refusal (hosts/refused-answer.ts).
 
@@ -52,7 +54,7 @@ export class ForkSafeRunner extends KnexRunnerBase {
   }
 
   override query (query: CompiledQuery): Promise<unknown> {
-    if (!queryStart.hasSubscribers && !queryEnd.hasSubscribers && !queryTimeout.hasSubscribers) return this.#run(query, undefined)
+    if (!queryStart.hasSubscribers && !queryEnd.hasSubscribers && !queryTimeout.hasSubscribers && !queryTrace.hasSubscribers) return this.#run(query, undefined)
     return this.#published(query)
   }
 
@@ -79,7 +81,11 @@ export class ForkSafeRunner extends KnexRunnerBase {
       queryEnd.publish({ ...start, durationMillis: performance.now() - started, ...(errorCode === undefined ? {} : { errorCode }) })
     }
     const queryId = start.queryId
-    return this.#run(query, queryId).then(
+    const run = () => this.#run(query, queryId)
+    const statement = queryTrace.hasSubscribers
+      ? traced(queryTrace, { ...start }, run, (context, _rows, millis) => { context.durationMillis = millis })
+      : run()
+    return statement.then(
       (result) => { ended(undefined); return result },
       (error: unknown) => { ended(error ?? new Error('the statement failed')); throw error }
     )

@@ -6,6 +6,7 @@ import { isAcquireTimeout, poolOf, type ForkSafeTarnPool } from '../driver/tarn-
 import type { DialectClient, DriverConnection } from '../driver/types'
 import { FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, FST_FORK_SAFE_DB_CLOSED, FST_FORK_SAFE_DB_POOL_SATURATED } from '../errors'
 import { codeOf, poolAcquire, poolRelease, type PoolIdentity } from '../events/channels'
+import { acquireTrace, traced } from '../events/tracing'
 import { classifyConnectError } from '../query/classify-error'
 import type { ConnectGate } from './connect-breaker'
 import { connectionState } from './connection-state'
@@ -17,7 +18,8 @@ import { roundMillis } from './stats'
 // into quick 503s instead of a growing queue of requests that will time out anyway. A wait that
 // does time out becomes FST_FORK_SAFE_DB_ACQUIRE_TIMEOUT, still a KnexTimeoutError for code
 // written against knex. Every borrow is published on `pool:acquire` with its wait, and whether it
-// waited for a connect of its own (cold): `stats()` counts those of queries.
+// waited for a connect of its own (cold): `stats()` counts those of queries; and traced, while
+// anyone subscribes, on the `acquire` tracing channel (events/tracing.ts).
 //
 // This is knex's acquireConnection as the plugin needs it, on tarn directly: no async wrapper
 // around knex's own (it is on every query's path), and a free connection lent without tarn's
@@ -54,6 +56,16 @@ function saturated (pool: ForkSafeTarnPool, maxPendingAcquires: number): boolean
  * statistics; the plugin's own (warm-up, keeper, health check) are published as internal.
  */
 export function acquireGuarded (client: DialectClient, host: AcquireHost, record: boolean): Promise<DriverConnection> {
+  if (!acquireTrace.hasSubscribers) return guarded(client, host, record)
+  return traced(acquireTrace, { pool: host.identity, internal: !record }, () => guarded(client, host, record), (context, connection, millis) => {
+    context.waitMillis = millis
+    if (connection === undefined) return
+    context.connectionId = connection.threadId
+    context.host = host.hostLabelOf(connection)
+  })
+}
+
+function guarded (client: DialectClient, host: AcquireHost, record: boolean): Promise<DriverConnection> {
   const { decorator, maxPendingAcquires } = host.options
   const pool = poolOf(client)
   if (host.tornDown || pool === undefined) return refused(host, record, new FST_FORK_SAFE_DB_CLOSED(decorator))

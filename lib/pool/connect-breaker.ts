@@ -1,6 +1,8 @@
 import type { FastifyBaseLogger } from 'fastify'
+import type { DriverConnection } from '../driver/types'
 import { FST_FORK_SAFE_DB_UNAVAILABLE } from '../errors'
 import { breakerClose, breakerOpen, codeOf, type PoolIdentity } from '../events/channels'
+import { connectTrace, traced } from '../events/tracing'
 import { classifyConnectError } from '../query/classify-error'
 import { OutageLog } from './outage-log'
 
@@ -16,7 +18,8 @@ import { OutageLog } from './outage-log'
 // _CONNECT_REFUSED, or _UNAVAILABLE naming the driver's code), the later ones as
 // FST_FORK_SAFE_DB_UNAVAILABLE; the driver error is the `cause` of each. The outage is logged by
 // outage-log.ts: once as it begins, in summaries while it lasts, once as it ends; and published
-// on the `breaker:open` and `breaker:close` channels.
+// on the `breaker:open` and `breaker:close` channels. While anyone subscribes, each attempt it lets
+// through is traced on the `connect` tracing channel, with the breaker's state (events/tracing.ts).
 
 const FIRST_BACKOFF_MILLIS = 100
 const MAX_BACKOFF_MILLIS = 400
@@ -70,8 +73,17 @@ export class ConnectBreaker implements ConnectGate {
   }
 
   /** Runs `connect` unless attempts are held back; records its outcome. */
-  async attempt<T> (connect: () => Promise<T>): Promise<T> {
+  async attempt (connect: () => Promise<DriverConnection>): Promise<DriverConnection> {
     if (this.isOpen()) throw this.unavailable()
+    if (!connectTrace.hasSubscribers) return this.#attempt(connect)
+    const context = { pool: this.#identity, host: this.#host.label, breaker: this.#failures > 0 ? 'half-open' as const : 'closed' as const }
+    return traced(connectTrace, context, () => this.#attempt(connect), (traceContext, connection, millis) => {
+      traceContext.connectMillis = millis
+      if (connection !== undefined) traceContext.connectionId = connection.threadId
+    })
+  }
+
+  async #attempt (connect: () => Promise<DriverConnection>): Promise<DriverConnection> {
     const probe = this.#failures > 0
     if (probe) this.#probing = true
     try {

@@ -4,6 +4,7 @@ import { markDisposed } from '../driver/knex-parts'
 import type { DriverConnection } from '../driver/types'
 import { FST_FORK_SAFE_DB_QUERY_TIMEOUT } from '../errors'
 import { queryCancel, type PoolIdentity } from '../events/channels'
+import { cancelTrace, traced } from '../events/tracing'
 
 // Cancelling a statement means a KILL QUERY sent on a separate connection: closing our side of
 // the socket would leave the statement running on the server. The caller that gave up must not
@@ -11,7 +12,9 @@ import { queryCancel, type PoolIdentity } from '../events/channels'
 // timeout), so it goes on in the background, bounded, and the connection is marked disposed:
 // the pool never hands it out again while its statement may still be running. The KILL's
 // connection is opened even while the pool is closing (the pool opens no connection of its own
-// then, but a statement left running would outlive the process's interest in it).
+// then, but a statement left running would outlive the process's interest in it). While anyone
+// subscribes, each cancel is traced on the `cancel` tracing channel until the KILL is answered
+// or given up (events/tracing.ts).
 
 /** The server's "Unknown thread id" answer to a KILL. */
 const ER_NO_SUCH_THREAD = 1094
@@ -60,9 +63,25 @@ export class QueryCanceller {
     markDisposed(connection, new Error(reason))
     const { threadId } = connection
     if (queryCancel.hasSubscribers) queryCancel.publish({ pool: this.#host.identity, connectionId: threadId, host: this.#host.hostLabelOf(connection), reason })
+    if (!cancelTrace.hasSubscribers) {
+      this.#kill(connection, reason, () => {}, () => {})
+      return
+    }
+    const context = { pool: this.#host.identity, connectionId: threadId, host: this.#host.hostLabelOf(connection), reason }
+    const killed = () => new Promise<void>((resolve, reject) => this.#kill(connection, reason, resolve, reject))
+    traced(cancelTrace, context, killed, (traceContext, _value, millis) => { traceContext.durationMillis = millis }).catch(() => {})
+  }
+
+  /**
+   * Sends the KILL in the background: `done` once it is answered (or there was nothing to kill),
+   * `failed` with what the connection was closed with when it is given up.
+   */
+  #kill (connection: DriverConnection, reason: string, done: () => void, failed: (error: Error) => void): void {
+    const { threadId } = connection
     const opening = threadId === null ? undefined : this.#host.openKillConnection(connection)
     if (opening === undefined) {
       discard(connection, new Error(reason))
+      done()
       return
     }
     const timeoutMillis = this.#host.pingTimeoutMillis
@@ -77,8 +96,10 @@ export class QueryCanceller {
       // the one failing (with several hosts, new connections go elsewhere).
       if (reason === TIMED_OUT) this.#host.killFailed(connection, error)
       // Closing the socket at least frees the connection; the statement may run on.
-      discard(connection, closedWith(reason, error))
+      const closed = closedWith(reason, error)
+      discard(connection, closed)
       killer?.destroy()
+      failed(closed)
     }
     const timer = setTimeout(() => giveUp(new Error('KILL QUERY did not complete in time'), 'KILL QUERY did not complete in time; closing the connection'), timeoutMillis)
     opening
@@ -97,6 +118,7 @@ export class QueryCanceller {
         settled = true
         clearTimeout(timer)
         killer?.end()
+        done()
       }, (error: unknown) => {
         // No such thread: the statement's connection was already closed (a transaction's is, when
         // its statement times out) and the server ended the thread: nothing is left running.
@@ -104,6 +126,7 @@ export class QueryCanceller {
           settled = true
           clearTimeout(timer)
           killer?.end()
+          done()
           return
         }
         giveUp(error as Error, 'KILL QUERY failed; closing the connection')
