@@ -3,6 +3,7 @@ import type { Knex } from 'knex'
 import forkSafeDb from '../lib'
 import { ForkSafeClient } from '../lib/client/fork-safe-client'
 import { LeakTrackingClient } from '../lib/client/leak-tracking-client'
+import { simulatePid } from './helpers/app'
 import { barrier } from './helpers/barrier'
 import { perTestUser } from './helpers/database'
 import { request } from './helpers/http-client'
@@ -151,4 +152,32 @@ test('never warns, captures nothing and lists no holder for a registration that 
   await watched.line(isBack('audit'))
   const reported = watched.lines().filter((line) => line.msg === LEAK || line.msg === BACK)
   expect(reported.map((line) => [line.decorator, line.msg])).toEqual([['audit', LEAK], ['audit', BACK]])
+})
+
+test('after a pid change, reports and lists only the new process\'s holders, never the inherited pool\'s', async () => {
+  await app.register(forkSafeDb, { connection: fixture.user.url, leakDetectionThresholdMillis: THRESHOLD_MILLIS })
+  await app.ready()
+  const inherited = app.db
+  const parentTrx = await inherited.transaction()
+  const parentId = await connectionIdOf(parentTrx)
+
+  const restorePid = simulatePid(process.pid + 100_000)
+  try {
+    async function holdsInTheChild (): Promise<Knex.Transaction> { return await app.db.transaction() }
+    const childTrx = await holdsInTheChild()
+    const childId = await connectionIdOf(childTrx)
+    expect(app.dbPool.stats().holders.map((holder) => holder.connectionId)).toEqual([childId])
+    const warning = await watched.line(isLeak())
+    // The parent's connection was held longer: had the inherited pool's detector kept running, its warning would have come first.
+    expect(warning).toMatchObject({ connectionId: childId })
+    expect(watched.lines().filter(isLeak()).map((line) => line.connectionId)).not.toContain(parentId)
+    await childTrx.commit()
+    await app.close()
+  } finally {
+    restorePid()
+  }
+  // The parent's transaction still works on its connection, untouched by the child.
+  expect(await connectionIdOf(parentTrx)).toBe(parentId)
+  await parentTrx.rollback()
+  await inherited.destroy()
 })
