@@ -32,15 +32,6 @@ export class LeakTrackingClient extends LagFallbackClient {
     return marked(this, super.schemaBuilder())
   }
 
-  override acquireConnection (): Promise<DriverConnection> {
-    const leaks = runtimeOf(this).leaks
-    if (leaks === undefined) return super.acquireConnection()
-    return super.acquireConnection().then((connection) => {
-      leaks.lent(connection)
-      return connection
-    })
-  }
-
   override releaseConnection (connection: DriverConnection): Promise<void> {
     runtimeOf(this).leaks?.returned(connection)
     return super.releaseConnection(connection)

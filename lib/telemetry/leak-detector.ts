@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import type { DriverConnection } from '../driver/types'
+import { connectionState } from '../pool/connection-state'
 import { roundMillis, type ConnectionHolder } from '../pool/stats'
 import { ownerOf } from '../query/owners'
 import { borrowStackOf } from './borrow-site'
@@ -12,9 +13,9 @@ import { borrowStackOf } from './borrow-site'
 //
 // The holders are kept in the order they were lent (a Map keeps insertion order), so the first
 // one not yet reported is the next to cross the threshold: one timer per pool, armed for that
-// moment, instead of a timer per borrow. A holder learns who borrowed it after the borrow (the
-// runner or the transaction says so, see client/leak-tracking-client.ts); its request id, route
-// and stack are read only when it is reported or listed.
+// moment, instead of a timer per borrow. A holder is recorded by what borrowed (a statement's
+// runner, or a transaction's BEGIN: see client/leak-tracking-client.ts) in the borrow's own turn;
+// its request id, route and stack are read only when it is reported or listed.
 
 /** What the detector needs of its pool. */
 export interface LeakDetectorHost {
@@ -28,9 +29,9 @@ interface Holder {
   readonly connection: DriverConnection
   /** performance.now() when it was lent. */
   readonly since: number
-  /** What borrowed it: a builder or raw (with its client), or a transaction's client; undefined until known. */
-  source: object | undefined
-  client: object | undefined
+  /** What borrowed it: a builder or raw (with its client), or a transaction's client. */
+  readonly source: object
+  readonly client: object
   reported: boolean
 }
 
@@ -44,18 +45,16 @@ export class LeakDetector {
     this.#host = host
   }
 
-  /** `connection` was lent from the pool. */
-  lent (connection: DriverConnection): void {
-    this.#holders.set(connection, { connection, since: performance.now(), source: undefined, client: undefined, reported: false })
-    if (this.#timer === undefined && !this.#stopped) this.#arm(this.#host.thresholdMillis)
-  }
-
-  /** The lent `connection` runs statements of `source` (a builder on `client`, or a transaction's client): the first one named is its borrower. */
+  /**
+   * The lent `connection` runs a statement of `source` (a builder on `client`, or a transaction's
+   * client): the first one named is its borrower, held from now (the borrow's own turn) until
+   * `returned`. A connection the plugin did not open (the user's own, passed to `.connection()`)
+   * is not held: nothing would give it back.
+   */
   heldBy (connection: DriverConnection, source: object, client: object): void {
-    const holder = this.#holders.get(connection)
-    if (holder === undefined || holder.source !== undefined) return
-    holder.source = source
-    holder.client = client
+    if (this.#holders.has(connection) || connectionState(connection) === undefined) return
+    this.#holders.set(connection, { connection, since: performance.now(), source, client, reported: false })
+    if (this.#timer === undefined && !this.#stopped) this.#arm(this.#host.thresholdMillis)
   }
 
   /** `connection` went back to the pool. */
@@ -113,7 +112,7 @@ export class LeakDetector {
   }
 
   #describe (holder: Holder, now: number): ConnectionHolder {
-    const owner = holder.source === undefined || holder.client === undefined ? undefined : ownerOf(holder.source, holder.client)
+    const owner = ownerOf(holder.source, holder.client)
     return {
       connectionId: holder.connection.threadId,
       host: this.#host.hostLabelOf(holder.connection),
