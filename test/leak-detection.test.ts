@@ -6,6 +6,7 @@ import { LeakTrackingClient } from '../lib/client/leak-tracking-client'
 import { simulatePid } from './helpers/app'
 import { barrier } from './helpers/barrier'
 import { perTestUser } from './helpers/database'
+import { watchTimers } from './helpers/timers'
 import { request } from './helpers/http-client'
 import { buildWatchedApp, type WatchedApp } from './helpers/log-watch'
 
@@ -180,4 +181,19 @@ test('after a pid change, reports and lists only the new process\'s holders, nev
   expect(await connectionIdOf(parentTrx)).toBe(parentId)
   await parentTrx.rollback()
   await inherited.destroy()
+})
+
+test('leaves no sweep timer behind once the app is closed, though its holder never reached the threshold', async () => {
+  const timers = watchTimers()
+  try {
+    await app.register(forkSafeDb, { connection: fixture.user.url, leakDetectionThresholdMillis: 60_000 })
+    await app.ready()
+    const trx = await app.db.transaction()
+    expect((await timers.alive()).filter((stack) => stack.includes('leak-detector'))).toHaveLength(1)
+    await trx.commit()
+    await app.close()
+    expect((await timers.alive()).filter((stack) => stack.includes('leak-detector'))).toEqual([])
+  } finally {
+    timers.stop()
+  }
 })
