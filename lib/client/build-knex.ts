@@ -8,6 +8,7 @@ import { sanitizeQueryError, type FailedQuery } from '../query/sanitize-error'
 import type { DriverConnection } from '../driver/types'
 import { ForkSafeClient } from './fork-safe-client'
 import { LagFallbackClient } from './lag-fallback-client'
+import { LeakTrackingClient } from './leak-tracking-client'
 import { ClientRuntime, runtimeEntry, type RuntimeEvents } from './runtime'
 import { extendTransactions } from './transaction-retry'
 
@@ -27,8 +28,7 @@ export function buildKnex (options: ResolvedOptions, log: FastifyBaseLogger, eve
   const { afterCreate, validate, log: poolLog } = options.poolHooks
   const instance = knex({
     ...options.knex,
-    // Only a registration with a fallback releases connections another registration lent.
-    client: (options.replicaLagFallback === undefined ? ForkSafeClient : LagFallbackClient) as unknown as typeof Knex.Client,
+    client: clientClass(options) as unknown as typeof Knex.Client,
     connection: options.connection.knex as Knex.Config['connection'],
     // Placeholders, not values, in the statement knex prepends to a driver error's message.
     compileSqlOnError: false,
@@ -52,6 +52,15 @@ export function buildKnex (options: ResolvedOptions, log: FastifyBaseLogger, eve
   instance.client.prependListener('query-error', (error: unknown, query: FailedQuery) => sanitizeQueryError(error, query, options.secrets))
   extendTransactions(instance, log)
   return { knex: instance, runtime }
+}
+
+/**
+ * Only a registration with a fallback releases connections another registration lent; only one
+ * with leak detection captures stacks and keeps holders (it covers a fallback too).
+ */
+function clientClass (options: ResolvedOptions): typeof ForkSafeClient {
+  if (options.leakDetectionThresholdMillis > 0) return LeakTrackingClient
+  return options.replicaLagFallback === undefined ? ForkSafeClient : LagFallbackClient
 }
 
 /**

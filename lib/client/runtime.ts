@@ -21,6 +21,8 @@ import type { ShutdownHost } from '../pool/shutdown'
 import { countEvents, type PoolCounters } from '../pool/stats'
 import { QueryCanceller, type CancelHost } from '../query/cancel'
 import { Deadlines } from '../query/deadlines'
+import { LeakDetector } from '../telemetry/leak-detector'
+import { logSlowQueries } from '../telemetry/slow-query-log'
 import { openConnection, openMonitorConnection, openProbeConnection, type ConnectHost } from './connect'
 
 // Everything one knex instance of the plugin shares with the clients of its transactions. knex
@@ -62,6 +64,8 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
   /** The default query timeout's deadlines, unless it is off. */
   readonly deadlines: Deadlines | undefined
   readonly pingTimeoutMillis: number
+  /** `leakDetectionThresholdMillis`: who holds each lent connection, and the warning past the threshold; undefined when off. */
+  readonly leaks: LeakDetector | undefined
   /** Connections being opened: a close deadline must reach a connect stuck in a black hole. */
   readonly connecting = new Set<DriverConnection>()
   /** Aborted when the pool is destroyed: a warm-up in progress stops waiting for connections. */
@@ -112,6 +116,10 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
     this.mayLendDirectly = mayLendDirectly(() => this.client, this.borrowCheck)
     this.canceller = new QueryCanceller(this, log)
     this.deadlines = options.queryTimeoutMillis > 0 ? new Deadlines(options.queryTimeoutMillis) : undefined
+    const leakThreshold = options.leakDetectionThresholdMillis
+    this.leaks = leakThreshold > 0 ? new LeakDetector({ thresholdMillis: leakThreshold, log, hostLabelOf: (connection) => this.hostLabelOf(connection) }) : undefined
+    // Stopped with the counts (lifecycle/teardown.ts).
+    if (options.slowQueryMillis > 0) logSlowQueries(this.identity, options.slowQueryMillis, log)
   }
 
   /**

@@ -55,6 +55,11 @@ export interface DialectClient extends NodeJS.EventEmitter {
   checkVersion (connection: DriverConnection): Promise<unknown>
   query (connection: DriverConnection, query: CompiledQuery | string): Promise<unknown>
   runner (builder: object): unknown
+  /** What `knex('users')`, `knex.select()`, … build on: a new query builder. */
+  queryBuilder (): object
+  /** What `knex.raw()` builds on: a new raw statement. */
+  raw (...args: unknown[]): object
+  schemaBuilder (): object
   transaction (container: (trx: Knex.Transaction) => unknown, config?: Knex.TransactionConfig, outerTx?: unknown): unknown
   initializePool (config?: Knex.Config): void
   getPoolSettings (poolConfig: Knex.PoolConfig | undefined): object

@@ -264,7 +264,7 @@ export class ForkSafePool {
       ...describePool(own?.runtime.client === undefined ? undefined : poolOf(own.runtime.client), own?.runtime.counters),
       budget: this.#budget,
       hosts: this.#hostStats(own),
-      holders: []
+      holders: own?.runtime.leaks?.holders() ?? []
     }
   }
 

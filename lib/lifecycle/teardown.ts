@@ -4,9 +4,10 @@ import { discard } from '../driver/discard'
 import type { LagGuard } from '../hosts/lag-guard'
 import type { IdleKeeper } from '../pool/idle-keeper'
 import { stopCounting } from '../pool/stats'
+import { stopLoggingSlowQueries } from '../telemetry/slow-query-log'
 
 // The one way a process lets go of what it built: its timers stopped (the idle keeper, the
-// hosts' breakers' outage summaries and probes, the deadline queue), its primary watch removed, its counts dropped;
+// hosts' breakers' outage summaries and probes, the deadline queue, the leak detector's sweep), its primary watch removed, its counts and slow-query log dropped;
 // and, for a pool of its own, the pool destroyed. A pool built under another pid (a fork's
 // parent's) is abandoned: stopping a timer sends nothing, while closing would send COM_QUIT on
 // sockets the parent still uses.
@@ -29,6 +30,8 @@ export function abandon (built: Built): void {
   built.stopPlacementWatch()
   built.runtime.hosts.stop()
   stopCounting(built.runtime.identity)
+  built.runtime.leaks?.stop()
+  stopLoggingSlowQueries(built.runtime.identity)
 }
 
 /**
