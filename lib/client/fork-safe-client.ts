@@ -20,6 +20,7 @@ import { settleOnTimedOutTransaction } from '../query/transaction-timeout'
 import { openConnection } from './connect'
 import { ForkSafeRunner } from './fork-safe-runner'
 import { attemptOf, refuseRetries } from './transaction-retry'
+import { factsOf } from '../telemetry/host-attributes'
 import { runtimeOf } from './runtime'
 
 // The plugin's knex client: knex's mysql2 dialect with the plugin's guarantees, as a subclass.
@@ -168,7 +169,9 @@ export class ForkSafeClient extends KnexMySql2Client {
     const runtime = runtimeOf(this)
     const { identity } = runtime
     pool.on('createSuccess', (_eventId, connection) => {
-      if (poolConnect.hasSubscribers) poolConnect.publish({ pool: identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), connectMillis: connectionState(connection)?.connectMillis ?? 0 })
+      if (poolConnect.hasSubscribers) {
+        poolConnect.publish({ pool: identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), connectMillis: connectionState(connection)?.connectMillis ?? 0, ...factsOf(connection) })
+      }
     })
     pool.on('destroySuccess', (_eventId, connection) => {
       if (poolDestroy.hasSubscribers) poolDestroy.publish({ pool: identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), reason: destroyReason(pool, connection) })

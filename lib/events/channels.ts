@@ -56,6 +56,10 @@ export interface PoolConnectEvent extends PoolEvent {
   readonly connectionId: number | null
   /** From the start of the connect to the connection set up (afterCreate not included). */
   readonly connectMillis: number
+  /** What the server said it is in its handshake: `mariadb` or `mysql` (undefined if it did not say). */
+  readonly system: 'mariadb' | 'mysql' | undefined
+  /** The database the connection uses (its `database` setting), if it names one. */
+  readonly database: string | undefined
 }
 
 export interface PoolAcquireEvent extends PoolEvent {

@@ -15,18 +15,19 @@ export function serverOf (label: string): { address: string, port: number | unde
   return { address: host.startsWith('[') ? host.slice(1, -1) : host, port: Number(match[2]) }
 }
 
-/** The database system and namespace a pool connection says it is on. */
+/** The database system and namespace (database) a pool connection says it is on. */
 export interface HostFacts {
   system: 'mariadb' | 'mysql' | undefined
-  namespace: string | undefined
+  database: string | undefined
 }
 
+/** What `connection`'s handshake and settings say (the `pool:connect` event carries it). */
 export function factsOf (connection: DriverConnection): HostFacts {
   const mariaDb = isMariaDbServer(connection)
   const database = (connection.config as { database?: unknown }).database
   return {
     system: mariaDb === undefined ? undefined : mariaDb ? 'mariadb' : 'mysql',
-    namespace: typeof database === 'string' && database !== '' ? database : undefined
+    database: typeof database === 'string' && database !== '' ? database : undefined
   }
 }
 
@@ -35,7 +36,7 @@ export function hostAttributes (poolName: string, label: string, facts: HostFact
   const { address, port } = serverOf(label)
   const attributes: Record<string, string | number> = { [ATTRIBUTE.poolName]: poolName }
   if (facts?.system !== undefined) attributes[ATTRIBUTE.system] = facts.system
-  if (facts?.namespace !== undefined) attributes[ATTRIBUTE.namespace] = facts.namespace
+  if (facts?.database !== undefined) attributes[ATTRIBUTE.namespace] = facts.database
   attributes[ATTRIBUTE.address] = address
   if (port !== undefined) attributes[ATTRIBUTE.port] = port
   return Object.freeze(attributes)

@@ -14,7 +14,7 @@ const metered = new Map<PoolIdentity, PoolMeters>()
 
 function onConnect (message: unknown): void {
   const event = message as PoolConnectEvent
-  metered.get(event.pool)?.connected(event.host, event.connectMillis)
+  metered.get(event.pool)?.connected(event.host, event.connectMillis, event)
 }
 
 function onAcquire (message: unknown): void {

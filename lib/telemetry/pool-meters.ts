@@ -41,6 +41,8 @@ export class PoolMeters {
   readonly #operations = new Map<string, MetricAttributes>()
   /** Connections lent to the plugin's own borrows (warm-up, keeper, health check): their release is not a use. */
   readonly #internal = new Set<number | null>()
+  /** The pool-wide attributes, fixed once a host is known. */
+  #poolAttributes: MetricAttributes | undefined
 
   constructor (instruments: Instruments, poolName: string, pool: MeteredPool) {
     this.#instruments = instruments
@@ -48,12 +50,22 @@ export class PoolMeters {
     this.#pool = pool
   }
 
-  /** A host's entry; while none of its connections has been seen, attributes without system and namespace (not kept). */
+  /**
+   * A host's entry, once its system is known: learnt from its first `pool:connect` (which
+   * carries the handshake's facts), or read from a connection of the pool to it. Until then,
+   * attributes without system and namespace, not kept (only an event that raced the first
+   * connect's would use them).
+   */
   #host (label: string): HostEntry {
-    const known = this.#hosts.get(label)
-    if (known !== undefined) return known
+    return this.#hosts.get(label) ?? this.#learn(label, this.#connectionFacts(label))
+  }
+
+  #connectionFacts (label: string): HostFacts | undefined {
     const connection = this.#pool.connectionTo(label)
-    const facts = connection === undefined ? undefined : factsOf(connection)
+    return connection === undefined ? undefined : factsOf(connection)
+  }
+
+  #learn (label: string, facts: HostFacts | undefined): HostEntry {
     const attributes = hostAttributes(this.#poolName, label, facts)
     const entry: HostEntry = {
       facts,
@@ -68,22 +80,30 @@ export class PoolMeters {
   /**
    * The attributes of what belongs to the pool rather than one host (its bounds, its queue, a
    * timed-out borrow): with one host, that host's; with several, the pool's name with the
-   * system and namespace their connections agree on.
+   * system and namespace of the first host known. Fixed once known: an observation under a
+   * set of attributes that later grows would stay in a cumulative reader's export beside the
+   * full set, with its last value, for the life of the process. Undefined before any host is known.
    */
-  #poolWide (): MetricAttributes {
+  #poolWide (): MetricAttributes | undefined {
+    if (this.#poolAttributes !== undefined) return this.#poolAttributes
     const hosts = this.#pool.hosts()
-    if (hosts.length === 1) return this.#host(hosts[0].host).attributes
-    const attributes: Record<string, string | number> = { [ATTRIBUTE.poolName]: this.#poolName }
-    const facts = hosts.map((row) => this.#host(row.host).facts).filter((one): one is HostFacts => one !== undefined)
-    const system = facts[0]?.system
-    if (system !== undefined && facts.every((one) => one.system === system)) attributes[ATTRIBUTE.system] = system
-    const namespace = facts[0]?.namespace
-    if (namespace !== undefined && facts.every((one) => one.namespace === namespace)) attributes[ATTRIBUTE.namespace] = namespace
-    return attributes
+    const known = hosts.map((row) => this.#host(row.host)).find((entry) => entry.facts?.system !== undefined)
+    if (known === undefined) return undefined
+    if (hosts.length === 1) {
+      this.#poolAttributes = known.attributes
+    } else {
+      const attributes: Record<string, string | number> = { [ATTRIBUTE.poolName]: this.#poolName }
+      if (known.facts?.system !== undefined) attributes[ATTRIBUTE.system] = known.facts.system
+      if (known.facts?.database !== undefined) attributes[ATTRIBUTE.namespace] = known.facts.database
+      this.#poolAttributes = Object.freeze(attributes)
+    }
+    return this.#poolAttributes
   }
 
-  connected (host: string, connectMillis: number): void {
-    this.#instruments.createTime.record(connectMillis / MILLIS_PER_SECOND, this.#host(host).attributes)
+  /** A connection to `host` was opened: its handshake's facts name the host from now on. */
+  connected (host: string, connectMillis: number, facts: HostFacts): void {
+    const entry = this.#hosts.get(host) ?? this.#learn(host, facts)
+    this.#instruments.createTime.record(connectMillis / MILLIS_PER_SECOND, entry.attributes)
   }
 
   acquired (host: string, waitMillis: number): void {
@@ -99,7 +119,8 @@ export class PoolMeters {
   }
 
   timedOut (): void {
-    this.#instruments.timeouts.add(1, this.#poolWide())
+    // Before any connect succeeded (the database down from the start), the pool's name alone.
+    this.#instruments.timeouts.add(1, this.#poolWide() ?? { [ATTRIBUTE.poolName]: this.#poolName })
   }
 
   released (host: string, connectionId: number | null, heldMillis: number): void {
@@ -124,16 +145,23 @@ export class PoolMeters {
     this.#instruments.operationDuration.record(durationMillis / MILLIS_PER_SECOND, attributes)
   }
 
-  /** The collection's reading of the pool: connections per host and state, bounds, the queue. */
+  /**
+   * The collection's reading of the pool: connections per host and state, bounds, the queue.
+   * A host not known yet (never connected) and, before any host is, the pool-wide gauges are
+   * left out: a gauge observed under partial attributes would be exported, stuck at its last
+   * value, beside the full set for the rest of the process.
+   */
   observe (result: BatchObservableResultLike): void {
     const instruments = this.#instruments
     for (const row of this.#pool.hosts()) {
       const host = this.#host(row.host)
+      if (host.facts?.system === undefined) continue
       result.observe(instruments.count, row.connections - row.inUse, host.asIdle)
       result.observe(instruments.count, row.inUse, host.asUsed)
     }
-    const size = this.#pool.size()
     const attributes = this.#poolWide()
+    if (attributes === undefined) return
+    const size = this.#pool.size()
     // tarn keeps idle connections up to pool.max (until idleTimeoutMillis) and down to pool.min.
     result.observe(instruments.idleMax, size.max, attributes)
     result.observe(instruments.idleMin, size.min, attributes)
