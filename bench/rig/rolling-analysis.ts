@@ -1,0 +1,167 @@
+import type { Scrape } from './metrics-scraper'
+import { histogram, histogramDelta, parsePrometheusText, quantile, select, total, type HistogramState, type Sample } from './prometheus-text'
+
+// What the rolling-restart bench reads from each scrape of the example's GET /metrics, and the
+// checks that make its picture a test of the metrics: the scraped connection total against the
+// server's PROCESSLIST, the acquire-wait histogram per interval, workers coming and going.
+
+/** OpenTelemetry's names as the Prometheus exporter writes them (dots to underscores, unit suffixes). */
+export const NAMES = {
+  count: 'db_client_connection_count',
+  state: 'db_client_connection_state',
+  pid: 'process_pid',
+  wait: 'db_client_connection_wait_time_seconds',
+  pending: 'db_client_connection_pending_requests',
+  workers: 'example_metrics_workers'
+} as const
+
+export interface PoolView {
+  /** Milliseconds, as Scrape.at. */
+  at: number
+  ok: boolean
+  /** Connections by worker pid and state. */
+  perPid: Map<string, { idle: number, used: number }>
+  idle: number
+  used: number
+  pending: number
+  /** Workers the endpoint said it left out (silent or leaving); 0 when it does not say. */
+  missing: number
+  /** PROCESSLIST just before and just after the scrape. */
+  before: number
+  after: number
+  /** Lines of the exposition the reader could not read. */
+  skipped: string[]
+  samples: Sample[]
+}
+
+export function poolView (scrape: Scrape): PoolView {
+  const ok = scrape.status === 200
+  const { samples, skipped } = ok ? parsePrometheusText(scrape.body) : { samples: [], skipped: [] }
+  const perPid = new Map<string, { idle: number, used: number }>()
+  for (const sample of select(samples, NAMES.count)) {
+    const pid = sample.labels[NAMES.pid] ?? '?'
+    const state = sample.labels[NAMES.state]
+    const entry = perPid.get(pid) ?? { idle: 0, used: 0 }
+    if (state === 'idle') entry.idle += sample.value
+    if (state === 'used') entry.used += sample.value
+    perPid.set(pid, entry)
+  }
+  const sum = (key: 'idle' | 'used') => [...perPid.values()].reduce((all, entry) => all + entry[key], 0)
+  return {
+    at: scrape.at,
+    ok,
+    perPid,
+    idle: sum('idle'),
+    used: sum('used'),
+    pending: total(samples, NAMES.pending),
+    missing: total(samples, NAMES.workers, { outcome: 'missing' }),
+    before: scrape.before,
+    after: scrape.after,
+    skipped,
+    samples
+  }
+}
+
+export type Verdict = 'agrees' | 'moving' | 'missing worker' | 'scrape failed' | 'disagrees'
+
+/**
+ * Whether a scrape's connection total agrees with PROCESSLIST. The scrape and the server's
+ * count cannot be read at one instant, and a connection's opening or closing is seen by the
+ * pool and by the server a little apart (the server lists a connection once it has
+ * authenticated, before the pool has finished setting it up and counts it; the server lets a
+ * closed connection's thread go after the pool has stopped counting it). So:
+ * - 'agrees': the total lies between PROCESSLIST's two counts around it (equal when nothing moved);
+ * - 'moving': it does not, but a connection opened or closed within one sample of it (the two
+ *   counts around it differ, or the total or PROCESSLIST differ between the samples either side);
+ * - 'missing worker': the endpoint said a worker was left out of this scrape;
+ * - 'scrape failed': no answer, or not a 200 (the bench fails on any);
+ * - 'disagrees': none of these. A miscount persists (a connection the metrics lost stays lost),
+ *   so it shows in samples where nothing moves, and fails the bench there.
+ */
+export function verdicts (views: readonly PoolView[]): Verdict[] {
+  return views.map((view, index) => {
+    if (!view.ok) return 'scrape failed'
+    const scraped = view.idle + view.used
+    if (scraped >= Math.min(view.before, view.after) && scraped <= Math.max(view.before, view.after)) return 'agrees'
+    if (view.missing > 0) return 'missing worker'
+    const around = [views[index - 1], view, views[index + 1]].filter((entry) => entry !== undefined && entry.ok)
+    const counts = new Set(around.flatMap((entry) => [entry.before, entry.after]))
+    const totals = new Set(around.map((entry) => entry.idle + entry.used))
+    return counts.size > 1 || totals.size > 1 ? 'moving' : 'disagrees'
+  })
+}
+
+export interface WaitPoint {
+  /** Milliseconds, the later scrape's. */
+  at: number
+  /** Borrows the histogram counted between the two scrapes (over the workers in both). */
+  count: number
+  /** Their mean wait, ms (Δsum / Δcount); NaN with none. */
+  meanMillis: number
+  /** histogram_quantile(0.99) of the interval's buckets, ms; NaN with none. */
+  p99Millis: number
+}
+
+function add (a: HistogramState, b: HistogramState): HistogramState {
+  const buckets = new Map(a.buckets)
+  for (const [le, count] of b.buckets) buckets.set(le, (buckets.get(le) ?? 0) + count)
+  return { buckets: new Map([...buckets].sort(([x], [y]) => x - y)), sum: a.sum + b.sum, count: a.count + b.count }
+}
+
+const pidsOf = (view: PoolView) => new Set(select(view.samples, `${NAMES.wait}_count`).map((sample) => sample.labels[NAMES.pid] ?? '?'))
+
+/**
+ * The acquire wait between consecutive scrapes: each worker's histogram minus its own previous
+ * one (a worker seen in only one of the two scrapes adds nothing: its counters started or ended
+ * between them), added up over workers.
+ */
+export function waitPoints (views: readonly PoolView[]): WaitPoint[] {
+  const points: WaitPoint[] = []
+  for (let index = 1; index < views.length; index++) {
+    const earlier = views[index - 1]
+    const later = views[index]
+    if (!earlier.ok || !later.ok) continue
+    const laterPids = pidsOf(later)
+    let interval: HistogramState = { buckets: new Map(), sum: 0, count: 0 }
+    for (const pid of pidsOf(earlier)) {
+      if (!laterPids.has(pid)) continue
+      const match = { [NAMES.pid]: pid }
+      const delta = histogramDelta(histogram(earlier.samples, NAMES.wait, match), histogram(later.samples, NAMES.wait, match))
+      // A counter that went down is a restarted process under a reused pid: not an interval.
+      if (delta.count < 0) continue
+      interval = add(interval, delta)
+    }
+    const none = interval.count === 0
+    points.push({
+      at: later.at,
+      count: interval.count,
+      meanMillis: none ? Number.NaN : (1000 * interval.sum) / interval.count,
+      p99Millis: none ? Number.NaN : 1000 * quantile(interval, 0.99)
+    })
+  }
+  return points
+}
+
+export interface PidChange { at: number, pid: string, change: 'appeared' | 'left' }
+
+/** Where a worker pid first shows in the scrapes, and where it is first gone (failed scrapes are skipped). */
+export function pidChanges (views: readonly PoolView[]): PidChange[] {
+  const changes: PidChange[] = []
+  let known: Set<string> | undefined
+  for (const view of views) {
+    if (!view.ok) continue
+    const now = new Set(view.perPid.keys())
+    if (known !== undefined) {
+      for (const pid of now) if (!known.has(pid)) changes.push({ at: view.at, pid, change: 'appeared' })
+      // A worker left out of one scrape (silent, or slow to answer) has not left: wait for a
+      // scrape that leaves nobody out.
+      if (view.missing > 0) {
+        for (const pid of known) now.add(pid)
+      } else {
+        for (const pid of known) if (!now.has(pid)) changes.push({ at: view.at, pid, change: 'left' })
+      }
+    }
+    known = now
+  }
+  return changes
+}
