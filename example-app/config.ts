@@ -28,7 +28,18 @@ export const config = {
   maxRequests: integer('MAX_REQUESTS', 0),
   pool: { min: integer('DB_POOL_MIN', 2), max: integer('DB_POOL_MAX', 10) },
   /** Replacements that run next to the workers: 1 under the example's primary, 2 under pm2's reload. */
-  overlap: integer('OVERLAP', 1)
+  overlap: integer('OVERLAP', 1),
+  /**
+   * The primary's GET /metrics, for every worker: on its own listener, loopback by default (never
+   * the app's port). METRICS_PORT=0 turns metrics off, in the workers too. 9464 is the port of
+   * OpenTelemetry's Prometheus exporter.
+   */
+  metrics: {
+    host: process.env.METRICS_HOST ?? '127.0.0.1',
+    port: integer('METRICS_PORT', 9464),
+    /** How long a scrape waits for the workers: well under Prometheus' default scrape timeout of 10 s. */
+    timeoutMillis: integer('METRICS_TIMEOUT_MILLIS', 1000)
+  }
 }
 
 /** pino's options (Fastify takes the same): readable lines on a terminal, JSON lines anywhere else. */

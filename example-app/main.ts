@@ -3,17 +3,21 @@ import { join } from 'node:path'
 import pino from 'pino'
 import { startCluster } from 'fastify-fork-safe-db/cluster'
 import { config, loggerOptions } from './config'
+import { startMetricsEndpoint } from './metrics-endpoint'
 import { prepareSchema } from './schema'
 
 // `npm run example`: the users API (server.ts) in WORKERS workers under
 // fastify-fork-safe-db/cluster's primary. Its first log line names its pid and what the signals
 // do: SIGUSR2 rolls the workers; SIGINT (Ctrl-C), SIGTERM and SIGHUP (a closing terminal) drain
-// them all and exit 0. MAX_REQUESTS=N replaces each worker after N responses.
+// them all and exit 0. MAX_REQUESTS=N replaces each worker after N responses. Every worker's
+// metrics are on http://METRICS_HOST:METRICS_PORT/metrics (127.0.0.1:9464; METRICS_PORT=0: off).
 
 async function main (): Promise<void> {
   const log = pino(loggerOptions('primary'))
   // On a connection closed before the first fork: the primary holds no pool.
   await prepareSchema(config.mysqlUrl)
+  // Before the first fork: a port already taken fails the start, not a scrape later.
+  const metrics = config.metrics.port === 0 ? undefined : await startMetricsEndpoint(config.metrics, log)
   const workers = startCluster({
     workers: config.workers,
     exec: join(__dirname, 'worker.js'),
@@ -28,8 +32,11 @@ async function main (): Promise<void> {
     const npm = process.ppid
     setInterval(() => { if (process.ppid !== npm) workers.close('npm, which started this primary, has exited').catch(() => {}) }, 500).unref()
   }
-  if (await workers.ready) log.info({ url: `http://${config.host}:${config.port}`, database: config.database }, 'serving')
+  const metricsUrl = metrics === undefined ? undefined : `http://${config.metrics.host}:${config.metrics.port}/metrics`
+  if (await workers.ready) log.info({ url: `http://${config.host}:${config.port}`, metrics: metricsUrl, database: config.database }, 'serving')
   await workers.closed
+  // Scrapes answer until the last worker has gone (each says which workers answered).
+  if (metrics !== undefined) await new Promise((resolve) => metrics.close(resolve))
   log.info('all workers exited; bye')
 }
 

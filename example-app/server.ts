@@ -6,6 +6,7 @@ import forkSafeDb from 'fastify-fork-safe-db'
 import forkSafeWorker, { isWarmupRequest, type WarmupRequest } from 'fastify-fork-safe-db/worker'
 import { requestRecycle } from 'fastify-fork-safe-db/cluster'
 import { config, loggerOptions } from './config'
+import { answerMetricsRequests, workerMeterProvider } from './worker-metrics'
 
 // The users API: a worker's whole app, on the fork-safe pool and the worker helper.
 
@@ -42,7 +43,16 @@ export async function buildServer (): Promise<FastifyInstance> {
   app.setChildLoggerFactory((logger, bindings, options, raw) => logger.child(bindings, isWarmupRequest(raw) ? { ...options, level: 'silent' } : options))
   // Each worker's pool.max is capped so that the workers and the replacements that run next to
   // them during a recycle or a roll fit within the server's max_connections.
-  await app.register(forkSafeDb, { connection: config.mysqlUrl, pool: config.pool, budget: { workers: config.workers + config.overlap } })
+  // Its metrics (semantic-convention names) go to a meter provider of this worker's own, read
+  // when the primary's GET /metrics asks (worker-metrics.ts).
+  const telemetry = config.metrics.port === 0 ? undefined : workerMeterProvider()
+  await app.register(forkSafeDb, {
+    connection: config.mysqlUrl,
+    pool: config.pool,
+    budget: { workers: config.workers + config.overlap },
+    metrics: telemetry === undefined ? false : { meterProvider: telemetry.meterProvider }
+  })
+  if (telemetry !== undefined) answerMetricsRequests(app, telemetry.meterProvider, telemetry.reader)
   // After the database plugin: the warm-up runs on a warm pool, and a retire closes the pool last.
   await app.register(forkSafeWorker, { warmup: { requests: WARMUP } })
 

@@ -70,7 +70,9 @@ export class ExampleProcess {
     const { file, args, cwd, unset = [] } = command ?? { file: process.execPath, args: [entry] }
     const inherited = Object.fromEntries(Object.entries(process.env).filter(([key]) => !unset.includes(key)))
     const child = spawn(file, args, {
-      env: { ...inherited, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', ...env },
+      // METRICS_PORT 0 (no metrics endpoint) unless a test asks: examples started in parallel
+      // would otherwise all want 9464.
+      env: { ...inherited, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', METRICS_PORT: '0', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached,
       cwd
