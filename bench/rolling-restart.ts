@@ -84,7 +84,9 @@ function plot (views: readonly PoolView[], outcomes: readonly Outcome[], markers
         log: true,
         lines: [
           { name: 'mean (Δsum / Δcount)', colour: '#2ca02c', points: waits.map((point) => [seconds(point.at, origin), point.meanMillis] as const) },
-          { name: 'p99 (bucket estimate)', colour: '#8c564b', style: 'dashed', points: waits.map((point) => [seconds(point.at, origin), point.p99Millis] as const) }
+          // Not histogram_quantile()'s interpolation: below the first bucket's edge (1 ms) it
+          // only restates the bucket's width. The edge is what the buckets know.
+          { name: 'p99 at most (its bucket\'s edge)', colour: '#8c564b', style: 'dashed', step: true, points: waits.map((point) => [seconds(point.at, origin), point.p99BoundMillis] as const) }
         ]
       },
       {
@@ -169,12 +171,12 @@ async function main (): Promise<void> {
     ]
     const date = new Date().toISOString().slice(0, 10)
     const notes = [
-      `Node ${process.version}, ${date}; the example's pool.min 2 per worker; open-loop load of GET /users/:id; GET /metrics scraped every ${SCRAPE_MILLIS} ms` +
-        (DELAY_MILLIS > 0 ? `; MySQL +${DELAY_MILLIS} ms each way` : ''),
-      `Scraped total against PROCESSLIST: ${tally('agrees')} of ${views.length} scrapes agree, ${tally('moving')} taken while a connection opened or closed, ` +
-        `${tally('missing worker')} with a worker left out, ${tally('disagrees')} disagree; requests ${outcomes.length}, failed ${failed.length}`,
-      `Markers: + a worker pid appears in the metrics, − it is gone. The roll took ${fixed(rollSeconds)} s; largest mean acquire wait in an interval ` +
-        `${waitMeans.length === 0 ? 'n/a' : fixed(Math.max(...waitMeans), 2)} ms`
+      `Node ${process.version}, ${date}. The example's pool.min 2 per worker; an open-loop load of GET /users/:id; GET /metrics scraped every ${SCRAPE_MILLIS} ms` +
+        (DELAY_MILLIS > 0 ? `; MySQL +${DELAY_MILLIS} ms each way.` : '.'),
+      `Scraped total against PROCESSLIST: ${tally('agrees')} of ${views.length} scrapes agree, ${tally('moving')} were taken while a connection opened or closed, ` +
+        `${tally('missing worker')} left a worker out, ${tally('disagrees')} disagree.`,
+      `Requests: ${outcomes.length}, failed ${failed.length}. The roll took ${fixed(rollSeconds)} s; the largest mean acquire wait in an interval: ` +
+        `${waitMeans.length === 0 ? 'n/a' : `${fixed(Math.max(...waitMeans), 2)} ms`}. Markers: + a worker's pid appears in the metrics, − it is gone.`
     ]
     const svg = plot(views, outcomes, markers, origin, end, notes)
     const path = await writeResult('rolling-restart.svg', svg)
@@ -212,7 +214,8 @@ async function main (): Promise<void> {
       ['PROCESSLIST, median (min-max)', spread(views.map((view) => view.after), 0)],
       ['pending requests, max', Math.max(0, ...views.map((view) => view.pending))],
       ['acquire wait, mean per interval, ms: median (min-max)', spread(waitMeans, 3)],
-      ['acquire wait, p99 bucket estimate per interval, ms: median (min-max)', spread(waitP99s, 3)],
+      ['acquire wait, p99 per interval (histogram_quantile), ms: median (min-max)', spread(waitP99s, 3)],
+      ['acquire wait, p99 at most (bucket edge) per interval, ms: median (min-max)', spread(waits.map((point) => point.p99BoundMillis).filter(Number.isFinite), 0)],
       ['borrows counted by wait_time (workers seen in consecutive scrapes) / requests', `${borrows} / ${outcomes.length}`],
       ['SIGUSR2 to "rolling restart finished", s', fixed(rollSeconds)],
       ['worker pids seen', pids.join(', ')]

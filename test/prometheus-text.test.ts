@@ -1,4 +1,4 @@
-import { histogram, histogramDelta, parsePrometheusText, quantile, select, total, totalBy } from '../bench/rig/prometheus-text'
+import { histogram, histogramDelta, parsePrometheusText, quantile, quantileBound, select, total, totalBy } from '../bench/rig/prometheus-text'
 
 // The rolling-restart bench reads the example's GET /metrics with this parser and fails on what
 // it reads, so the parser is tested on its own: the shapes OpenTelemetry's Prometheus serializer
@@ -102,4 +102,12 @@ test('estimates a quantile as histogram_quantile() does, from the difference of 
 test('a rank in the +Inf bucket answers the highest finite bound', () => {
   const state = histogram(parsePrometheusText('w_bucket{le="1"} 1\nw_bucket{le="+Inf"} 10\nw_sum 50\nw_count 10').samples, 'w')
   expect(quantile(state, 0.99)).toBe(1)
+})
+
+test('bounds a quantile by the upper edge of its bucket', () => {
+  const state = histogram(parsePrometheusText('w_bucket{le="0.001"} 98\nw_bucket{le="0.005"} 99\nw_bucket{le="+Inf"} 100\nw_sum 1\nw_count 100').samples, 'w')
+  expect(quantileBound(state, 0.5)).toBe(0.001)
+  expect(quantileBound(state, 0.99)).toBe(0.005)
+  expect(quantileBound(state, 0.999)).toBe(Number.POSITIVE_INFINITY)
+  expect(quantileBound({ buckets: new Map(), sum: 0, count: 0 }, 0.99)).toBeNaN()
 })

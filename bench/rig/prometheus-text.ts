@@ -177,3 +177,16 @@ export function quantile (state: HistogramState, q: number): number {
   }
   return lowerBound
 }
+
+/**
+ * The upper edge of the bucket that holds the `q` quantile: what the histogram knows for sure
+ * (the quantile is at most this). Below the first bound, quantile()'s interpolation only restates
+ * the bucket's width; this says so. +Inf when the rank is in the +Inf bucket; NaN with none.
+ */
+export function quantileBound (state: HistogramState, q: number): number {
+  const bounds = [...state.buckets.entries()]
+  const count = bounds.length === 0 ? 0 : bounds[bounds.length - 1][1]
+  if (count <= 0) return Number.NaN
+  const found = bounds.find(([, cumulative]) => cumulative >= q * count)
+  return found === undefined ? Number.POSITIVE_INFINITY : found[0]
+}

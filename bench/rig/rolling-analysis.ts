@@ -1,5 +1,5 @@
 import type { Scrape } from './metrics-scraper'
-import { histogram, histogramDelta, parsePrometheusText, quantile, select, total, type HistogramState, type Sample } from './prometheus-text'
+import { histogram, histogramDelta, parsePrometheusText, quantile, quantileBound, select, total, type HistogramState, type Sample } from './prometheus-text'
 
 // What the rolling-restart bench reads from each scrape of the example's GET /metrics, and the
 // checks that make its picture a test of the metrics: the scraped connection total against the
@@ -100,6 +100,8 @@ export interface WaitPoint {
   meanMillis: number
   /** histogram_quantile(0.99) of the interval's buckets, ms; NaN with none. */
   p99Millis: number
+  /** The upper edge of the bucket holding the 99th percentile, ms (what the buckets know for sure). */
+  p99BoundMillis: number
 }
 
 function add (a: HistogramState, b: HistogramState): HistogramState {
@@ -136,7 +138,8 @@ export function waitPoints (views: readonly PoolView[]): WaitPoint[] {
       at: later.at,
       count: interval.count,
       meanMillis: none ? Number.NaN : (1000 * interval.sum) / interval.count,
-      p99Millis: none ? Number.NaN : 1000 * quantile(interval, 0.99)
+      p99Millis: none ? Number.NaN : 1000 * quantile(interval, 0.99),
+      p99BoundMillis: none ? Number.NaN : 1000 * quantileBound(interval, 0.99)
     })
   }
   return points

@@ -123,7 +123,7 @@ function panelSvg (panel: TimelinePanel, top: number, from: number, to: number, 
   }).join('')
   return `<g>
 <text x="${plotLeft}" y="${top + 16}" font-size="13" font-weight="bold">${escape(panel.title)}</text>
-<text x="${plotLeft - 6}" y="${top + 16}" text-anchor="end" font-size="10">${escape(panel.unit)}</text>
+<text transform="translate(14 ${round((plotTop + plotBottom) / 2)}) rotate(-90)" text-anchor="middle" font-size="10">${escape(panel.unit)}${log ? ' (log scale)' : ''}</text>
 ${grid}${rules}
 <line x1="${plotLeft}" x2="${plotLeft}" y1="${plotTop}" y2="${plotBottom}" stroke="#888"/>
 <line x1="${plotLeft}" x2="${plotRight}" y1="${plotBottom}" y2="${plotBottom}" stroke="#888"/>
