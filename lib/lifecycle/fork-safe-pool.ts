@@ -18,7 +18,9 @@ import { whenDestroyed } from '../pool/retire'
 import { CloseDeadline } from '../pool/shutdown'
 import { describePool, type ForkSafeDbStats, type HostStats, type PoolState } from '../pool/stats'
 import { warmUp } from '../pool/warm-up'
+import { RegistrationMetrics } from '../telemetry/metrics'
 import { lagGuardOf } from './lag-guard-of'
+import { meteredPool } from './metered-pool'
 import { abandon, destroyBuilt, type Built } from './teardown'
 import { warmUpBound } from './warm-up-bound'
 import { warmUpFailure } from './warm-up-failure'
@@ -55,10 +57,13 @@ export class ForkSafePool {
   readonly #deadline = new CloseDeadline()
   /** `replicaLagFallback`, once resolved at ready(). */
   #lagFallback: LagFallback | undefined
+  /** `metrics`, when on: the API is loaded now (registration), a meter taken per built pool. */
+  readonly #metrics: RegistrationMetrics | undefined
 
   constructor (options: ResolvedOptions, log: FastifyBaseLogger) {
     this.#options = options
     this.#log = log
+    this.#metrics = options.metrics === undefined ? undefined : new RegistrationMetrics(options.metrics, log)
   }
 
   /** The knex instance for this process, built on first access and rebuilt after a pid change. */
@@ -90,8 +95,9 @@ export class ForkSafePool {
     }
     const { knex, runtime } = buildKnex(this.#options, this.#log, { serverLimits: (limits) => this.#learned(runtime, limits) })
     const built: Built = {
-      pid, knex, runtime, keeper: new IdleKeeper(runtime), stopPlacementWatch: warnIfBuiltInPrimary(this.#log), lagGuard: lagGuardOf(runtime, this.#options, this.#log)
+      pid, knex, runtime, keeper: new IdleKeeper(runtime), stopPlacementWatch: warnIfBuiltInPrimary(this.#log), lagGuard: lagGuardOf(runtime, this.#options, this.#log), metrics: undefined
     }
+    built.metrics = this.#metrics?.start(runtime.identity, meteredPool(runtime, () => this.#hostStats(built)))
     this.#built = built
     runtime.lagFallback = this.#lagFallback
     // A pool rebuilt after a pid change is not warmed again: its guard starts now.

@@ -4,9 +4,10 @@ import { discard } from '../driver/discard'
 import type { LagGuard } from '../hosts/lag-guard'
 import type { IdleKeeper } from '../pool/idle-keeper'
 import { stopCounting } from '../pool/stats'
+import type { PoolMetricsHandle } from '../telemetry/metrics'
 
 // The one way a process lets go of what it built: its timers stopped (the idle keeper, the
-// hosts' breakers' outage summaries and probes, the deadline queue), its primary watch removed, its counts dropped;
+// hosts' breakers' outage summaries and probes, the deadline queue), its primary watch removed, its counts and metrics dropped;
 // and, for a pool of its own, the pool destroyed. A pool built under another pid (a fork's
 // parent's) is abandoned: stopping a timer sends nothing, while closing would send COM_QUIT on
 // sockets the parent still uses.
@@ -20,6 +21,8 @@ export interface Built {
   stopPlacementWatch: () => void
   /** The replica lag guard (`maxReplicaLagSeconds`), if any. */
   lagGuard: LagGuard | undefined
+  /** Its metrics (`metrics`), unless off or the meter is the no-op one. */
+  metrics: PoolMetricsHandle | undefined
 }
 
 /** Stops everything that would act on the pool, without touching a connection. */
@@ -29,6 +32,7 @@ export function abandon (built: Built): void {
   built.stopPlacementWatch()
   built.runtime.hosts.stop()
   stopCounting(built.runtime.identity)
+  built.metrics?.stop()
 }
 
 /**
