@@ -10,7 +10,7 @@ import { benchDatabase, userPath } from './rig/database'
 import { startScraping } from './rig/metrics-scraper'
 import { startPacedLoad } from './rig/paced-load'
 import { fail, fixed, median, percentile, spread, table, writeResult } from './rig/report'
-import { pidChanges, poolView, verdicts, waitPoints, type PoolView, type Verdict } from './rig/rolling-analysis'
+import { pidChanges, poolView, stuckPending, verdicts, waitPoints, type PoolView, type Verdict } from './rig/rolling-analysis'
 import { timelinePlot, type TimelineLine, type TimelineMarker } from './rig/timeline-plot'
 
 // `npm run bench:rolling`: the pool through a rolling restart, as its metrics tell it. The built
@@ -39,7 +39,7 @@ const REQUEST_TIMEOUT_MILLIS = 5000
 const ROLL_TIMEOUT_MILLIS = 120_000
 
 const COLOURS = { idle: '#1f77b4', used: '#ff7f0e', total: '#222222', processlist: '#d62728', pending: '#9467bd' }
-const WORKER_COLOURS = ['#8fbc8f', '#b0a0d0', '#d0a070', '#70b0d0', '#d080a0', '#a0a060']
+const WORKER_COLOURS = ['#17becf', '#bcbd22', '#e377c2', '#8c564b', '#7f7f7f', '#98df8a']
 
 const seconds = (at: number, origin: number) => (at - origin) / 1000
 
@@ -50,7 +50,8 @@ function plot (views: readonly PoolView[], outcomes: readonly Outcome[], markers
   const perWorker: TimelineLine[] = pids.map((pid, index) => ({
     name: `worker ${pid} (idle + used)`,
     colour: WORKER_COLOURS[index % WORKER_COLOURS.length],
-    width: 1.2,
+    width: 1.3,
+    style: 'dashed',
     step: true,
     points: usable.map((view) => {
       const entry = view.perPid.get(pid)
@@ -149,6 +150,7 @@ async function main (): Promise<void> {
     const verdictOf = verdicts(views)
     const tally = (verdict: Verdict) => verdictOf.filter((entry) => entry === verdict).length
     const changes = pidChanges(views)
+    const stuck = stuckPending(views)
     const waits = waitPoints(views)
     const failed = failures(outcomes)
     const failedScrapes = scrapes.filter((scrape) => scrape.status !== 200)
@@ -231,6 +233,9 @@ async function main (): Promise<void> {
     if (tally('disagrees') > 0) problems.push(`${tally('disagrees')} scrape(s) disagree with PROCESSLIST while no connection opened or closed`)
     if (tally('agrees') < views.length / 2) problems.push(`only ${tally('agrees')} of ${views.length} scrapes agree with PROCESSLIST: too few to call the counts checked`)
     if (!views.some((view) => view.perPid.size > 0)) problems.push('no db_client_connection_count series with a process_pid in any scrape')
+    for (const run of stuck) {
+      problems.push(`worker ${run.pid} reported pending requests beside idle connections in ${run.scrapes} scrapes in a row from ${fixed(seconds(run.from, origin))} s: db_client_connection_pending_requests is stuck`)
+    }
     if (borrows === 0) problems.push('db_client_connection_wait_time counted no borrow')
     if (changes.filter((change) => change.change === 'appeared').length < WORKERS || changes.filter((change) => change.change === 'left').length < WORKERS) {
       problems.push(`the metrics did not show every worker replaced: ${JSON.stringify(changes)}`)

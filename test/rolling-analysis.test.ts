@@ -1,13 +1,14 @@
 import type { Scrape } from '../bench/rig/metrics-scraper'
-import { pidChanges, poolView, verdicts, waitPoints } from '../bench/rig/rolling-analysis'
+import { pidChanges, poolView, stuckPending, verdicts, waitPoints } from '../bench/rig/rolling-analysis'
 
 // The rolling-restart bench fails on these verdicts, so they are tested on made-up scrapes: what
 // counts as agreeing with PROCESSLIST, what is excused, what fails.
 
-interface Worker { pid: number, idle: number, used: number, waits?: number, waitSum?: number, under1ms?: number }
+interface Worker { pid: number, idle: number, used: number, pending?: number, waits?: number, waitSum?: number, under1ms?: number }
 
 function scrape (at: number, workers: Worker[], processlist: [number, number], missing = 0): Scrape {
-  const lines = workers.flatMap(({ pid, idle, used, waits = 0, waitSum = 0, under1ms = waits }) => [
+  const lines = workers.flatMap(({ pid, idle, used, pending = 0, waits = 0, waitSum = 0, under1ms = waits }) => [
+    `db_client_connection_pending_requests{process_pid="${pid}"} ${pending}`,
     `db_client_connection_count{db_client_connection_state="idle",process_pid="${pid}"} ${idle}`,
     `db_client_connection_count{db_client_connection_state="used",process_pid="${pid}"} ${used}`,
     `db_client_connection_wait_time_seconds_bucket{process_pid="${pid}",le="0.001"} ${under1ms}`,
@@ -68,4 +69,11 @@ test('the wait per interval adds up the workers seen in both scrapes, each again
   expect(first.p99BoundMillis).toBe(1)
   expect(second.count).toBe(0)
   expect(second.meanMillis).toBeNaN()
+})
+
+test('a worker that reports waiting requests beside idle connections for three scrapes in a row has a stuck gauge', () => {
+  const waiting = (at: number, idle: number) => scrape(at, [{ pid: 1, idle, used: 1, pending: 1 }, { pid: 2, idle: 2, used: 0 }], [idle + 3, idle + 3])
+  // Two in a row is an instant caught twice; three is stuck.
+  expect(stuckPending([waiting(0, 1), waiting(1, 1), waiting(2, 0), waiting(3, 1)].map(poolView))).toEqual([])
+  expect(stuckPending([waiting(0, 0), waiting(1, 1), waiting(2, 1), waiting(3, 1)].map(poolView))).toEqual([{ pid: '1', from: 1, scrapes: 3 }])
 })

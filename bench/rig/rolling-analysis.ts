@@ -19,8 +19,8 @@ export interface PoolView {
   /** Milliseconds, as Scrape.at. */
   at: number
   ok: boolean
-  /** Connections by worker pid and state. */
-  perPid: Map<string, { idle: number, used: number }>
+  /** Connections by worker pid and state, and requests waiting for one. */
+  perPid: Map<string, { idle: number, used: number, pending: number }>
   idle: number
   used: number
   pending: number
@@ -37,15 +37,20 @@ export interface PoolView {
 export function poolView (scrape: Scrape): PoolView {
   const ok = scrape.status === 200
   const { samples, skipped } = ok ? parsePrometheusText(scrape.body) : { samples: [], skipped: [] }
-  const perPid = new Map<string, { idle: number, used: number }>()
-  for (const sample of select(samples, NAMES.count)) {
+  const perPid = new Map<string, { idle: number, used: number, pending: number }>()
+  const entryOf = (sample: Sample) => {
     const pid = sample.labels[NAMES.pid] ?? '?'
+    const entry = perPid.get(pid) ?? { idle: 0, used: 0, pending: 0 }
+    perPid.set(pid, entry)
+    return entry
+  }
+  for (const sample of select(samples, NAMES.count)) {
+    const entry = entryOf(sample)
     const state = sample.labels[NAMES.state]
-    const entry = perPid.get(pid) ?? { idle: 0, used: 0 }
     if (state === 'idle') entry.idle += sample.value
     if (state === 'used') entry.used += sample.value
-    perPid.set(pid, entry)
   }
+  for (const sample of select(samples, NAMES.pending)) entryOf(sample).pending += sample.value
   const sum = (key: 'idle' | 'used') => [...perPid.values()].reduce((all, entry) => all + entry[key], 0)
   return {
     at: scrape.at,
@@ -167,4 +172,37 @@ export function pidChanges (views: readonly PoolView[]): PidChange[] {
     known = now
   }
   return changes
+}
+
+export interface StuckPending { pid: string, from: number, scrapes: number }
+
+/**
+ * Runs of at least `run` consecutive scrapes in which one worker reports requests waiting for a
+ * connection while it reports idle ones. The pool hands an idle connection to a waiting request
+ * at once, so both at the same moment last an instant, never several scrapes: a run means the
+ * pending gauge is stuck (a series that kept its last value, say).
+ */
+export function stuckPending (views: readonly PoolView[], run = 3): StuckPending[] {
+  const found: StuckPending[] = []
+  const open = new Map<string, { from: number, scrapes: number }>()
+  const close = (pid: string) => {
+    const current = open.get(pid)
+    if (current !== undefined && current.scrapes >= run) found.push({ pid, ...current })
+    open.delete(pid)
+  }
+  for (const view of views) {
+    if (!view.ok) continue
+    for (const [pid, entry] of view.perPid) {
+      if (entry.pending > 0 && entry.idle > 0) {
+        const current = open.get(pid) ?? { from: view.at, scrapes: 0 }
+        current.scrapes++
+        open.set(pid, current)
+      } else {
+        close(pid)
+      }
+    }
+    for (const pid of [...open.keys()]) if (!view.perPid.has(pid)) close(pid)
+  }
+  for (const pid of [...open.keys()]) close(pid)
+  return found
 }

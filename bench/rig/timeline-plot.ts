@@ -152,9 +152,14 @@ export function timelinePlot (
     return body
   })
   const x = (t: number) => MARGIN.left + ((t - from) / Math.max(1e-9, to - from)) * (WIDTH - MARGIN.left - MARGIN.right)
-  // Marker labels stand upright above the first panel, reading upwards from its top.
-  const labels = markers.map((marker) =>
-    `<text transform="translate(${round(x(marker.at) + 3)} ${header - 4}) rotate(-90)" font-size="10" fill="${marker.colour}">${escape(marker.label)}</text>`).join('')
+  // Marker labels stand upright above the first panel, reading upwards from its top; markers
+  // closer than a label's height are labelled side by side.
+  let lastLabel = Number.NEGATIVE_INFINITY
+  const labels = [...markers].sort((a, b) => a.at - b.at).map((marker) => {
+    const labelX = Math.max(x(marker.at) + 3, lastLabel + 11)
+    lastLabel = labelX
+    return `<text transform="translate(${round(labelX)} ${header - 4}) rotate(-90)" font-size="10" fill="${marker.colour}">${escape(marker.label)}</text>`
+  }).join('')
   const step = niceStep(to - from, 10)
   const axisY = top - MARGIN.bottom
   const timeTicks: string[] = []
