@@ -74,7 +74,15 @@ function plot (views: readonly PoolView[], outcomes: readonly Outcome[], markers
           { name: 'idle (all workers)', colour: COLOURS.idle, step: true, points: usable.map((view) => [at(view), view.idle] as const) },
           { name: 'used (all workers)', colour: COLOURS.used, step: true, points: usable.map((view) => [at(view), view.used] as const) },
           { name: 'idle + used', colour: COLOURS.total, width: 2.2, step: true, points: usable.map((view) => [at(view), view.idle + view.used] as const) },
-          { name: 'PROCESSLIST', colour: COLOURS.processlist, width: 2, style: 'dotted', step: true, points: views.map((view) => [at(view), view.after] as const) },
+          // Each count where it was read: the one before a scrape and the one after it.
+          {
+            name: 'PROCESSLIST',
+            colour: COLOURS.processlist,
+            width: 2,
+            style: 'dotted',
+            step: true,
+            points: views.flatMap((view) => [[seconds(view.startedAt, origin), view.before] as const, [seconds(view.endedAt, origin), view.after] as const])
+          },
           { name: 'pending requests', colour: COLOURS.pending, style: 'dashed', step: true, points: usable.map((view) => [at(view), view.pending] as const) }
         ]
       },
@@ -84,10 +92,10 @@ function plot (views: readonly PoolView[], outcomes: readonly Outcome[], markers
         height: 200,
         log: true,
         lines: [
-          { name: 'mean (Δsum / Δcount)', colour: '#2ca02c', points: waits.map((point) => [seconds(point.at, origin), point.meanMillis] as const) },
+          { name: 'mean (Δsum/Δcount)', colour: '#2ca02c', points: waits.map((point) => [seconds(point.at, origin), point.meanMillis] as const) },
           // Not histogram_quantile()'s interpolation: below the first bucket's edge (1 ms) it
           // only restates the bucket's width. The edge is what the buckets know.
-          { name: 'p99 at most (its bucket\'s edge)', colour: '#8c564b', style: 'dashed', step: true, points: waits.map((point) => [seconds(point.at, origin), point.p99BoundMillis] as const) }
+          { name: 'p99 ≤ (bucket edge)', colour: '#8c564b', style: 'dashed', step: true, points: waits.map((point) => [seconds(point.at, origin), point.p99BoundMillis] as const) }
         ]
       },
       {

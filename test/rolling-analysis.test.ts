@@ -18,14 +18,18 @@ function scrape (at: number, workers: Worker[], processlist: [number, number], m
     `db_client_connection_wait_time_seconds_count{process_pid="${pid}"} ${waits}`
   ])
   lines.push(`example_metrics_workers{outcome="answered"} ${workers.length}`, `example_metrics_workers{outcome="missing"} ${missing}`)
-  return { at, scrapeMillis: 1, status: 200, body: lines.join('\n'), before: processlist[0], after: processlist[1] }
+  return { at, startedAt: at, endedAt: at, scrapeMillis: 1, status: 200, body: lines.join('\n'), before: processlist[0], after: processlist[1] }
 }
 
 const steady = (at: number, processlist: [number, number] = [4, 4]) =>
   scrape(at, [{ pid: 1, idle: 2, used: 0 }, { pid: 2, idle: 1, used: 1 }], processlist)
 
-test('a total between the two PROCESSLIST counts around it agrees', () => {
-  expect(verdicts([steady(0), steady(1, [4, 5]), steady(2, [3, 4])].map(poolView))).toEqual(['agrees', 'agrees', 'agrees'])
+test('a total equal to PROCESSLIST read just before and just after agrees', () => {
+  expect(verdicts([steady(0), steady(1), steady(2)].map(poolView))).toEqual(['agrees', 'agrees', 'agrees'])
+})
+
+test('a scrape while PROCESSLIST changed under it is moving, whatever its total', () => {
+  expect(verdicts([steady(0), steady(1, [4, 5]), steady(2, [9, 3]), steady(3)].map(poolView))).toEqual(['agrees', 'moving', 'moving', 'agrees'])
 })
 
 test('a disagreement next to a connection opening or closing is excused as moving', () => {
@@ -36,7 +40,7 @@ test('a disagreement next to a connection opening or closing is excused as movin
 test('a disagreement while nothing moves fails, and so does a failed scrape', () => {
   const views = [steady(0, [5, 5]), steady(1, [5, 5]), steady(2, [5, 5])].map(poolView)
   expect(verdicts(views)).toEqual(['disagrees', 'disagrees', 'disagrees'])
-  const failed: Scrape = { at: 3, scrapeMillis: 1, status: 0, error: 'TIMEOUT', body: '', before: 4, after: 4 }
+  const failed: Scrape = { at: 3, startedAt: 3, endedAt: 3, scrapeMillis: 1, status: 0, error: 'TIMEOUT', body: '', before: 4, after: 4 }
   expect(verdicts([steady(0), failed, steady(2)].map(poolView))).toEqual(['agrees', 'scrape failed', 'agrees'])
 })
 

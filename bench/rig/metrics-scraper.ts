@@ -8,6 +8,9 @@ import { request } from 'node:http'
 export interface Scrape {
   /** Milliseconds (performance.now()) at the middle of the bracket. */
   at: number
+  /** When the count before was asked for, and when the count after had answered. */
+  startedAt: number
+  endedAt: number
   /** The HTTP round trip of the scrape, ms. */
   scrapeMillis: number
   /** HTTP status, or 0 when the scrape failed below HTTP. */
@@ -61,7 +64,8 @@ export function startScraping (url: URL, count: () => Promise<number>, intervalM
       const { status, body, error } = await get(url, timeoutMillis)
       const scrapeMillis = performance.now() - sent
       const after = await count()
-      scrapes.push({ at: (started + performance.now()) / 2, scrapeMillis, status, body, before, after, ...(error === undefined ? {} : { error }) })
+      const ended = performance.now()
+      scrapes.push({ at: (started + ended) / 2, startedAt: started, endedAt: ended, scrapeMillis, status, body, before, after, ...(error === undefined ? {} : { error }) })
       if (running()) await pause(Math.max(0, started + intervalMillis - performance.now()))
     }
   })()

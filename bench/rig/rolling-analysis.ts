@@ -26,9 +26,11 @@ export interface PoolView {
   pending: number
   /** Workers the endpoint said it left out (silent or leaving); 0 when it does not say. */
   missing: number
-  /** PROCESSLIST just before and just after the scrape. */
+  /** PROCESSLIST just before and just after the scrape, and when those were read. */
   before: number
   after: number
+  startedAt: number
+  endedAt: number
   /** Lines of the exposition the reader could not read. */
   skipped: string[]
   samples: Sample[]
@@ -62,6 +64,8 @@ export function poolView (scrape: Scrape): PoolView {
     missing: total(samples, NAMES.workers, { outcome: 'missing' }),
     before: scrape.before,
     after: scrape.after,
+    startedAt: scrape.startedAt,
+    endedAt: scrape.endedAt,
     skipped,
     samples
   }
@@ -75,19 +79,22 @@ export type Verdict = 'agrees' | 'moving' | 'missing worker' | 'scrape failed' |
  * pool and by the server a little apart (the server lists a connection once it has
  * authenticated, before the pool has finished setting it up and counts it; the server lets a
  * closed connection's thread go after the pool has stopped counting it). So:
- * - 'agrees': the total lies between PROCESSLIST's two counts around it (equal when nothing moved);
- * - 'moving': it does not, but a connection opened or closed within one sample of it (the two
- *   counts around it differ, or the total or PROCESSLIST differ between the samples either side);
+ * - 'agrees': PROCESSLIST read the same just before and just after the scrape, and the scraped
+ *   total equals it;
  * - 'missing worker': the endpoint said a worker was left out of this scrape;
+ * - 'moving': a connection opened or closed within one sample of this one (the two counts around
+ *   it differ, or a neighbouring sample's counts or total differ from its own): a disagreement
+ *   here is the two views a few milliseconds apart;
  * - 'scrape failed': no answer, or not a 200 (the bench fails on any);
- * - 'disagrees': none of these. A miscount persists (a connection the metrics lost stays lost),
- *   so it shows in samples where nothing moves, and fails the bench there.
+ * - 'disagrees': the total differs from a count that held still around it and its neighbours.
+ *   A miscount persists (a connection the metrics lost stays lost), so it shows in samples
+ *   where nothing moves, and fails the bench there.
  */
 export function verdicts (views: readonly PoolView[]): Verdict[] {
   return views.map((view, index) => {
     if (!view.ok) return 'scrape failed'
     const scraped = view.idle + view.used
-    if (scraped >= Math.min(view.before, view.after) && scraped <= Math.max(view.before, view.after)) return 'agrees'
+    if (view.before === view.after && scraped === view.before) return 'agrees'
     if (view.missing > 0) return 'missing worker'
     const around = [views[index - 1], view, views[index + 1]].filter((entry) => entry !== undefined && entry.ok)
     const counts = new Set(around.flatMap((entry) => [entry.before, entry.after]))
