@@ -16,7 +16,9 @@ module.exports = {
     exec_mode: 'cluster',
     instances,
     // pm2 reloads two instances at a time (PM2_CONCURRENT_ACTIONS): the budget counts both.
-    env: { WORKERS: String(instances), OVERLAP: '2' },
+    // No metrics endpoint: it is the example's primary's, and pm2 is the primary here. Under pm2,
+    // each process exports its own (docs/cluster-metrics.md).
+    env: { WORKERS: String(instances), OVERLAP: '2', METRICS_PORT: '0' },
     // Online only once the pool is warm, the request path warmed and the port shared.
     wait_ready: true,
     listen_timeout: 20000,

@@ -31,7 +31,7 @@ export function renderPrometheus (workers: readonly WorkerMetrics[], missing: nu
   // Each family ends with a newline; with no metric at all the serializer writes a comment without one.
   const series = scopeMetrics.some((scope) => scope.metrics.length > 0) ? serializer.serialize({ resource: emptyResource(), scopeMetrics }) : ''
   return series +
-    '# HELP example_metrics_workers Workers asked for their metrics in this scrape: answered, or missing (silent or leaving within the bound, left out).\n' +
+    '# HELP example_metrics_workers Workers asked for their metrics in this scrape, by outcome: answered in time, or missing (left out).\n' +
     '# TYPE example_metrics_workers gauge\n' +
     `example_metrics_workers{outcome="answered"} ${workers.length}\n` +
     `example_metrics_workers{outcome="missing"} ${missing}\n`
