@@ -44,7 +44,7 @@ export function workerMeterProvider (): { meterProvider: MeterProvider, reader: 
 
 /**
  * Answers the primary's metrics requests while the app is open; on close, stops answering and
- * shuts the provider down. Does nothing outside a cluster worker (no channel to answer on).
+ * shuts the provider down. A process with no IPC channel (started alone) has no one to answer.
  */
 export function answerMetricsRequests (app: FastifyInstance, meterProvider: MeterProvider, reader: MetricReader): void {
   const onMessage = (message: unknown) => {
