@@ -1,3 +1,5 @@
+import { copyFile, mkdir } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
 import { failures, startLoad, type Outcome } from '../support/http-load'
 import { TcpProxy } from '../support/tcp-proxy'
 import { APP_ENTRY, ClusterApp } from './rig/cluster/process'
@@ -23,6 +25,9 @@ const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 3000)
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4)
 const DELAY_MILLIS = Number(process.env.BENCH_DELAY_MS ?? 15)
 const RUNS = Number(process.env.BENCH_RUNS ?? 1)
+// Also copy the plot there (relative to the working directory): the README's picture is
+// docs/images/respawn-latency.svg, made with BENCH_PLOT=docs/images/respawn-latency.svg.
+const PLOT_COPY = process.env.BENCH_PLOT
 const MAX_REQUESTS = 100
 const COLD_FACTOR = 1.8
 // A new worker's first requests are where cold code would show.
@@ -157,14 +162,20 @@ async function main (): Promise<void> {
     const latencies = outcomes.map((outcome) => outcome.latency)
     return { name: variant.name, latencies, threshold: COLD_FACTOR * median(latencies) }
   })
-  const title = `Respawn benchmark: 2 workers, MAX_REQUESTS=${MAX_REQUESTS}, MySQL +${DELAY_MILLIS} ms each way`
+  // A picture kept in the repository names its day and Node: the machine's weather shows in it.
+  const title = `Respawn benchmark: 2 workers, MAX_REQUESTS=${MAX_REQUESTS}, MySQL +${DELAY_MILLIS} ms each way, ` +
+    `Node ${process.version}, ${new Date().toISOString().slice(0, 10)}`
   const plot = await writeResult('respawn.svg', latencyPlot(title, series))
+  if (PLOT_COPY !== undefined && PLOT_COPY !== '') {
+    await mkdir(dirname(resolve(PLOT_COPY)), { recursive: true })
+    await copyFile(plot, resolve(PLOT_COPY))
+  }
   const heading = `Respawn benchmark: ${REQUESTS} requests per variant and run, ${CONCURRENCY} concurrent clients, ` +
     `2 workers (pool.min ${CONCURRENCY}), MAX_REQUESTS=${MAX_REQUESTS}, proxy delay ${DELAY_MILLIS} ms each way, ` +
     `${RUNS} run(s), Node ${process.version}, ${harness.describe}`
   const columns = 'Timings are "median (min-max)" over the slow requests or the new workers.'
   process.stdout.write(`\n${heading}\n${columns}\n\n${report}\n\n` +
-    `New workers (every replacement):\n\n${perWorker}\n\nplot: ${plot}\n`)
+    `New workers (every replacement):\n\n${perWorker}\n\nplot: ${plot}${PLOT_COPY ? ` (and ${PLOT_COPY})` : ''}\n`)
 }
 
 main().catch(fail)

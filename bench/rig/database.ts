@@ -18,15 +18,15 @@ export interface BenchDatabase {
 }
 
 /** `serverUrl` with the bench's own database, created if missing. */
-async function ownDatabase (serverUrl: string): Promise<string> {
+async function ownDatabase (serverUrl: string, database: string): Promise<string> {
   const connection = await createConnection({ uri: serverUrl })
   try {
-    await connection.query(`CREATE DATABASE IF NOT EXISTS \`${DATABASE}\``)
+    await connection.query(`CREATE DATABASE IF NOT EXISTS \`${database}\``)
   } finally {
     await connection.end()
   }
   const url = new URL(serverUrl)
-  url.pathname = `/${DATABASE}`
+  url.pathname = `/${database}`
   return url.toString()
 }
 
@@ -48,11 +48,15 @@ async function prepareSchema (url: string): Promise<void> {
   }
 }
 
-export async function benchDatabase (): Promise<BenchDatabase> {
+/**
+ * The bench's database on the tests' server. A benchmark that counts its app's connections in
+ * PROCESSLIST by database passes a name of its own, which no other process on the server uses.
+ */
+export async function benchDatabase (database = DATABASE): Promise<BenchDatabase> {
   const server = await resolveServer()
   const release = async () => { await server.privateServer?.destroy() }
   try {
-    const url = await ownDatabase(server.url)
+    const url = await ownDatabase(server.url, database)
     await prepareSchema(url)
     return { url, server, release }
   } catch (error) {
