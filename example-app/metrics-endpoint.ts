@@ -1,5 +1,4 @@
 import cluster, { type Worker } from 'node:cluster'
-import { once } from 'node:events'
 import http from 'node:http'
 import type { Logger } from 'pino'
 import { renderPrometheus, type WorkerMetrics } from './prometheus-text'
@@ -25,54 +24,97 @@ const CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
 /** Listens on host:port (rejects if it cannot, before any worker starts); close the server to stop. */
 export async function startMetricsEndpoint (options: MetricsEndpointOptions, log: Logger): Promise<http.Server> {
+  const answers = new Answers()
   let scrapes = 0
+  // Scrapes that arrive while one is under way share its answer: the workers are asked once.
+  let scraping: Promise<string> | undefined
   const server = http.createServer((request, response) => {
     if (request.method !== 'GET' || request.url?.split('?')[0] !== '/metrics') {
       response.writeHead(404, { 'content-type': 'text/plain' }).end('GET /metrics\n')
       return
     }
-    scrape(++scrapes, options.timeoutMillis, log).then((text) => {
+    scraping ??= scrape(answers, ++scrapes, options.timeoutMillis, log).finally(() => { scraping = undefined })
+    scraping.then((text) => {
       response.writeHead(200, { 'content-type': CONTENT_TYPE }).end(text)
     }, (error: unknown) => {
       log.error({ err: error }, 'metrics scrape failed')
       response.writeHead(500, { 'content-type': 'text/plain' }).end('scrape failed\n')
     })
   })
-  server.listen(options.port, options.host)
-  await Promise.race([once(server, 'listening'), once(server, 'error').then(([error]) => { throw error })])
+  await new Promise<void>((resolve, reject) => {
+    const onError = (error: Error) => {
+      server.off('listening', onListening)
+      reject(error)
+    }
+    const onListening = () => {
+      server.off('error', onError)
+      resolve()
+    }
+    server.once('error', onError).once('listening', onListening)
+    server.listen(options.port, options.host)
+  })
+  // Once listening, an error of the listener is logged: unhandled, it would end the primary.
+  server.on('error', (error) => log.error({ err: error }, 'metrics listener error'))
+  server.once('close', () => answers.stop())
   return server
 }
 
 /** Asks every connected worker at once; renders those that answered within the bound. */
-async function scrape (id: number, timeoutMillis: number, log: Logger): Promise<string> {
+async function scrape (answers: Answers, id: number, timeoutMillis: number, log: Logger): Promise<string> {
   const workers = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker?.isConnected() === true)
-  const answers = await Promise.all(workers.map((worker) => ask(worker, id, timeoutMillis)))
-  const answered = answers.filter((answer): answer is WorkerMetrics => answer !== undefined)
-  const missing = workers.filter((_worker, index) => answers[index] === undefined).map((worker) => worker.process.pid)
+  const answered = await Promise.all(workers.map((worker) => answers.ask(worker, id, timeoutMillis)))
+  const metrics = answered.filter((answer): answer is WorkerMetrics => answer !== undefined)
+  const missing = workers.filter((_worker, index) => answered[index] === undefined).map((worker) => worker.process.pid)
   if (missing.length > 0) log.warn({ missing, timeoutMillis }, 'metrics: left out workers that did not answer in time')
-  return renderPrometheus(answered, missing.length)
+  return renderPrometheus(metrics, missing.length)
 }
 
-/** The worker's answer to request `id`; undefined once `timeoutMillis` pass, or if it leaves first. */
-function ask (worker: Worker, id: number, timeoutMillis: number): Promise<WorkerMetrics | undefined> {
-  return new Promise((resolve) => {
-    const settle = (answer: WorkerMetrics | undefined) => {
-      clearTimeout(timer)
-      worker.off('message', onMessage)
-      worker.off('disconnect', onGone)
-      resolve(answer)
-    }
-    const onMessage = (message: unknown) => {
-      // The cluster protocol's messages come on the same channel.
-      const answer = message as Partial<MetricsAnswer> | null
-      if (answer?.type === 'example:metrics' && answer.id === id) settle({ resource: answer.resource ?? {}, scopeMetrics: answer.scopeMetrics ?? [] })
-    }
-    const onGone = () => settle(undefined)
-    const timer = setTimeout(onGone, timeoutMillis)
-    worker.on('message', onMessage)
-    worker.on('disconnect', onGone)
-    const request: MetricsRequest = { type: 'example:metrics', id }
-    // A channel that closes meanwhile is reported to the callback, not thrown.
-    worker.send(request, undefined, (error: Error | null) => { if (error !== null) onGone() })
-  })
+/**
+ * The workers' answers, through one listener on the cluster for all of them (not one per worker
+ * and scrape), each routed to the request it answers by worker and request id.
+ */
+class Answers {
+  /** Per request id, per worker id: what settles that worker's ask. */
+  readonly #waiting = new Map<number, Map<number, (answer: WorkerMetrics | undefined) => void>>()
+
+  readonly #onMessage = (worker: Worker, message: unknown) => {
+    // The cluster protocol's messages come on the same channel.
+    const answer = message as Partial<MetricsAnswer> | null
+    if (answer?.type !== 'example:metrics' || typeof answer.id !== 'number') return
+    this.#waiting.get(answer.id)?.get(worker.id)?.({ resource: answer.resource ?? {}, scopeMetrics: answer.scopeMetrics ?? [] })
+  }
+
+  /** A worker that leaves (or dies) answers nothing more. */
+  readonly #onGone = (worker: Worker) => {
+    for (const asks of this.#waiting.values()) asks.get(worker.id)?.(undefined)
+  }
+
+  constructor () {
+    cluster.on('message', this.#onMessage)
+    cluster.on('disconnect', this.#onGone)
+  }
+
+  /** The worker's answer to request `id`; undefined once `timeoutMillis` pass, or if it leaves first. */
+  ask (worker: Worker, id: number, timeoutMillis: number): Promise<WorkerMetrics | undefined> {
+    return new Promise((resolve) => {
+      const asks = this.#waiting.get(id) ?? new Map<number, (answer: WorkerMetrics | undefined) => void>()
+      this.#waiting.set(id, asks)
+      const settle = (answer: WorkerMetrics | undefined) => {
+        clearTimeout(timer)
+        asks.delete(worker.id)
+        if (asks.size === 0) this.#waiting.delete(id)
+        resolve(answer)
+      }
+      const timer = setTimeout(() => settle(undefined), timeoutMillis)
+      asks.set(worker.id, settle)
+      const request: MetricsRequest = { type: 'example:metrics', id }
+      // A channel that closes meanwhile is reported to the callback, not thrown.
+      worker.send(request, undefined, (error: Error | null) => { if (error !== null) settle(undefined) })
+    })
+  }
+
+  stop (): void {
+    cluster.off('message', this.#onMessage)
+    cluster.off('disconnect', this.#onGone)
+  }
 }

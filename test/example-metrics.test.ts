@@ -2,8 +2,11 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import http from 'node:http'
 import net from 'node:net'
+import type { AddressInfo } from 'node:net'
 import type { RowDataPacket } from 'mysql2/promise'
+import pino from 'pino'
 import { perTestUser } from './helpers/database'
+import { startMetricsEndpoint } from '../example-app/metrics-endpoint'
 import { ExampleProcess, EXAMPLE_ENTRY } from '../support/example-process'
 import { freePort } from '../support/private-server'
 
@@ -161,5 +164,37 @@ test('fails to start, forking no worker, when the metrics port is taken', async 
     expect(lines[0].err).toMatchObject({ code: 'EADDRINUSE' })
   } finally {
     await new Promise((resolve) => taken.close(resolve))
+  }
+})
+
+test('concurrent scrapes all answer, without a listener per scrape on the workers (no MaxListenersExceededWarning)', async () => {
+  const metricsPort = await freePort()
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2', METRICS_PORT: String(metricsPort) })
+  // More than EventEmitter's default of 10 listeners, had each scrape added one per worker.
+  const scrapes = await Promise.all(Array.from({ length: 12 }, () => scrape(metricsPort)))
+  for (const { status, series } of scrapes) {
+    expect(status).toBe(200)
+    expect(workersOutcome(series)).toMatchObject({ answered: 2, missing: 0 })
+  }
+  example.child.kill('SIGTERM')
+  expect(await example.exited).toEqual({ code: 0, signal: null })
+  expect(example.lines.filter((line) => line.msg.includes('MaxListenersExceededWarning'))).toEqual([])
+})
+
+test('logs an error of its listener after listening, every time, instead of letting it end the primary', async () => {
+  const logged: Array<{ msg: string, err?: { message?: string } }> = []
+  const log = pino({ level: 'info' }, { write: (line: string) => { logged.push(JSON.parse(line) as { msg: string }) } })
+  const server = await startMetricsEndpoint({ host: '127.0.0.1', port: 0, timeoutMillis: BOUND_MILLIS }, log)
+  try {
+    // An emitter with no 'error' listener throws: in the primary, an uncaught exception.
+    expect(() => server.emit('error', new Error('first'))).not.toThrow()
+    expect(() => server.emit('error', new Error('second'))).not.toThrow()
+    expect(logged.filter((line) => line.msg === 'metrics listener error').map((line) => line.err?.message)).toEqual(['first', 'second'])
+    // And it still serves: this process has no workers, so none answered and none is missing.
+    const { status, series } = await scrape((server.address() as AddressInfo).port)
+    expect(status).toBe(200)
+    expect(workersOutcome(series)).toMatchObject({ answered: 0, missing: 0 })
+  } finally {
+    await new Promise((resolve) => server.close(resolve))
   }
 })
