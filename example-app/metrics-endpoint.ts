@@ -2,13 +2,15 @@ import cluster, { type Worker } from 'node:cluster'
 import http from 'node:http'
 import type { Logger } from 'pino'
 import { renderPrometheus, type WorkerMetrics } from './prometheus-text'
-import type { MetricsAnswer, MetricsRequest } from './worker-metrics'
+import type { MetricsAnswer, MetricsRequest, MetricsState } from './worker-metrics'
 
 // GET /metrics in the primary: every worker's metrics in one Prometheus scrape. Each scrape asks
-// every worker over IPC at once and waits for them at most `timeoutMillis`; a worker that has not
-// answered by then (stopped, stuck in a long synchronous task, leaving) is left out and counted,
-// and the others are served. The scrape never fails because of one worker, and it answers well
-// within Prometheus' scrape timeout (10 s by default).
+// every worker that answers requests over IPC at once and waits for them at most
+// `timeoutMillis`; a worker that has not answered by then (stopped, stuck in a long synchronous
+// task, dead) is left out and counted missing, and the others are served. Workers that said they
+// do not answer (yet, or any more) hold no connection: they are counted, starting or leaving,
+// without a wait. The scrape never fails because of one worker, and it answers well within
+// Prometheus' scrape timeout (10 s by default).
 //
 // Its own listener, on a loopback address by default, never the app's port: metrics tell anyone
 // who reads them how many processes, connections and database hosts there are.
@@ -59,34 +61,59 @@ export async function startMetricsEndpoint (options: MetricsEndpointOptions, log
   return server
 }
 
-/** Asks every connected worker at once; renders those that answered within the bound. */
+/** Asks every answering worker at once; renders those that answered within the bound. */
 async function scrape (answers: Answers, id: number, timeoutMillis: number, log: Logger): Promise<string> {
   const workers = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker?.isConnected() === true)
-  const answered = await Promise.all(workers.map((worker) => answers.ask(worker, id, timeoutMillis)))
-  const metrics = answered.filter((answer): answer is WorkerMetrics => answer !== undefined)
-  const missing = workers.filter((_worker, index) => answered[index] === undefined).map((worker) => worker.process.pid)
+  const results = await Promise.all(workers.map((worker) => {
+    const state = answers.stateOf(worker)
+    return state === 'answering' ? answers.ask(worker, id, timeoutMillis) : state
+  }))
+  const metrics = results.filter((result): result is WorkerMetrics => typeof result === 'object')
+  const missing = workers.filter((_worker, index) => results[index] === 'missing').map((worker) => worker.process.pid)
   if (missing.length > 0) log.warn({ missing, timeoutMillis }, 'metrics: left out workers that did not answer in time')
-  return renderPrometheus(metrics, missing.length)
+  const count = (outcome: Outcome) => results.filter((result) => result === outcome).length
+  return renderPrometheus(metrics, { starting: count('starting'), leaving: count('leaving'), missing: missing.length })
 }
 
+type Outcome = 'starting' | 'leaving' | 'missing'
+type Settle = (result: WorkerMetrics | Outcome) => void
+
 /**
- * The workers' answers, through one listener on the cluster for all of them (not one per worker
- * and scrape), each routed to the request it answers by worker and request id.
+ * The workers' answers and states, through one listener on the cluster for all of them (not one
+ * per worker and scrape), each answer routed to the request it answers by worker and request id.
  */
 class Answers {
   /** Per request id, per worker id: what settles that worker's ask. */
-  readonly #waiting = new Map<number, Map<number, (answer: WorkerMetrics | undefined) => void>>()
+  readonly #waiting = new Map<number, Map<number, Settle>>()
+  /** What each worker said last (worker id): none yet means it is starting. */
+  readonly #states = new Map<number, MetricsState['state']>()
 
   readonly #onMessage = (worker: Worker, message: unknown) => {
     // The cluster protocol's messages come on the same channel.
-    const answer = message as Partial<MetricsAnswer> | null
-    if (answer?.type !== 'example:metrics' || typeof answer.id !== 'number') return
-    this.#waiting.get(answer.id)?.get(worker.id)?.({ resource: answer.resource ?? {}, scopeMetrics: answer.scopeMetrics ?? [] })
+    const received = message as Partial<MetricsAnswer> | Partial<MetricsState> | null
+    if (received?.type === 'example:metrics-state' && (received.state === 'answering' || received.state === 'closed')) {
+      this.#states.set(worker.id, received.state)
+      // Its pool has closed: the asks it will not answer are settled now, not at the bound.
+      if (received.state === 'closed') this.#settleAll(worker, 'leaving')
+    } else if (received?.type === 'example:metrics' && typeof received.id === 'number') {
+      this.#waiting.get(received.id)?.get(worker.id)?.({ resource: received.resource ?? {}, scopeMetrics: received.scopeMetrics ?? [] })
+    }
   }
 
-  /** A worker that leaves (or dies) answers nothing more. */
+  /** A worker that disconnects (leaves or dies) answers nothing more. */
   readonly #onGone = (worker: Worker) => {
-    for (const asks of this.#waiting.values()) asks.get(worker.id)?.(undefined)
+    this.#states.delete(worker.id)
+    this.#settleAll(worker, 'missing')
+  }
+
+  #settleAll (worker: Worker, outcome: Outcome): void {
+    for (const asks of this.#waiting.values()) asks.get(worker.id)?.(outcome)
+  }
+
+  /** Whether the worker answers requests: `starting` until it says it does, `leaving` once its pool has closed. */
+  stateOf (worker: Worker): 'answering' | 'starting' | 'leaving' {
+    const state = this.#states.get(worker.id)
+    return state === undefined ? 'starting' : state === 'closed' ? 'leaving' : 'answering'
   }
 
   constructor () {
@@ -94,22 +121,25 @@ class Answers {
     cluster.on('disconnect', this.#onGone)
   }
 
-  /** The worker's answer to request `id`; undefined once `timeoutMillis` pass, or if it leaves first. */
-  ask (worker: Worker, id: number, timeoutMillis: number): Promise<WorkerMetrics | undefined> {
+  /**
+   * The worker's answer to request `id`; `leaving` if its pool closes first; `missing` once
+   * `timeoutMillis` pass, or if it disconnects first.
+   */
+  ask (worker: Worker, id: number, timeoutMillis: number): Promise<WorkerMetrics | Outcome> {
     return new Promise((resolve) => {
-      const asks = this.#waiting.get(id) ?? new Map<number, (answer: WorkerMetrics | undefined) => void>()
+      const asks = this.#waiting.get(id) ?? new Map<number, Settle>()
       this.#waiting.set(id, asks)
-      const settle = (answer: WorkerMetrics | undefined) => {
+      const settle: Settle = (result) => {
         clearTimeout(timer)
         asks.delete(worker.id)
         if (asks.size === 0) this.#waiting.delete(id)
-        resolve(answer)
+        resolve(result)
       }
-      const timer = setTimeout(() => settle(undefined), timeoutMillis)
+      const timer = setTimeout(() => settle('missing'), timeoutMillis)
       asks.set(worker.id, settle)
       const request: MetricsRequest = { type: 'example:metrics', id }
       // A channel that closes meanwhile is reported to the callback, not thrown.
-      worker.send(request, undefined, (error: Error | null) => { if (error !== null) settle(undefined) })
+      worker.send(request, undefined, (error: Error | null) => { if (error !== null) settle('missing') })
     })
   }
 

@@ -12,13 +12,15 @@ import { freePort } from '../support/private-server'
 
 // The cluster example's GET /metrics, on the primary's own listener: every worker's pool metrics
 // in one scrape, each series labelled with its worker's pid, and a worker that does not answer
-// (stopped by SIGSTOP here) left out and counted, within the scrape's bound.
+// (stopped by SIGSTOP here) left out and counted, within the scrape's bound; workers that start
+// or leave during a roll are counted as such, not as missing.
 
 const fixture = perTestUser({ ownDatabase: true })
 /** The example's default METRICS_TIMEOUT_MILLIS. */
 const BOUND_MILLIS = 1000
 /** A scrape that takes longer than this has not been bounded by the example. */
 const CLIENT_TIMEOUT_MILLIS = 4 * BOUND_MILLIS
+const ROLL_MILLIS = 60_000
 
 let example: ExampleProcess | undefined
 let stopped: number | undefined
@@ -102,7 +104,7 @@ test('serves every worker\'s pool metrics by pid, with totals equal to the proce
   const before = await scrape(metricsPort)
   expect(before.status).toBe(200)
   expect(before.type).toBe('text/plain; version=0.0.4; charset=utf-8')
-  expect(workersOutcome(before.series)).toEqual({ answered: 3, missing: 0 })
+  expect(workersOutcome(before.series)).toEqual({ answered: 3, starting: 0, leaving: 0, missing: 0 })
   const counts = connectionsByPid(before.series)
   expect([...counts.keys()].sort()).toEqual([...workerPids].sort())
   for (const count of counts.values()) expect(count).toBeGreaterThan(0)
@@ -117,7 +119,7 @@ test('serves every worker\'s pool metrics by pid, with totals equal to the proce
   process.kill(stopped, 'SIGSTOP')
   const during = await scrape(metricsPort)
   expect(during.status).toBe(200)
-  expect(workersOutcome(during.series)).toEqual({ answered: 2, missing: 1 })
+  expect(workersOutcome(during.series)).toEqual({ answered: 2, starting: 0, leaving: 0, missing: 1 })
   expect(during.series.filter((one) => one.labels.process_pid === String(stopped))).toEqual([])
   const live = connectionsByPid(during.series)
   expect([...live.keys()].sort()).toEqual(workerPids.filter((pid) => pid !== stopped).sort())
@@ -129,7 +131,7 @@ test('serves every worker\'s pool metrics by pid, with totals equal to the proce
   process.kill(stopped, 'SIGCONT')
   stopped = undefined
   const after = await scrape(metricsPort)
-  expect(workersOutcome(after.series)).toEqual({ answered: 3, missing: 0 })
+  expect(workersOutcome(after.series)).toEqual({ answered: 3, starting: 0, leaving: 0, missing: 0 })
   expect([...connectionsByPid(after.series).keys()].sort()).toEqual([...workerPids].sort())
 
   example.child.kill('SIGTERM')
@@ -197,4 +199,24 @@ test('logs an error of its listener after listening, every time, instead of lett
   } finally {
     await new Promise((resolve) => server.close(resolve))
   }
+})
+
+test('during a roll, starting and leaving workers are counted as such, never missing, and no scrape waits out the bound', async () => {
+  const metricsPort = await freePort()
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2', METRICS_PORT: String(metricsPort) })
+  example.child.kill('SIGUSR2')
+  const rolling = example
+  const deadline = performance.now() + ROLL_MILLIS
+  const outcomes: Array<Record<string, number>> = []
+  while (rolling.logged('rolling restart finished').length === 0) {
+    if (performance.now() > deadline) throw new Error(`the roll did not finish within ${ROLL_MILLIS} ms; last lines:\n${rolling.tail()}`)
+    const { status, series } = await scrape(metricsPort)
+    expect(status).toBe(200)
+    outcomes.push(workersOutcome(series))
+  }
+  // A missing worker is one a scrape waited for in vain.
+  expect(outcomes.filter((outcome) => outcome.missing !== 0)).toEqual([])
+  // Each replacement loads its code before it can answer: some scrape saw one starting.
+  expect(outcomes.some((outcome) => outcome.starting > 0)).toBe(true)
+  expect(example.logged('metrics: left out workers that did not answer in time')).toEqual([])
 })
