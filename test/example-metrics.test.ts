@@ -12,14 +12,18 @@ import { freePort } from '../support/private-server'
 
 // The cluster example's GET /metrics, on the primary's own listener: every worker's pool metrics
 // in one scrape, each series labelled with its worker's pid, and a worker that does not answer
-// (stopped by SIGSTOP here) left out and counted, within the scrape's bound; workers that start
-// or leave during a roll are counted as such, not as missing.
+// (stopped by SIGSTOP, or killed, here) left out and counted, within the scrape's bound; workers
+// that start or leave during a roll are counted as such, not as missing.
 
 const fixture = perTestUser({ ownDatabase: true })
 /** The example's default METRICS_TIMEOUT_MILLIS. */
 const BOUND_MILLIS = 1000
 /** A scrape that takes longer than this has not been bounded by the example. */
 const CLIENT_TIMEOUT_MILLIS = 4 * BOUND_MILLIS
+/** Generous: what a bounded scrape may take beyond its bound (asking, rendering, a busy machine). */
+const BOUND_SLACK_MILLIS = 1000
+/** A timer measured from another process may seem to fire this much early (millisecond clocks). */
+const CLOCK_SLACK_MILLIS = 10
 const ROLL_MILLIS = 60_000
 
 let example: ExampleProcess | undefined
@@ -46,8 +50,8 @@ function parse (text: string): Series[] {
   })
 }
 
-/** GET /metrics; rejects if the answer takes longer than CLIENT_TIMEOUT_MILLIS. */
-function scrape (port: number): Promise<{ status: number, type: string | undefined, series: Series[] }> {
+/** GET /metrics; rejects if the answer takes longer than CLIENT_TIMEOUT_MILLIS. `sent` runs once the request is written. */
+function scrape (port: number, sent = () => {}): Promise<{ status: number, type: string | undefined, series: Series[] }> {
   return new Promise((resolve, reject) => {
     const request = http.get({ host: '127.0.0.1', port, path: '/metrics', agent: false, timeout: CLIENT_TIMEOUT_MILLIS }, (response) => {
       let text = ''
@@ -59,7 +63,15 @@ function scrape (port: number): Promise<{ status: number, type: string | undefin
     })
     request.on('timeout', () => request.destroy(new Error(`no answer from /metrics within ${CLIENT_TIMEOUT_MILLIS} ms`)))
     request.on('error', reject)
+    request.on('finish', sent)
   })
+}
+
+/** scrape(), and how long it took. */
+async function timedScrape (port: number, sent?: () => void): Promise<Awaited<ReturnType<typeof scrape>> & { millis: number }> {
+  const started = performance.now()
+  const result = await scrape(port, sent)
+  return { ...result, millis: performance.now() - started }
 }
 
 /** Each pid's open connections as its `db_client_connection_count` series say (idle and used). */
@@ -117,13 +129,18 @@ test('serves every worker\'s pool metrics by pid, with totals equal to the proce
   // A stopped process cannot answer, nor change its connections: the server still counts them.
   stopped = workerPids[1]
   process.kill(stopped, 'SIGSTOP')
-  const during = await scrape(metricsPort)
+  const during = await timedScrape(metricsPort)
   expect(during.status).toBe(200)
+  // It waited for the stopped worker, and no longer than its bound.
+  expect(during.millis).toBeGreaterThanOrEqual(BOUND_MILLIS - CLOCK_SLACK_MILLIS)
+  expect(during.millis).toBeLessThan(BOUND_MILLIS + BOUND_SLACK_MILLIS)
   expect(workersOutcome(during.series)).toEqual({ answered: 2, starting: 0, leaving: 0, missing: 1 })
   expect(during.series.filter((one) => one.labels.process_pid === String(stopped))).toEqual([])
   const live = connectionsByPid(during.series)
   expect([...live.keys()].sort()).toEqual(workerPids.filter((pid) => pid !== stopped).sort())
-  expect(sum(live)).toBe(await processListCount() - (counts.get(stopped) ?? 0))
+  // The server's count with the stopped worker's connections, read once it holds still.
+  const withStopped = sum(live) + (counts.get(stopped) ?? 0)
+  expect(await settledProcessList(withStopped)).toBe(withStopped)
   const leftOut = await example.waitFor((line) => line.msg === 'metrics: left out workers that did not answer in time')
   expect(leftOut).toMatchObject({ missing: [stopped], timeoutMillis: BOUND_MILLIS })
 
@@ -199,6 +216,22 @@ test('logs an error of its listener after listening, every time, instead of lett
   } finally {
     await new Promise((resolve) => server.close(resolve))
   }
+})
+
+test('a worker killed during a scrape is not counted answered, and the scrape answers without waiting out the bound', async () => {
+  const metricsPort = await freePort()
+  example = await ExampleProcess.start({ MYSQL_URL: fixture.user.url, WORKERS: '2', METRICS_PORT: String(metricsPort) })
+  const [killed, survivor] = example.logged('worker listening').map((line) => line.workerPid as number)
+  // Stopped first, so that it cannot answer before the kill; killed once the scrape is sent.
+  process.kill(killed, 'SIGSTOP')
+  const during = await timedScrape(metricsPort, () => process.kill(killed, 'SIGKILL'))
+  expect(during.status).toBe(200)
+  // Its channel closed: nothing to wait for.
+  expect(during.millis).toBeLessThan(BOUND_MILLIS)
+  expect(workersOutcome(during.series)).toMatchObject({ answered: 1 })
+  expect([...connectionsByPid(during.series).keys()]).toEqual([survivor])
+  // The primary respawns it; the app keeps serving.
+  await example.waitFor((line) => line.msg === 'worker died; respawning' && line.workerPid === killed)
 })
 
 test('during a roll, starting and leaving workers are counted as such, never missing, and no scrape waits out the bound', async () => {
