@@ -20,21 +20,25 @@ const UNIT_WORDS: Record<string, string> = { s: 'seconds', ms: 'milliseconds', B
 const serializer = new PrometheusSerializer(undefined, false, undefined, true)
 
 /**
- * The workers' metrics, each series labelled `process_pid`, followed by
- * `example_metrics_workers{outcome}`: how many workers answered this scrape and how many did not.
+ * How the workers of one scrape fared: `answered` (their metrics are in it), `starting` (no pool
+ * yet) and `leaving` (pool closed), neither asked since they hold no connection, and `missing`
+ * (asked, no answer in time: left out, so the totals lack their connections).
  */
-export function renderPrometheus (workers: readonly WorkerMetrics[], missing: number): string {
+export interface WorkerOutcomes { answered: number, starting: number, leaving: number, missing: number }
+
+/** The workers' metrics, each series labelled `process_pid`, followed by `example_metrics_workers{outcome}`. */
+export function renderPrometheus (workers: readonly WorkerMetrics[], outcomes: Omit<WorkerOutcomes, 'answered'>): string {
   const scopeMetrics = workers.flatMap((worker) => worker.scopeMetrics.map((scope) => ({
     scope: scope.scope,
     metrics: scope.metrics.map((metric) => labelled(metric, worker.resource['process.pid']))
   })))
   // Each family ends with a newline; with no metric at all the serializer writes a comment without one.
   const series = scopeMetrics.some((scope) => scope.metrics.length > 0) ? serializer.serialize({ resource: emptyResource(), scopeMetrics }) : ''
+  const counts: WorkerOutcomes = { answered: workers.length, starting: outcomes.starting, leaving: outcomes.leaving, missing: outcomes.missing }
   return series +
-    '# HELP example_metrics_workers Workers asked for their metrics in this scrape, by outcome: answered in time, or missing (left out).\n' +
+    '# HELP example_metrics_workers Workers in this scrape, by outcome: answered; starting (no pool yet) or leaving (pool closed), not asked; missing (asked, no answer in time: left out).\n' +
     '# TYPE example_metrics_workers gauge\n' +
-    `example_metrics_workers{outcome="answered"} ${workers.length}\n` +
-    `example_metrics_workers{outcome="missing"} ${missing}\n`
+    Object.entries(counts).map(([outcome, count]) => `example_metrics_workers{outcome="${outcome}"} ${count}\n`).join('')
 }
 
 /** The metric with its unit as a name suffix and the worker's pid on every data point. */

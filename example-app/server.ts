@@ -46,13 +46,15 @@ export async function buildServer (): Promise<FastifyInstance> {
   // Its metrics (semantic-convention names) go to a meter provider of this worker's own, read
   // when the primary's GET /metrics asks (worker-metrics.ts).
   const telemetry = config.metrics.port === 0 ? undefined : workerMeterProvider()
+  // Before the database plugin: its onClose hook runs after the plugin's, so the worker answers
+  // until its pool has closed, and the provider is shut down last.
+  if (telemetry !== undefined) answerMetricsRequests(app, telemetry.meterProvider, telemetry.reader)
   await app.register(forkSafeDb, {
     connection: config.mysqlUrl,
     pool: config.pool,
     budget: { workers: config.workers + config.overlap },
     metrics: telemetry === undefined ? false : { meterProvider: telemetry.meterProvider }
   })
-  if (telemetry !== undefined) answerMetricsRequests(app, telemetry.meterProvider, telemetry.reader)
   // After the database plugin: the warm-up runs on a warm pool, and a retire closes the pool last.
   await app.register(forkSafeWorker, { warmup: { requests: WARMUP } })
 

@@ -16,6 +16,12 @@ export interface MetricsRequest { type: 'example:metrics', id: number }
  * resource's attributes (`process.pid` among them) and what its meters recorded.
  */
 export interface MetricsAnswer { type: 'example:metrics', id: number, resource: Attributes, scopeMetrics: ScopeMetrics[] }
+/**
+ * Worker -> primary, unasked: `answering` once it answers requests (before its pool is built),
+ * `closed` once its pool has closed and it answers no more. Before the first and after the
+ * second it holds no database connection, so the primary need not ask it (nor wait for it).
+ */
+export interface MetricsState { type: 'example:metrics-state', state: 'answering' | 'closed' }
 
 export function isMetricsRequest (message: unknown): message is MetricsRequest {
   return typeof message === 'object' && message !== null &&
@@ -42,24 +48,32 @@ export function workerMeterProvider (): { meterProvider: MeterProvider, reader: 
   return { meterProvider, reader }
 }
 
+/** With a callback, a channel closing meanwhile (the worker leaving) is reported, not thrown. */
+function tellPrimary (message: MetricsAnswer | MetricsState): void {
+  if (process.connected) process.send?.(message, undefined, undefined, () => {})
+}
+
 /**
- * Answers the primary's metrics requests while the app is open; on close, stops answering and
- * shuts the provider down. A process with no IPC channel (started alone) has no one to answer.
+ * Answers the primary's metrics requests until the pool has closed, then says so and shuts the
+ * provider down. Call it BEFORE registering the database plugin: Fastify runs onClose hooks
+ * last-added first, so this one runs after the plugin has closed its pool, and the worker answers
+ * through its whole drain. A process with no IPC channel (started alone) has no one to answer.
  */
 export function answerMetricsRequests (app: FastifyInstance, meterProvider: MeterProvider, reader: MetricReader): void {
   const onMessage = (message: unknown) => {
     if (!isMetricsRequest(message)) return
     reader.collect().then(({ resourceMetrics, errors }) => {
       if (errors.length > 0) app.log.warn({ errors }, 'some metrics could not be collected')
-      const answer: MetricsAnswer = { type: 'example:metrics', id: message.id, resource: resourceMetrics.resource.attributes, scopeMetrics: resourceMetrics.scopeMetrics }
-      // With a callback, a channel closing meanwhile (the worker retiring) is reported, not thrown:
-      // the primary counts this worker missing.
-      if (process.connected) process.send?.(answer, undefined, undefined, () => {})
+      tellPrimary({ type: 'example:metrics', id: message.id, resource: resourceMetrics.resource.attributes, scopeMetrics: resourceMetrics.scopeMetrics })
     }, (error: unknown) => app.log.warn({ err: error }, 'metrics collection failed'))
   }
-  if (process.send !== undefined) process.on('message', onMessage)
+  if (process.send !== undefined) {
+    process.on('message', onMessage)
+    tellPrimary({ type: 'example:metrics-state', state: 'answering' })
+  }
   app.addHook('onClose', async () => {
     process.off('message', onMessage)
+    tellPrimary({ type: 'example:metrics-state', state: 'closed' })
     await meterProvider.shutdown()
   })
 }

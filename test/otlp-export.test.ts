@@ -8,7 +8,8 @@ import { perTestUser } from './helpers/database'
 // The OpenTelemetry way for pm2 and containers (docs/cluster-metrics.md): each process exports
 // OTLP itself, with its pid in its resource, and whatever receives them (a collector) tells the
 // processes apart. Here the receiver is a node:http server shaped like a collector's OTLP/HTTP
-// endpoint (POST /v1/metrics, JSON), and the processes are two forks of a fixture.
+// endpoint (POST /v1/metrics, JSON), and the processes are two forks of a fixture, each with a
+// database user of its own so that the server's process list tells their connections apart.
 
 const FIXTURE = join(__dirname, 'fixtures', 'otlp-process.js')
 const fixture = perTestUser()
@@ -27,6 +28,11 @@ const plain = (attributes: KeyValue[] = []) => Object.fromEntries(attributes.map
 class Receiver {
   readonly received: Received[] = []
   readonly contentTypes = new Set<string>()
+  /**
+   * Runs on each resource's metrics before the export is answered: the exporting process waits
+   * for the answer, so what this observes happened before the export was sent.
+   */
+  inspect: (received: Received) => Promise<void> = async () => {}
   readonly #server = http.createServer((request, response) => {
     let body = ''
     request.setEncoding('utf8').on('data', (chunk: string) => { body += chunk })
@@ -36,11 +42,13 @@ class Receiver {
         return
       }
       this.contentTypes.add(String(request.headers['content-type']))
-      for (const { resource, scopeMetrics } of (JSON.parse(body) as ExportRequest).resourceMetrics) {
-        this.received.push({ resource: plain(resource.attributes), metrics: scopeMetrics.flatMap((scope) => scope.metrics) })
-      }
-      // A collector's answer to a full success.
-      response.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+      const received = (JSON.parse(body) as ExportRequest).resourceMetrics.map(({ resource, scopeMetrics }) =>
+        ({ resource: plain(resource.attributes), metrics: scopeMetrics.flatMap((scope) => scope.metrics) }))
+      this.received.push(...received)
+      Promise.all(received.map((one) => this.inspect(one))).finally(() => {
+        // A collector's answer to a full success.
+        response.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+      })
     })
   })
 
@@ -74,8 +82,8 @@ afterEach(async () => {
   receiver = undefined
 })
 
-async function start (url: string): Promise<ChildProcess> {
-  const child = fork(FIXTURE, { env: { ...process.env, MYSQL_URL: fixture.user.url, OTLP_URL: url }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+async function start (url: string, mysqlUrl: string): Promise<ChildProcess> {
+  const child = fork(FIXTURE, { env: { ...process.env, MYSQL_URL: mysqlUrl, OTLP_URL: url }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   children.push(child)
   await said(child, 'ready')
   return child
@@ -103,10 +111,11 @@ function total (received: Received, name: string): number | undefined {
   return points?.reduce((sum, point) => sum + Number(point.asInt ?? point.asDouble), 0)
 }
 
-test('two processes export their pool metrics over OTLP, told apart by process.pid, and export once more as they shut down', async () => {
+test('two processes export their pool metrics over OTLP, told apart by process.pid, and export once more after their pools have closed', async () => {
   receiver = new Receiver()
   const url = await receiver.listen()
-  const processes = await Promise.all([start(url), start(url)])
+  const users = [fixture.user, await fixture.database.createUser()]
+  const processes = await Promise.all(users.map((user) => start(url, user.url)))
   const pids = processes.map((child) => child.pid as number)
 
   await Promise.all(processes.map(async (child) => {
@@ -124,11 +133,21 @@ test('two processes export their pool metrics over OTLP, told apart by process.p
     expect(count?.unit).toBe('{connection}')
     expect(plain(count?.sum?.dataPoints[0].attributes)).toMatchObject({ 'db.client.connection.pool.name': 'db', 'db.system.name': 'mariadb' })
   }
-  // Between them, the two processes' counts are the server's: the pools are idle and warm.
-  const exported = latest.reduce((sum, received) => sum + (total(received!, 'db.client.connection.count') ?? 0), 0)
-  expect(exported).toBe(await fixture.database.countConnections(fixture.user.user))
-  expect(exported).toBeGreaterThan(0)
+  // Each process's count is the server's for its user: the pools are idle and warm.
+  for (const [index, received] of latest.entries()) {
+    const exported = total(received!, 'db.client.connection.count')
+    expect(exported).toBeGreaterThan(0)
+    expect(exported).toBe(await fixture.database.countConnections(users[index].user))
+  }
 
+  // While each export of a stopping process waits for its answer, the server's count of that
+  // process's connections: 0 once its pool has closed. Had the provider been shut down before
+  // the pool closed (an onClose hook added after the plugin), the count would stay put.
+  const connectionsAtFinalExport = new Map<number, number>()
+  receiver.inspect = async (received) => {
+    const index = pids.indexOf(received.resource['process.pid'] as number)
+    connectionsAtFinalExport.set(pids[index], await fixture.database.settledCount(users[index].user, 0))
+  }
   const before = pids.map((pid) => receiver!.from(pid).length)
   await Promise.all(processes.map(async (child) => {
     const exited = once(child, 'exit')
@@ -137,5 +156,5 @@ test('two processes export their pool metrics over OTLP, told apart by process.p
   }))
   // provider.shutdown() flushed one last export from each, after its pool closed.
   expect(pids.map((pid) => receiver!.from(pid).length)).toEqual(before.map((count) => count + 1))
-  expect(await fixture.database.settledCount(fixture.user.user, 0)).toBe(0)
+  expect(pids.map((pid) => connectionsAtFinalExport.get(pid))).toEqual([0, 0])
 })
