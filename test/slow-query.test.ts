@@ -51,6 +51,25 @@ test('logs one warning for a statement slower than slowQueryMillis, with its SQL
   expect(watched.lines().filter(isSlow())).toHaveLength(1)
 })
 
+test('answers a not-found handler\'s slow statement, logged with no route and never with its query string', async () => {
+  app.setNotFoundHandler(async (request, reply) => {
+    await request.db.raw('SELECT SLEEP(0.2) AS slept')
+    await reply.code(404).send({ missing: true })
+  })
+  await app.register(forkSafeDb, { connection: fixture.user.url, slowQueryMillis: THRESHOLD_MILLIS })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+
+  const answered = await request(app, '/reset?token=s3cr3t-reset-token')
+  expect(answered.status).toBe(404)
+  expect(JSON.parse(answered.body)).toEqual({ missing: true })
+  const warning = await watched.line(isSlow())
+  expect(warning).toMatchObject({ sql: 'SELECT SLEEP(0.2) AS slept' })
+  expect(warning).not.toHaveProperty('route')
+  // Fastify's own request lines carry the URL (its logger's choice); none of the plugin's does.
+  const plugins = watched.lines().filter((line) => line.req === undefined && line.res === undefined)
+  expect(JSON.stringify(plugins)).not.toContain('token=')
+})
+
 test('never logs a bound value of a slow statement, in any line', async () => {
   const secret = 'hunter2-bound-value-7f3a'
   app.get('/secret', async (request) => (await request.db.raw('select ? as v, sleep(0.3) as slept', [secret]))[0][0])
