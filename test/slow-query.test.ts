@@ -1,4 +1,4 @@
-import { channel } from 'node:diagnostics_channel'
+import { channel, subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { FastifyInstance } from 'fastify'
 import type { Knex } from 'knex'
 import forkSafeDb, { channels } from '../lib'
@@ -125,4 +125,22 @@ test('stops listening to query:end when the last registration with it closes', a
   expect(queryEnd.hasSubscribers).toBe(true)
   await app.close()
   expect(queryEnd.hasSubscribers).toBe(false)
+})
+
+test('logs a slow statement that held up the app\'s close, once it ends', async () => {
+  await app.register(forkSafeDb, { connection: fixture.user.url, slowQueryMillis: THRESHOLD_MILLIS })
+  await app.ready()
+  const started = new Promise<void>((resolve) => {
+    const onStart = () => { unsubscribe(channels.queryStart, onStart); resolve() }
+    subscribe(channels.queryStart, onStart)
+  })
+  // then() sends it (a builder is lazy).
+  const draining = app.db.raw('SELECT SLEEP(0.5) AS draining').then((result: Array<Array<{ draining: number }>>) => result[0][0].draining)
+  await started
+  // close() waits for the statement (knex's destroy drains the pool): it ends during the close.
+  await app.close()
+  expect(await draining).toBe(0)
+  const slow = watched.lines().filter(isSlow())
+  expect(slow).toHaveLength(1)
+  expect(slow[0]).toMatchObject({ sql: 'SELECT SLEEP(0.5) AS draining' })
 })
