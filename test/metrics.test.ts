@@ -228,7 +228,7 @@ test('records how long the application held a connection in use_time (not warm-u
   expect(useTime.max).toBeGreaterThanOrEqual(heldAtLeast)
 })
 
-test('records statements\' durations by SQL verb, with error.type when one failed', async () => {
+test('records statements\' durations by SQL verb, with error.type and the server\'s error number when one failed', async () => {
   build()
   await app.ready()
   await app.inject('/one')
@@ -238,8 +238,51 @@ test('records statements\' durations by SQL verb, with error.type when one faile
   const selects = histogram(duration, { ...hostAttributes(), 'db.operation.name': 'SELECT', 'error.type': undefined })
   expect(selects.count).toBe(2)
   const failed = point(duration, { 'error.type': 'ER_NO_SUCH_TABLE' })
-  expect(failed.attributes).toEqual({ ...hostAttributes(), 'db.operation.name': 'SELECT', 'error.type': 'ER_NO_SUCH_TABLE' })
+  expect(failed.attributes).toEqual({ ...hostAttributes(), 'db.operation.name': 'SELECT', 'error.type': 'ER_NO_SUCH_TABLE', 'db.response.status_code': '1146' })
   expect((failed.value as Histogram).count).toBe(1)
+})
+
+test('counts a failed statement whose error has no code as failed, with error.type _OTHER', async () => {
+  // A postProcessResponse that throws fails the statement with an Error that has no code.
+  build({ postProcessResponse: (result: unknown) => { if (JSON.stringify(result).includes('"boom":1')) throw new Error('no code here'); return result } })
+  await app.ready()
+  expect((await app.inject('/one')).statusCode).toBe(200)
+  await expect(app.db.raw('SELECT 1 AS boom')).rejects.toThrow('no code here')
+  const duration = metric(await collect(), 'db.client.operation.duration')
+  const failed = point(duration, { 'error.type': '_OTHER' })
+  expect(failed.attributes).toEqual({ ...hostAttributes(), 'db.operation.name': 'SELECT', 'error.type': '_OTHER' })
+  expect((failed.value as Histogram).count).toBe(1)
+  expect(histogram(duration, { 'error.type': undefined }).count).toBe(1)
+})
+
+test('reads no operation name from a raw statement\'s text when the registration allows multiple statements', async () => {
+  build({ allowUnsafe: { multipleStatements: true } })
+  await app.ready()
+  await app.db.raw('SELECT 1 AS one')
+  await app.db('information_schema.SCHEMATA').select('SCHEMA_NAME').limit(1)
+  const duration = metric(await collect(), 'db.client.operation.duration')
+  // The builder's method still names its verb; the raw text's first word does not.
+  expect(histogram(duration, { 'db.operation.name': 'SELECT' }).count).toBe(1)
+  expect(histogram(duration, { 'db.operation.name': undefined }).count).toBe(1)
+})
+
+test('with warmup off, a pool collected before its first connection emits one point per pool metric once it has one, all with db.system.name', async () => {
+  build({ warmup: false })
+  await app.ready()
+  expect(typeof app.db).toBe('function')
+  // Nothing is known of the server yet: collected now, nothing may be pinned under partial attributes.
+  await collect()
+  await app.db.raw('SELECT 1 AS one')
+  const collected = await collect()
+  expect(metric(collected, 'db.client.connection.max').dataPoints).toHaveLength(1)
+  for (const name of ['db.client.connection.idle.max', 'db.client.connection.idle.min', 'db.client.connection.pending_requests']) {
+    expect(metric(collected, name).dataPoints).toHaveLength(1)
+  }
+  // One host: idle and used, each once.
+  expect(metric(collected, 'db.client.connection.count').dataPoints).toHaveLength(2)
+  for (const data of collected.values()) {
+    for (const one of data.dataPoints) expect(one.attributes).toMatchObject({ 'db.system.name': 'mariadb' })
+  }
 })
 
 test('names the pool by metrics.poolName', async () => {

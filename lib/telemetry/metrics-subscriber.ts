@@ -38,7 +38,8 @@ function onRelease (message: unknown): void {
 
 function onQueryEnd (message: unknown): void {
   const event = message as QueryEndEvent
-  metered.get(event.pool)?.queried(event.host, event.method, event.sql, event.durationMillis, event.errorCode)
+  const failure = event.failed ? { code: event.errorCode, number: event.errorNumber } : undefined
+  metered.get(event.pool)?.queried(event.host, event.method, event.sql, event.durationMillis, failure)
 }
 
 const SUBSCRIBERS: ReadonlyArray<readonly [string, (message: unknown) => void]> = [

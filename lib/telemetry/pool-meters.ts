@@ -3,12 +3,20 @@ import { factsOf, hostAttributes, type HostFacts } from './host-attributes'
 import type { Instruments } from './instruments'
 import { operationName } from './operation-name'
 import type { BatchObservableResultLike, MetricAttributes } from './otel-api'
-import { ATTRIBUTE } from './semconv'
+import { ATTRIBUTE, OTHER_ERROR } from './semconv'
 
 // One pool's metrics: what its events record (create, wait and use times, acquire timeouts,
 // statements' durations) and what a collection reads from the pool itself (connections per
 // host and state, the bounds, the queue: exact, as stats() counts them). Attributes are built
 // once per host (and per verb and error code for statements), not per event.
+
+/** How a statement failed, as its `query:end` says. */
+export interface StatementFailure {
+  /** The error's code, if it has one. */
+  readonly code: string | undefined
+  /** The server's error number, if the server answered with an error. */
+  readonly number: number | undefined
+}
 
 /** What the metrics read from a pool at collection time (the lifecycle provides it). */
 export interface MeteredPool {
@@ -35,6 +43,7 @@ interface HostEntry {
 export class PoolMeters {
   readonly #instruments: Instruments
   readonly #poolName: string
+  readonly #operationFromText: boolean
   readonly #pool: MeteredPool
   /** Per host label, once its system is known (a connection to it was opened). */
   readonly #hosts = new Map<string, HostEntry>()
@@ -44,9 +53,10 @@ export class PoolMeters {
   /** The pool-wide attributes, fixed once a host is known. */
   #poolAttributes: MetricAttributes | undefined
 
-  constructor (instruments: Instruments, poolName: string, pool: MeteredPool) {
+  constructor (instruments: Instruments, poolName: string, pool: MeteredPool, operationFromText = true) {
     this.#instruments = instruments
     this.#poolName = poolName
+    this.#operationFromText = operationFromText
     this.#pool = pool
   }
 
@@ -128,16 +138,22 @@ export class PoolMeters {
     this.#instruments.useTime.record(heldMillis / MILLIS_PER_SECOND, this.#host(host).attributes)
   }
 
-  /** A statement ended: its duration, by host, SQL verb and (on failure) error code. */
-  queried (host: string, method: string | undefined, sql: string, durationMillis: number, errorCode: string | undefined): void {
-    const operation = operationName(method, sql)
-    const key = `${host}\u0000${operation ?? ''}\u0000${errorCode ?? ''}`
+  /**
+   * A statement ended: its duration, by host, SQL verb and, on failure, `error.type` (its code,
+   * `_OTHER` without one) and `db.response.status_code` (the server's error number, as a string).
+   */
+  queried (host: string, method: string | undefined, sql: string, durationMillis: number, failure: StatementFailure | undefined): void {
+    const operation = operationName(method, sql, this.#operationFromText)
+    const errorType = failure === undefined ? undefined : failure.code ?? OTHER_ERROR
+    const statusCode = failure?.number === undefined ? undefined : String(failure.number)
+    const key = `${host}\u0000${operation ?? ''}\u0000${errorType ?? ''}\u0000${statusCode ?? ''}`
     let attributes = this.#operations.get(key)
     if (attributes === undefined) {
       const base = this.#host(host)
       const built: Record<string, string | number> = { ...base.attributes }
       if (operation !== undefined) built[ATTRIBUTE.operation] = operation
-      if (errorCode !== undefined) built[ATTRIBUTE.errorType] = errorCode
+      if (errorType !== undefined) built[ATTRIBUTE.errorType] = errorType
+      if (statusCode !== undefined) built[ATTRIBUTE.statusCode] = statusCode
       attributes = Object.freeze(built)
       // Kept once the host's system is known, so the first statements do not pin a partial set.
       if (base.facts?.system !== undefined) this.#operations.set(key, attributes)
