@@ -23,7 +23,7 @@ function onAcquire (message: unknown): void {
   if (meters === undefined) return
   // The plugin's own borrows (warm-up, keeper, health check) are not the application's waits.
   if (event.internal) {
-    if (event.connectionId !== undefined) meters.lentInternally(event.connectionId)
+    if (event.connectionId !== undefined) meters.lentInternally(event.host ?? '', event.connectionId)
     return
   }
   if (event.connectionId !== undefined) meters.acquired(event.host ?? '', event.waitMillis)

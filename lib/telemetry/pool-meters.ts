@@ -48,8 +48,11 @@ export class PoolMeters {
   /** Per host label, once its system is known (a connection to it was opened). */
   readonly #hosts = new Map<string, HostEntry>()
   readonly #operations = new Map<string, MetricAttributes>()
-  /** Connections lent to the plugin's own borrows (warm-up, keeper, health check): their release is not a use. */
-  readonly #internal = new Set<number | null>()
+  /**
+   * Connections lent to the plugin's own borrows (warm-up, keeper, health check), by host and
+   * thread id (two servers number their threads alike): their release is not a use.
+   */
+  readonly #internal = new Set<string>()
   /** The pool-wide attributes, fixed once a host is known. */
   #poolAttributes: MetricAttributes | undefined
 
@@ -121,11 +124,11 @@ export class PoolMeters {
   }
 
   /** The plugin lent `connectionId` to itself: neither its wait nor its use is the application's. */
-  lentInternally (connectionId: number | null): void {
+  lentInternally (host: string, connectionId: number | null): void {
     // A connection the plugin borrowed and then destroyed (a failed ping) is never released:
     // the set is bounded rather than tracked through destroys (the plugin's borrows are few).
     if (this.#internal.size >= MAX_INTERNAL_BORROWS) this.#internal.clear()
-    this.#internal.add(connectionId)
+    this.#internal.add(internalKey(host, connectionId))
   }
 
   timedOut (): void {
@@ -134,7 +137,7 @@ export class PoolMeters {
   }
 
   released (host: string, connectionId: number | null, heldMillis: number): void {
-    if (this.#internal.size > 0 && this.#internal.delete(connectionId)) return
+    if (this.#internal.size > 0 && this.#internal.delete(internalKey(host, connectionId))) return
     this.#instruments.useTime.record(heldMillis / MILLIS_PER_SECOND, this.#host(host).attributes)
   }
 
@@ -184,4 +187,8 @@ export class PoolMeters {
     result.observe(instruments.max, size.max, attributes)
     result.observe(instruments.pendingRequests, size.waiting, attributes)
   }
+}
+
+function internalKey (host: string, connectionId: number | null): string {
+  return `${host}\u0000${connectionId ?? ''}`
 }
