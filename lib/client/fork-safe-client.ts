@@ -57,13 +57,15 @@ export class ForkSafeClient extends KnexMySql2Client {
     const runtime = runtimeOf(this)
     if (isRetired(connection)) {
       // Retired while lent (pool/retire.ts): destroyed, never lent again.
+      const heldMillis = heldMillisOf(connection)
       pool.releaseAndDestroy(connection)
-      if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), heldMillis: heldMillisOf(connection) })
+      if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), heldMillis })
       return Promise.resolve()
     }
+    const heldMillis = heldMillisOf(connection)
     runtime.borrowCheck.markIdle(connection)
     pool.release(connection)
-    if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), heldMillis: heldMillisOf(connection) })
+    if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), heldMillis })
     return Promise.resolve()
   }
 
