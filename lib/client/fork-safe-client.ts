@@ -147,9 +147,10 @@ export class ForkSafeClient extends KnexMySql2Client {
     const { decorator } = runtimeOf(this).options
     return super.transaction((trx) => {
       if (trx.isCompleted()) return undefined
-      const run = () => nested ? container(trx) : withOutcome(container, trx, decorator)
       const traceIt = transactionTrace.hasSubscribers
-      if (!traceIt && !transactionBegin.hasSubscribers && !transactionEnd.hasSubscribers) return run()
+      // Nobody listens (the usual case): no closure for this transaction.
+      if (!traceIt && !transactionBegin.hasSubscribers && !transactionEnd.hasSubscribers) return nested ? container(trx) : withOutcome(container, trx, decorator)
+      const run = () => nested ? container(trx) : withOutcome(container, trx, decorator)
       const transactionId = observeTransaction(runtimeOf(this).identity, trx, nested, attemptOf(config))
       return traceIt ? tracedTransaction(runtimeOf(this).identity, trx, transactionId, nested, attemptOf(config), run) : run()
     }, config, outerTx)
