@@ -82,6 +82,16 @@ test('never logs a bound value of a slow statement, in any line', async () => {
   expect(watched.text()).not.toContain(secret)
 })
 
+test('scrubs the registration\'s password from a slow statement\'s SQL, where a raw() inlined it', async () => {
+  const password = fixture.user.connection.password
+  await app.register(forkSafeDb, { connection: fixture.user.url, slowQueryMillis: THRESHOLD_MILLIS })
+  await app.ready()
+  await app.db.raw(`SELECT SLEEP(0.2) AS slept, '${password}' AS inlined`)
+  const warning = await watched.line(isSlow())
+  expect(warning.sql).toBe('SELECT SLEEP(0.2) AS slept, \'[redacted]\' AS inlined')
+  expect(watched.text()).not.toContain(password)
+})
+
 test('logs nothing for statements under the threshold', async () => {
   app.get('/fast', async (request) => {
     await request.db.raw('SELECT 1 AS one')
