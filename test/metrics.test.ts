@@ -5,8 +5,9 @@ import {
 } from '@opentelemetry/sdk-metrics'
 import type { FastifyInstance } from 'fastify'
 import type { Knex } from 'knex'
+import { channel } from 'node:diagnostics_channel'
 import { performance } from 'node:perf_hooks'
-import forkSafeDb, { type ForkSafeDbOptions } from '../lib'
+import forkSafeDb, { channels, type ForkSafeDbOptions } from '../lib'
 import { TcpProxy } from '../support/tcp-proxy'
 import { buildApp, simulatePid, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
@@ -371,6 +372,15 @@ test('reports server.address and server.port per host with several hosts', async
   expect(point(metric(await collect(), 'db.client.connection.max')).attributes).toEqual({
     'db.client.connection.pool.name': 'db', 'db.system.name': 'mariadb', 'db.namespace': fixture.user.connection.database
   })
+})
+
+test('a meter provider that throws fails the build and leaves no slow-query subscriber behind', async () => {
+  const queryEnd = channel(channels.queryEnd)
+  expect(queryEnd.hasSubscribers).toBe(false)
+  const throwing = { getMeter: () => { throw new Error('the user\'s getMeter failed') } }
+  build({ metrics: throwing as unknown as ForkSafeDbOptions['metrics'], slowQueryMillis: 100 })
+  await expect(app.ready()).rejects.toThrow('the user\'s getMeter failed')
+  expect(queryEnd.hasSubscribers).toBe(false)
 })
 
 test('a bad metrics value fails registration with FST_FORK_SAFE_DB_INVALID_OPTION', async () => {
