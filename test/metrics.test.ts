@@ -331,6 +331,18 @@ test('a closed app reports nothing more (delta temporality: nothing recorded, no
   expect([...collected.values()].map((data) => [data.descriptor.name, data.dataPoints.length]).filter(([, points]) => points !== 0)).toEqual([])
 })
 
+test('records the duration of a statement that held up the app\'s close', async () => {
+  build()
+  await app.ready()
+  const statement = app.db.raw('SELECT SLEEP(0.3) AS draining').then(() => 'done')
+  // Sent once the pool lends it a connection: then the close has a statement to drain.
+  while (app.dbPool.stats().connections.used === 0) await new Promise((resolve) => setImmediate(resolve))
+  await app.close()
+  expect(await statement).toBe('done')
+  const duration = metric(await collect(), 'db.client.operation.duration')
+  expect(histogram(duration, { 'db.operation.name': 'SELECT' }).count).toBe(1)
+})
+
 test('a pool rebuilt after a pid change is metered, and the inherited one no longer', async () => {
   build({ pool: { min: 2, max: 4 } })
   await app.ready()
