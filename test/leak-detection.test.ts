@@ -83,6 +83,29 @@ test('names the route and request id of a request.db statement held past the thr
   expect(app.dbPool.stats().holders).toEqual([])
 })
 
+test('survives a connection held past the threshold by a not-found handler, whose request matched no route, and never logs its query string', async () => {
+  let requestId: string | undefined
+  app.setNotFoundHandler(async function answersNotFound (request, reply) {
+    requestId = request.id
+    await request.db.raw('SELECT SLEEP(0.3) AS slept')
+    // Read while the statement's connection is still this request's (the old route threw here).
+    await reply.code(404).send({ holders: app.dbPool.stats().holders.length })
+  })
+  await app.register(forkSafeDb, { connection: fixture.user.url, leakDetectionThresholdMillis: 50 })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+
+  const answered = await request(app, '/reset?token=s3cr3t-reset-token')
+  expect(answered.status).toBe(404)
+  const warning = await watched.line(isLeak())
+  expect(warning.requestId).toBe(requestId)
+  expect(warning).not.toHaveProperty('route')
+  expect(String(warning.stack)).toMatch(/^\s+at (Object\.)?answersNotFound /)
+  expect(await watched.line(isBack())).not.toHaveProperty('route')
+  // Fastify's own request lines carry the URL (its logger's choice); none of the plugin's does.
+  const plugins = watched.lines().filter((line) => line.req === undefined && line.res === undefined)
+  expect(JSON.stringify(plugins)).not.toContain('token=')
+})
+
 test('gives a { db: { transaction: true } } route\'s holder that route', async () => {
   let requestId: string | undefined
   app.post('/checkout', { db: { transaction: true } }, async (request) => {

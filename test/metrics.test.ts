@@ -5,8 +5,9 @@ import {
 } from '@opentelemetry/sdk-metrics'
 import type { FastifyInstance } from 'fastify'
 import type { Knex } from 'knex'
+import { channel } from 'node:diagnostics_channel'
 import { performance } from 'node:perf_hooks'
-import forkSafeDb, { type ForkSafeDbOptions } from '../lib'
+import forkSafeDb, { channels, type ForkSafeDbOptions } from '../lib'
 import { TcpProxy } from '../support/tcp-proxy'
 import { buildApp, simulatePid, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
@@ -228,7 +229,7 @@ test('records how long the application held a connection in use_time (not warm-u
   expect(useTime.max).toBeGreaterThanOrEqual(heldAtLeast)
 })
 
-test('records statements\' durations by SQL verb, with error.type when one failed', async () => {
+test('records statements\' durations by SQL verb, with error.type and the server\'s error number when one failed', async () => {
   build()
   await app.ready()
   await app.inject('/one')
@@ -238,8 +239,51 @@ test('records statements\' durations by SQL verb, with error.type when one faile
   const selects = histogram(duration, { ...hostAttributes(), 'db.operation.name': 'SELECT', 'error.type': undefined })
   expect(selects.count).toBe(2)
   const failed = point(duration, { 'error.type': 'ER_NO_SUCH_TABLE' })
-  expect(failed.attributes).toEqual({ ...hostAttributes(), 'db.operation.name': 'SELECT', 'error.type': 'ER_NO_SUCH_TABLE' })
+  expect(failed.attributes).toEqual({ ...hostAttributes(), 'db.operation.name': 'SELECT', 'error.type': 'ER_NO_SUCH_TABLE', 'db.response.status_code': '1146' })
   expect((failed.value as Histogram).count).toBe(1)
+})
+
+test('counts a failed statement whose error has no code as failed, with error.type _OTHER', async () => {
+  // A postProcessResponse that throws fails the statement with an Error that has no code.
+  build({ postProcessResponse: (result: unknown) => { if (JSON.stringify(result).includes('"boom":1')) throw new Error('no code here'); return result } })
+  await app.ready()
+  expect((await app.inject('/one')).statusCode).toBe(200)
+  await expect(app.db.raw('SELECT 1 AS boom')).rejects.toThrow('no code here')
+  const duration = metric(await collect(), 'db.client.operation.duration')
+  const failed = point(duration, { 'error.type': '_OTHER' })
+  expect(failed.attributes).toEqual({ ...hostAttributes(), 'db.operation.name': 'SELECT', 'error.type': '_OTHER' })
+  expect((failed.value as Histogram).count).toBe(1)
+  expect(histogram(duration, { 'error.type': undefined }).count).toBe(1)
+})
+
+test('reads no operation name from a raw statement\'s text when the registration allows multiple statements', async () => {
+  build({ allowUnsafe: { multipleStatements: true } })
+  await app.ready()
+  await app.db.raw('SELECT 1 AS one')
+  await app.db('information_schema.SCHEMATA').select('SCHEMA_NAME').limit(1)
+  const duration = metric(await collect(), 'db.client.operation.duration')
+  // The builder's method still names its verb; the raw text's first word does not.
+  expect(histogram(duration, { 'db.operation.name': 'SELECT' }).count).toBe(1)
+  expect(histogram(duration, { 'db.operation.name': undefined }).count).toBe(1)
+})
+
+test('with warmup off, a pool collected before its first connection emits one point per pool metric once it has one, all with db.system.name', async () => {
+  build({ warmup: false })
+  await app.ready()
+  expect(typeof app.db).toBe('function')
+  // Nothing is known of the server yet: collected now, nothing may be pinned under partial attributes.
+  await collect()
+  await app.db.raw('SELECT 1 AS one')
+  const collected = await collect()
+  expect(metric(collected, 'db.client.connection.max').dataPoints).toHaveLength(1)
+  for (const name of ['db.client.connection.idle.max', 'db.client.connection.idle.min', 'db.client.connection.pending_requests']) {
+    expect(metric(collected, name).dataPoints).toHaveLength(1)
+  }
+  // One host: idle and used, each once.
+  expect(metric(collected, 'db.client.connection.count').dataPoints).toHaveLength(2)
+  for (const data of collected.values()) {
+    for (const one of data.dataPoints) expect(one.attributes).toMatchObject({ 'db.system.name': 'mariadb' })
+  }
 })
 
 test('names the pool by metrics.poolName', async () => {
@@ -287,6 +331,18 @@ test('a closed app reports nothing more (delta temporality: nothing recorded, no
   expect([...collected.values()].map((data) => [data.descriptor.name, data.dataPoints.length]).filter(([, points]) => points !== 0)).toEqual([])
 })
 
+test('records the duration of a statement that held up the app\'s close', async () => {
+  build()
+  await app.ready()
+  const statement = app.db.raw('SELECT SLEEP(0.3) AS draining').then(() => 'done')
+  // Sent once the pool lends it a connection: then the close has a statement to drain.
+  while (app.dbPool.stats().connections.used === 0) await new Promise((resolve) => setImmediate(resolve))
+  await app.close()
+  expect(await statement).toBe('done')
+  const duration = metric(await collect(), 'db.client.operation.duration')
+  expect(histogram(duration, { 'db.operation.name': 'SELECT' }).count).toBe(1)
+})
+
 test('a pool rebuilt after a pid change is metered, and the inherited one no longer', async () => {
   build({ pool: { min: 2, max: 4 } })
   await app.ready()
@@ -328,6 +384,15 @@ test('reports server.address and server.port per host with several hosts', async
   expect(point(metric(await collect(), 'db.client.connection.max')).attributes).toEqual({
     'db.client.connection.pool.name': 'db', 'db.system.name': 'mariadb', 'db.namespace': fixture.user.connection.database
   })
+})
+
+test('a meter provider that throws fails the build and leaves no slow-query subscriber behind', async () => {
+  const queryEnd = channel(channels.queryEnd)
+  expect(queryEnd.hasSubscribers).toBe(false)
+  const throwing = { getMeter: () => { throw new Error('the user\'s getMeter failed') } }
+  build({ metrics: throwing as unknown as ForkSafeDbOptions['metrics'], slowQueryMillis: 100 })
+  await expect(app.ready()).rejects.toThrow('the user\'s getMeter failed')
+  expect(queryEnd.hasSubscribers).toBe(false)
 })
 
 test('a bad metrics value fails registration with FST_FORK_SAFE_DB_INVALID_OPTION', async () => {

@@ -1,5 +1,6 @@
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { FastifyInstance } from 'fastify'
-import forkSafeDb from '../lib'
+import forkSafeDb, { channels, type PoolReleaseEvent } from '../lib'
 import { buildApp, simulatePid, type LoggedApp } from './helpers/app'
 import { perTestUser } from './helpers/database'
 import { TcpProxy } from '../support/tcp-proxy'
@@ -148,4 +149,26 @@ test('keeps counting after db.destroy() and db.initialize() give the client a ne
   app.db.initialize()
   await app.db.raw('SELECT 1')
   expect(app.dbPool.stats().connections).toMatchObject({ created: 2, destroyed: 1, free: 1 })
+})
+
+test('reports no held time for a borrow made before anyone listened to pool:release, though an earlier borrow of its connection was timed', async () => {
+  build({ pool: { min: 1, max: 1 } })
+  await app.ready()
+  const releases: PoolReleaseEvent[] = []
+  const onRelease = (message: unknown) => { releases.push(message as PoolReleaseEvent) }
+  subscribe(channels.poolRelease, onRelease)
+  try {
+    await app.db.raw('SELECT 1')
+    expect(typeof releases[0]?.heldMillis).toBe('number')
+    unsubscribe(channels.poolRelease, onRelease)
+    // Borrowed (the pool's one connection again) while nobody listens: not timed.
+    const trx = await app.db.transaction()
+    subscribe(channels.poolRelease, onRelease)
+    await trx.commit()
+    expect(releases).toHaveLength(2)
+    expect(releases[1].connectionId).toBe(releases[0].connectionId)
+    expect(releases[1].heldMillis).toBeUndefined()
+  } finally {
+    unsubscribe(channels.poolRelease, onRelease)
+  }
 })

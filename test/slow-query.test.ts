@@ -1,4 +1,4 @@
-import { channel } from 'node:diagnostics_channel'
+import { channel, subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { FastifyInstance } from 'fastify'
 import type { Knex } from 'knex'
 import forkSafeDb, { channels } from '../lib'
@@ -51,6 +51,25 @@ test('logs one warning for a statement slower than slowQueryMillis, with its SQL
   expect(watched.lines().filter(isSlow())).toHaveLength(1)
 })
 
+test('answers a not-found handler\'s slow statement, logged with no route and never with its query string', async () => {
+  app.setNotFoundHandler(async (request, reply) => {
+    await request.db.raw('SELECT SLEEP(0.2) AS slept')
+    await reply.code(404).send({ missing: true })
+  })
+  await app.register(forkSafeDb, { connection: fixture.user.url, slowQueryMillis: THRESHOLD_MILLIS })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+
+  const answered = await request(app, '/reset?token=s3cr3t-reset-token')
+  expect(answered.status).toBe(404)
+  expect(JSON.parse(answered.body)).toEqual({ missing: true })
+  const warning = await watched.line(isSlow())
+  expect(warning).toMatchObject({ sql: 'SELECT SLEEP(0.2) AS slept' })
+  expect(warning).not.toHaveProperty('route')
+  // Fastify's own request lines carry the URL (its logger's choice); none of the plugin's does.
+  const plugins = watched.lines().filter((line) => line.req === undefined && line.res === undefined)
+  expect(JSON.stringify(plugins)).not.toContain('token=')
+})
+
 test('never logs a bound value of a slow statement, in any line', async () => {
   const secret = 'hunter2-bound-value-7f3a'
   app.get('/secret', async (request) => (await request.db.raw('select ? as v, sleep(0.3) as slept', [secret]))[0][0])
@@ -61,6 +80,16 @@ test('never logs a bound value of a slow statement, in any line', async () => {
   expect(JSON.parse(answered.body)).toMatchObject({ v: secret })
   expect(await watched.line(isSlow())).toMatchObject({ sql: 'select ? as v, sleep(0.3) as slept' })
   expect(watched.text()).not.toContain(secret)
+})
+
+test('scrubs the registration\'s password from a slow statement\'s SQL, where a raw() inlined it', async () => {
+  const password = fixture.user.connection.password
+  await app.register(forkSafeDb, { connection: fixture.user.url, slowQueryMillis: THRESHOLD_MILLIS })
+  await app.ready()
+  await app.db.raw(`SELECT SLEEP(0.2) AS slept, '${password}' AS inlined`)
+  const warning = await watched.line(isSlow())
+  expect(warning.sql).toBe('SELECT SLEEP(0.2) AS slept, \'[redacted]\' AS inlined')
+  expect(watched.text()).not.toContain(password)
 })
 
 test('logs nothing for statements under the threshold', async () => {
@@ -106,4 +135,22 @@ test('stops listening to query:end when the last registration with it closes', a
   expect(queryEnd.hasSubscribers).toBe(true)
   await app.close()
   expect(queryEnd.hasSubscribers).toBe(false)
+})
+
+test('logs a slow statement that held up the app\'s close, once it ends', async () => {
+  await app.register(forkSafeDb, { connection: fixture.user.url, slowQueryMillis: THRESHOLD_MILLIS })
+  await app.ready()
+  const started = new Promise<void>((resolve) => {
+    const onStart = () => { unsubscribe(channels.queryStart, onStart); resolve() }
+    subscribe(channels.queryStart, onStart)
+  })
+  // then() sends it (a builder is lazy).
+  const draining = app.db.raw('SELECT SLEEP(0.5) AS draining').then((result: Array<Array<{ draining: number }>>) => result[0][0].draining)
+  await started
+  // close() waits for the statement (knex's destroy drains the pool): it ends during the close.
+  await app.close()
+  expect(await draining).toBe(0)
+  const slow = watched.lines().filter(isSlow())
+  expect(slow).toHaveLength(1)
+  expect(slow[0]).toMatchObject({ sql: 'SELECT SLEEP(0.5) AS draining' })
 })

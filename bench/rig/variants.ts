@@ -97,7 +97,7 @@ const VARIANTS: Record<string, { name: string, build: (url: string) => Built | P
   // What an operator turns on (issue 21): each costs nothing until used, or states its cost.
   'metrics-noop': { name: 'plugin, metrics: true with no OpenTelemetry SDK (the API\'s no-op meter)', build: (url) => pluginApp(url, { metrics: true }, true) },
   'metrics-sdk': { name: 'plugin, metrics into an OpenTelemetry SDK MeterProvider', build: meteredApp },
-  'leak-detection': { name: 'plugin, leakDetectionThresholdMillis: 10000 (a stack per borrow)', build: (url) => pluginApp(url, { leakDetectionThresholdMillis: 10_000 }, true) },
+  'leak-detection': { name: 'plugin, leakDetectionThresholdMillis: 10000 (a stack per builder, raw or transaction made)', build: (url) => pluginApp(url, { leakDetectionThresholdMillis: 10_000 }, true) },
   'slow-query': { name: 'plugin, slowQueryMillis: 1000', build: (url) => pluginApp(url, { slowQueryMillis: 1000 }, true) },
   none: {
     name: 'plugin, all of these off',

@@ -57,13 +57,15 @@ export class ForkSafeClient extends KnexMySql2Client {
     const runtime = runtimeOf(this)
     if (isRetired(connection)) {
       // Retired while lent (pool/retire.ts): destroyed, never lent again.
+      const heldMillis = heldMillisOf(connection)
       pool.releaseAndDestroy(connection)
-      if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), heldMillis: heldMillisOf(connection) })
+      if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), heldMillis })
       return Promise.resolve()
     }
+    const heldMillis = heldMillisOf(connection)
     runtime.borrowCheck.markIdle(connection)
     pool.release(connection)
-    if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), heldMillis: heldMillisOf(connection) })
+    if (poolRelease.hasSubscribers) poolRelease.publish({ pool: runtime.identity, connectionId: connection.threadId, host: runtime.hostLabelOf(connection), heldMillis })
     return Promise.resolve()
   }
 
@@ -145,9 +147,10 @@ export class ForkSafeClient extends KnexMySql2Client {
     const { decorator } = runtimeOf(this).options
     return super.transaction((trx) => {
       if (trx.isCompleted()) return undefined
-      const run = () => nested ? container(trx) : withOutcome(container, trx, decorator)
       const traceIt = transactionTrace.hasSubscribers
-      if (!traceIt && !transactionBegin.hasSubscribers && !transactionEnd.hasSubscribers) return run()
+      // Nobody listens (the usual case): no closure for this transaction.
+      if (!traceIt && !transactionBegin.hasSubscribers && !transactionEnd.hasSubscribers) return nested ? container(trx) : withOutcome(container, trx, decorator)
+      const run = () => nested ? container(trx) : withOutcome(container, trx, decorator)
       const transactionId = observeTransaction(runtimeOf(this).identity, trx, nested, attemptOf(config))
       return traceIt ? tracedTransaction(runtimeOf(this).identity, trx, transactionId, nested, attemptOf(config), run) : run()
     }, config, outerTx)

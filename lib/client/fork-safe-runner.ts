@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks'
 import { isStatementTimeout, isTransactionClient, KnexRunnerBase, streamOfCallback, takesTimeout, timeoutOf } from '../driver/knex-parts'
 import type { CompiledQuery, DriverConnection, KnexRunner } from '../driver/types'
 import { FST_FORK_SAFE_DB_CLIENT_GONE } from '../errors'
-import { codeOf, queryEnd, queryStart, queryTimeout, type QueryStartEvent } from '../events/channels'
+import { codeOf, errorNumberOf, queryEnd, queryStart, queryTimeout, type QueryStartEvent } from '../events/channels'
 import { queryTrace, traced } from '../events/tracing'
 import { refusedAnswer } from '../hosts/refused-answer'
 import { TIMED_OUT } from '../query/cancel'
@@ -75,10 +75,16 @@ export class ForkSafeRunner extends KnexRunnerBase {
     }
     if (queryStart.hasSubscribers) queryStart.publish(start)
     const started = performance.now()
-    const ended = (error: unknown) => {
+    const ended = (failed: boolean, error: unknown) => {
       if (!queryEnd.hasSubscribers) return
+      const durationMillis = performance.now() - started
+      if (!failed) {
+        queryEnd.publish({ ...start, durationMillis, failed })
+        return
+      }
       const errorCode = codeOf(error)
-      queryEnd.publish({ ...start, durationMillis: performance.now() - started, ...(errorCode === undefined ? {} : { errorCode }) })
+      const errorNumber = errorNumberOf(error)
+      queryEnd.publish({ ...start, durationMillis, failed, ...(errorCode === undefined ? {} : { errorCode }), ...(errorNumber === undefined ? {} : { errorNumber }) })
     }
     const queryId = start.queryId
     const run = () => this.#run(query, queryId)
@@ -86,8 +92,8 @@ export class ForkSafeRunner extends KnexRunnerBase {
       ? traced(queryTrace, { ...start }, run, (context, _rows, millis) => { context.durationMillis = millis })
       : run()
     return statement.then(
-      (result) => { ended(undefined); return result },
-      (error: unknown) => { ended(error ?? new Error('the statement failed')); throw error }
+      (result) => { ended(false, undefined); return result },
+      (error: unknown) => { ended(true, error); throw error }
     )
   }
 

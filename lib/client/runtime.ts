@@ -119,7 +119,7 @@ export class ClientRuntime implements AcquireHost, CancelHost, ConnectHost, Heal
     const leakThreshold = options.leakDetectionThresholdMillis
     this.leaks = leakThreshold > 0 ? new LeakDetector({ thresholdMillis: leakThreshold, log, hostLabelOf: (connection) => this.hostLabelOf(connection) }) : undefined
     // Stopped with the counts (lifecycle/teardown.ts).
-    if (options.slowQueryMillis > 0) logSlowQueries(this.identity, options.slowQueryMillis, log)
+    if (options.slowQueryMillis > 0) logSlowQueries(this.identity, options.slowQueryMillis, log, options.secrets)
   }
 
   /**

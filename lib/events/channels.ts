@@ -119,8 +119,12 @@ export interface QueryStartEvent extends PoolEvent {
 /** A statement's end carries its start's fields too, so a subscriber needs no map from start to end. */
 export interface QueryEndEvent extends QueryStartEvent {
   readonly durationMillis: number
+  /** The statement failed (whether or not its error has a code). */
+  readonly failed: boolean
   /** The error's code when the statement failed (`ER_DUP_ENTRY`, `FST_FORK_SAFE_DB_QUERY_TIMEOUT`, …). */
   readonly errorCode?: string
+  /** The server's error number when the server answered with an error (`1062`); absent otherwise. */
+  readonly errorNumber?: number
 }
 
 export interface QueryTimeoutEvent extends PoolEvent {
@@ -182,6 +186,12 @@ export const breakerOpen = channel(channels.breakerOpen)
 export const breakerClose = channel(channels.breakerClose)
 export const transactionBegin = channel(channels.transactionBegin)
 export const transactionEnd = channel(channels.transactionEnd)
+
+/** The server's error number of an error (mysql2's `errno`), if it has one. */
+export function errorNumberOf (error: unknown): number | undefined {
+  const errno = (error as { errno?: unknown } | null | undefined)?.errno
+  return typeof errno === 'number' && Number.isInteger(errno) ? errno : undefined
+}
 
 /** The code of an error, if it has a string one. */
 export function codeOf (error: unknown): string | undefined {

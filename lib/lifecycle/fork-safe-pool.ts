@@ -97,7 +97,13 @@ export class ForkSafePool {
     const built: Built = {
       pid, knex, runtime, keeper: new IdleKeeper(runtime), stopPlacementWatch: warnIfBuiltInPrimary(this.#log), lagGuard: lagGuardOf(runtime, this.#options, this.#log), metrics: undefined
     }
-    built.metrics = this.#metrics?.start(runtime.identity, meteredPool(runtime, () => this.#hostStats(built)))
+    try {
+      built.metrics = this.#metrics?.start(runtime.identity, meteredPool(runtime, () => this.#hostStats(built)))
+    } catch (error) {
+      // A user's meter provider threw: what the runtime subscribed (counts, slow-query log) goes too.
+      abandon(built)
+      throw error
+    }
     this.#built = built
     runtime.lagFallback = this.#lagFallback
     // A pool rebuilt after a pid change is not warmed again: its guard starts now.

@@ -10,7 +10,8 @@ import { stopLoggingSlowQueries } from '../telemetry/slow-query-log'
 // The one way a process lets go of what it built: its timers stopped (the idle keeper, the
 // hosts' breakers' outage summaries and probes, the deadline queue, the leak detector's sweep),
 // its primary watch removed, its counts, metrics and slow-query log dropped;
-// and, for a pool of its own, the pool destroyed. A pool built under another pid (a fork's
+// and, for a pool of its own, the pool destroyed (its metrics and slow-query log last, once the
+// statements still running have ended). A pool built under another pid (a fork's
 // parent's) is abandoned: stopping a timer sends nothing, while closing would send COM_QUIT on
 // sockets the parent still uses.
 
@@ -29,12 +30,21 @@ export interface Built {
 
 /** Stops everything that would act on the pool, without touching a connection. */
 export function abandon (built: Built): void {
+  stopActing(built)
+  stopObserving(built)
+}
+
+function stopActing (built: Built): void {
   built.keeper.stop()
   built.lagGuard?.stop()
   built.stopPlacementWatch()
   built.runtime.hosts.stop()
   stopCounting(built.runtime.identity)
   built.runtime.leaks?.stop()
+}
+
+/** The slow-query log and the metrics: they only listen, so a pool being drained keeps them. */
+function stopObserving (built: Built): void {
   stopLoggingSlowQueries(built.runtime.identity)
   built.metrics?.stop()
 }
@@ -45,12 +55,14 @@ export function abandon (built: Built): void {
  * and a silent host's would last connectTimeout).
  */
 export async function destroyBuilt (built: Built, reason?: Error): Promise<void> {
-  abandon(built)
+  stopActing(built)
   built.runtime.hosts.closeProbes()
   if (reason !== undefined) for (const connection of built.runtime.connecting) discard(connection, reason)
   try {
     await Promise.all([built.knex.destroy(), built.lagGuard?.close()])
   } finally {
     built.runtime.deadlines?.stop()
+    // After the drain: the slow statements that hold a shutdown up are logged and metered too.
+    stopObserving(built)
   }
 }

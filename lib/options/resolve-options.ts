@@ -53,6 +53,12 @@ export interface ResolvedOptions {
 export interface ResolvedMetrics {
   meterProvider: MeterProviderLike | undefined
   poolName: string
+  /**
+   * `db.operation.name` may be read from a raw statement's first word: not when the registration
+   * allows several statements in one (`allowUnsafe.multipleStatements`), where the first word names
+   * only the first of them.
+   */
+  operationFromText: boolean
 }
 
 // The description and the public type name the same options (refused keys aside): a key added
@@ -125,19 +131,19 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     warmupConcurrency: read.warmupConcurrency as number,
     warmupJitterMillis: read.warmupJitterMillis as number,
     ...resolveReplicaLag(read),
-    metrics: resolveMetrics(read.metrics as ForkSafeDbOptions['metrics'], read.decorator as string),
+    metrics: resolveMetrics(read.metrics as ForkSafeDbOptions['metrics'], read.decorator as string, (read.allowUnsafe as UnsafeOptIns).multipleStatements !== true),
     leakDetectionThresholdMillis: read.leakDetectionThresholdMillis as number,
     slowQueryMillis: read.slowQueryMillis as number
   }
 }
 
 /** `metrics` as given: off, the global provider, a provider, or `{ meterProvider, poolName }`. */
-function resolveMetrics (metrics: ForkSafeDbOptions['metrics'], decorator: string): ResolvedMetrics | undefined {
+function resolveMetrics (metrics: ForkSafeDbOptions['metrics'], decorator: string, operationFromText: boolean): ResolvedMetrics | undefined {
   if (metrics === undefined || metrics === false) return undefined
-  if (metrics === true) return { meterProvider: undefined, poolName: decorator }
-  if (typeof (metrics as MeterProviderLike).getMeter === 'function') return { meterProvider: metrics as MeterProviderLike, poolName: decorator }
+  if (metrics === true) return { meterProvider: undefined, poolName: decorator, operationFromText }
+  if (typeof (metrics as MeterProviderLike).getMeter === 'function') return { meterProvider: metrics as MeterProviderLike, poolName: decorator, operationFromText }
   const { meterProvider, poolName } = metrics as MetricsOptions
-  return { meterProvider, poolName: poolName ?? decorator }
+  return { meterProvider, poolName: poolName ?? decorator, operationFromText }
 }
 
 /** The lag guard's options: a fallback needs the guard, and must be another registration. */

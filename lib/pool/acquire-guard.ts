@@ -109,8 +109,9 @@ function acquired (host: AcquireHost, connection: DriverConnection, record: bool
   const state = connectionState(connection)
   const cold = state !== undefined && !state.borrowed
   if (cold) state.borrowed = true
-  // A release reports how long its connection was held: the borrow is timed while anyone listens.
-  if (state !== undefined) state.lentAt = poolRelease.hasSubscribers ? performance.now() : 0
+  // A release reports how long its connection was held: the borrow is timed while anyone
+  // listens (the release clears it, so an untimed borrow never reports an earlier one's time).
+  if (state !== undefined && poolRelease.hasSubscribers) state.lentAt = performance.now()
   const subscribed = poolAcquire.hasSubscribers
   if (!subscribed && !(cold && record)) return connection
   const waitMillis = performance.now() - started

@@ -40,10 +40,16 @@ export function initConnectionState (connection: DriverConnection, connectMillis
   ;(connection as WithState)[STATE] = { idleSince: performance.now(), borrowed: false, pinging: undefined, connectMillis, hostIndex, lentAt: 0, retired: undefined }
 }
 
-/** How long `connection` has been lent, if its borrow was timed (see `lentAt`). */
+/**
+ * How long `connection` has been lent, if its borrow was timed (see `lentAt`); call once, at its
+ * release: the time is cleared, so a later borrow that was not timed reports none.
+ */
 export function heldMillisOf (connection: DriverConnection): number | undefined {
-  const lentAt = (connection as WithState)[STATE]?.lentAt ?? 0
-  return lentAt === 0 ? undefined : performance.now() - lentAt
+  const state = (connection as WithState)[STATE]
+  if (state === undefined || state.lentAt === 0) return undefined
+  const lentAt = state.lentAt
+  state.lentAt = 0
+  return performance.now() - lentAt
 }
 
 /** The connection's record; undefined for one the plugin did not set up (never in its pool). */

@@ -12,8 +12,8 @@ export interface StatementOwner {
   readonly clientGone: boolean
   /** Its request's id (Fastify's `request.id`), for events and log lines. */
   readonly requestId: string
-  /** Its request's route (`GET /users/:id`), for events and log lines. */
-  readonly route: string
+  /** Its request's route (`GET /users/:id`), for events and log lines; undefined when no route matched. */
+  readonly route: string | undefined
   /** One of its statements began on `connection`. */
   started: (connection: DriverConnection) => void
   finished: (connection: DriverConnection) => void

@@ -185,14 +185,23 @@ export class RequestScope implements StatementOwner {
   }
 
   #beganAfterResponse (): Error {
-    const error = new FST_FORK_SAFE_DB_TRANSACTION_AFTER_RESPONSE(this.#route())
-    this.#request.log.warn({ plugin: PLUGIN_NAME, err: error, route: this.#route(), requestId: this.#request.id }, 'a transaction was begun on request.db after the response had ended; refused')
+    const route = this.#route()
+    const error = new FST_FORK_SAFE_DB_TRANSACTION_AFTER_RESPONSE(route ?? this.#unmatched())
+    this.#request.log.warn({ plugin: PLUGIN_NAME, err: error, route, requestId: this.#request.id }, 'a transaction was begun on request.db after the response had ended; refused')
     return error
   }
 
-  #route (): string {
-    const { method, url } = this.#request.routeOptions
-    return `${method.toString()} ${url ?? this.#request.url}`
+  // The route's pattern, never the request's URL: the URL carries the query string (tokens,
+  // e-mail addresses) into events, traces, logs and stats().holders. A request no route matched
+  // (a not-found handler) has no pattern (Fastify leaves routeOptions.method and url undefined).
+  #route (): string | undefined {
+    const url = this.#request.routeOptions.url
+    return url === undefined ? undefined : `${this.#request.method} ${url}`
+  }
+
+  /** What a message names for a request no route matched: its method only. */
+  #unmatched (): string {
+    return `a ${this.#request.method} request no route matched`
   }
 
   /** Fastify's id of this scope's request. */
@@ -200,8 +209,8 @@ export class RequestScope implements StatementOwner {
     return this.#request.id
   }
 
-  /** This scope's route, `GET /users/:id` (the URL when no route matched). */
-  get route (): string {
+  /** This scope's route, `GET /users/:id`; undefined when no route matched (a not-found handler). */
+  get route (): string | undefined {
     return this.#route()
   }
 

@@ -23,7 +23,7 @@ function onAcquire (message: unknown): void {
   if (meters === undefined) return
   // The plugin's own borrows (warm-up, keeper, health check) are not the application's waits.
   if (event.internal) {
-    if (event.connectionId !== undefined) meters.lentInternally(event.connectionId)
+    if (event.connectionId !== undefined) meters.lentInternally(event.host ?? '', event.connectionId)
     return
   }
   if (event.connectionId !== undefined) meters.acquired(event.host ?? '', event.waitMillis)
@@ -38,7 +38,8 @@ function onRelease (message: unknown): void {
 
 function onQueryEnd (message: unknown): void {
   const event = message as QueryEndEvent
-  metered.get(event.pool)?.queried(event.host, event.method, event.sql, event.durationMillis, event.errorCode)
+  const failure = event.failed ? { code: event.errorCode, number: event.errorNumber } : undefined
+  metered.get(event.pool)?.queried(event.host, event.method, event.sql, event.durationMillis, failure)
 }
 
 const SUBSCRIBERS: ReadonlyArray<readonly [string, (message: unknown) => void]> = [

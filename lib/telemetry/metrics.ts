@@ -54,7 +54,7 @@ export class RegistrationMetrics {
     }
     const instruments = createInstruments(meter)
     const observables = observablesOf(instruments)
-    const meters = new PoolMeters(instruments, this.#options.poolName, pool)
+    const meters = new PoolMeters(instruments, this.#options.poolName, pool, this.#options.operationFromText)
     const observe: BatchObservableCallbackLike = (result) => meters.observe(result)
     meter.addBatchObservableCallback(observe, observables)
     meterEvents(identity, meters)

@@ -3,12 +3,20 @@ import { factsOf, hostAttributes, type HostFacts } from './host-attributes'
 import type { Instruments } from './instruments'
 import { operationName } from './operation-name'
 import type { BatchObservableResultLike, MetricAttributes } from './otel-api'
-import { ATTRIBUTE } from './semconv'
+import { ATTRIBUTE, OTHER_ERROR } from './semconv'
 
 // One pool's metrics: what its events record (create, wait and use times, acquire timeouts,
 // statements' durations) and what a collection reads from the pool itself (connections per
 // host and state, the bounds, the queue: exact, as stats() counts them). Attributes are built
 // once per host (and per verb and error code for statements), not per event.
+
+/** How a statement failed, as its `query:end` says. */
+export interface StatementFailure {
+  /** The error's code, if it has one. */
+  readonly code: string | undefined
+  /** The server's error number, if the server answered with an error. */
+  readonly number: number | undefined
+}
 
 /** What the metrics read from a pool at collection time (the lifecycle provides it). */
 export interface MeteredPool {
@@ -35,18 +43,23 @@ interface HostEntry {
 export class PoolMeters {
   readonly #instruments: Instruments
   readonly #poolName: string
+  readonly #operationFromText: boolean
   readonly #pool: MeteredPool
   /** Per host label, once its system is known (a connection to it was opened). */
   readonly #hosts = new Map<string, HostEntry>()
   readonly #operations = new Map<string, MetricAttributes>()
-  /** Connections lent to the plugin's own borrows (warm-up, keeper, health check): their release is not a use. */
-  readonly #internal = new Set<number | null>()
+  /**
+   * Connections lent to the plugin's own borrows (warm-up, keeper, health check), by host and
+   * thread id (two servers number their threads alike): their release is not a use.
+   */
+  readonly #internal = new Set<string>()
   /** The pool-wide attributes, fixed once a host is known. */
   #poolAttributes: MetricAttributes | undefined
 
-  constructor (instruments: Instruments, poolName: string, pool: MeteredPool) {
+  constructor (instruments: Instruments, poolName: string, pool: MeteredPool, operationFromText = true) {
     this.#instruments = instruments
     this.#poolName = poolName
+    this.#operationFromText = operationFromText
     this.#pool = pool
   }
 
@@ -111,11 +124,11 @@ export class PoolMeters {
   }
 
   /** The plugin lent `connectionId` to itself: neither its wait nor its use is the application's. */
-  lentInternally (connectionId: number | null): void {
+  lentInternally (host: string, connectionId: number | null): void {
     // A connection the plugin borrowed and then destroyed (a failed ping) is never released:
     // the set is bounded rather than tracked through destroys (the plugin's borrows are few).
     if (this.#internal.size >= MAX_INTERNAL_BORROWS) this.#internal.clear()
-    this.#internal.add(connectionId)
+    this.#internal.add(internalKey(host, connectionId))
   }
 
   timedOut (): void {
@@ -124,20 +137,26 @@ export class PoolMeters {
   }
 
   released (host: string, connectionId: number | null, heldMillis: number): void {
-    if (this.#internal.size > 0 && this.#internal.delete(connectionId)) return
+    if (this.#internal.size > 0 && this.#internal.delete(internalKey(host, connectionId))) return
     this.#instruments.useTime.record(heldMillis / MILLIS_PER_SECOND, this.#host(host).attributes)
   }
 
-  /** A statement ended: its duration, by host, SQL verb and (on failure) error code. */
-  queried (host: string, method: string | undefined, sql: string, durationMillis: number, errorCode: string | undefined): void {
-    const operation = operationName(method, sql)
-    const key = `${host}\u0000${operation ?? ''}\u0000${errorCode ?? ''}`
+  /**
+   * A statement ended: its duration, by host, SQL verb and, on failure, `error.type` (its code,
+   * `_OTHER` without one) and `db.response.status_code` (the server's error number, as a string).
+   */
+  queried (host: string, method: string | undefined, sql: string, durationMillis: number, failure: StatementFailure | undefined): void {
+    const operation = operationName(method, sql, this.#operationFromText)
+    const errorType = failure === undefined ? undefined : failure.code ?? OTHER_ERROR
+    const statusCode = failure?.number === undefined ? undefined : String(failure.number)
+    const key = `${host}\u0000${operation ?? ''}\u0000${errorType ?? ''}\u0000${statusCode ?? ''}`
     let attributes = this.#operations.get(key)
     if (attributes === undefined) {
       const base = this.#host(host)
       const built: Record<string, string | number> = { ...base.attributes }
       if (operation !== undefined) built[ATTRIBUTE.operation] = operation
-      if (errorCode !== undefined) built[ATTRIBUTE.errorType] = errorCode
+      if (errorType !== undefined) built[ATTRIBUTE.errorType] = errorType
+      if (statusCode !== undefined) built[ATTRIBUTE.statusCode] = statusCode
       attributes = Object.freeze(built)
       // Kept once the host's system is known, so the first statements do not pin a partial set.
       if (base.facts?.system !== undefined) this.#operations.set(key, attributes)
@@ -168,4 +187,8 @@ export class PoolMeters {
     result.observe(instruments.max, size.max, attributes)
     result.observe(instruments.pendingRequests, size.waiting, attributes)
   }
+}
+
+function internalKey (host: string, connectionId: number | null): string {
+  return `${host}\u0000${connectionId ?? ''}`
 }

@@ -20,8 +20,12 @@ export const ATTRIBUTE = Object.freeze({
   address: 'server.address',
   port: 'server.port',
   operation: 'db.operation.name',
-  errorType: 'error.type'
+  errorType: 'error.type',
+  statusCode: 'db.response.status_code'
 } as const)
+
+/** `error.type` of a failure whose error has no code of its own (the conventions' fallback). */
+export const OTHER_ERROR = '_OTHER'
 
 export interface InstrumentSpec {
   readonly name: string
