@@ -1,6 +1,6 @@
 import { tracingChannel, type TracingChannel } from 'node:diagnostics_channel'
 import { performance } from 'node:perf_hooks'
-import { codeOf, type PoolIdentity } from './channels'
+import { codeOf, type PoolIdentity, type QueryStartEvent } from './channels'
 
 // The plugin's own TracingChannels, beside its plain channels (channels.ts): each traces one unit
 // of work (a borrow, a statement, a transaction, a KILL, a connect attempt) as Node's
@@ -50,21 +50,8 @@ export interface AcquireTraceContext extends TraceContext {
   waitMillis?: number
 }
 
-export interface QueryTraceContext extends TraceContext {
-  /** Unique in this process; the same as the statement's `query:start`/`query:end` events'. */
-  readonly queryId: number
-  readonly connectionId: number | null
-  /** The host it runs on: `host:port` or the socket path. */
-  readonly host: string
-  /** The statement with `?` placeholders, never its bound values. */
-  readonly sql: string
-  /** knex's method (`select`, `insert`, `raw`, …), when it says. */
-  readonly method: string | undefined
-  readonly inTransaction: boolean
-  /** The request it belongs to (`request.db`), by Fastify's request id; undefined outside a request. */
-  readonly requestId: string | undefined
-  /** Its request's route (`GET /users/:id`); undefined outside a request. */
-  readonly route: string | undefined
+/** A statement's trace: the fields of its `query:start` event (the same `queryId`), and its duration. */
+export interface QueryTraceContext extends TraceContext, QueryStartEvent {
   /** From sent to answered (set at asyncStart). */
   durationMillis?: number
 }
