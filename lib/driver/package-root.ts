@@ -15,12 +15,17 @@ export function packageRoot (name: string, from?: string): string | undefined {
   }
 }
 
-function versionAt (root: string | undefined): string {
+/** The version in the package.json of directory `root`; undefined when there is none to read. */
+export function packageVersion (root: string | undefined): string | undefined {
   try {
     return String((JSON.parse(readFileSync(join(root ?? '', 'package.json'), 'utf8')) as { version?: unknown }).version)
   } catch {
-    return 'not found'
+    return undefined
   }
+}
+
+function versionAt (root: string | undefined): string {
+  return packageVersion(root) ?? 'not found'
 }
 
 /** "knex 3.3.0, tarn 3.1.2, mysql2 3.24.6", as installed next to the plugin. */

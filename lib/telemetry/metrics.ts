@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
+import { packageVersion } from '../driver/package-root'
 import type { PoolIdentity } from '../events/channels'
 import type { ResolvedMetrics } from '../options/resolve-options'
 import { createInstruments, observablesOf } from './instruments'
@@ -24,11 +24,7 @@ let version: string | undefined
 
 /** The plugin's own version, for the meter (package.json two levels up, from lib/ or dist/). */
 function pluginVersion (): string | undefined {
-  try {
-    version ??= String((JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version?: unknown }).version)
-  } catch {
-    version = undefined
-  }
+  version ??= packageVersion(join(__dirname, '..', '..'))
   return version
 }
 
